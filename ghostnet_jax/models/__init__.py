@@ -1,0 +1,12 @@
+"""GhostNet family and the paper's CIFAR-10 networks, as Flax Linen modules (NHWC)."""
+from ghostnet_jax.models import cifar_nets, ghostnet  # noqa: F401  (registers the models)
+from ghostnet_jax.models.ghost_blocks import ConvBnAct, GhostBottleneck, GhostModule, SqueezeExcite
+from ghostnet_jax.models.ghostnet import GHOSTNET_STAGES, BlockSpec, GhostNet
+from ghostnet_jax.models.layers import BatchNorm, Conv, conv_native, conv_shifted, make_divisible
+from ghostnet_jax.models.registry import create_model, list_models, register_model
+
+__all__ = [
+    'BatchNorm', 'BlockSpec', 'Conv', 'ConvBnAct', 'GHOSTNET_STAGES', 'GhostBottleneck',
+    'GhostModule', 'GhostNet', 'SqueezeExcite', 'conv_native', 'conv_shifted', 'create_model',
+    'list_models', 'make_divisible', 'register_model',
+]
