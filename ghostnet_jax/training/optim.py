@@ -1,0 +1,246 @@
+"""Optimizer, learning-rate schedules, plateau scaling and parameter EMA.
+
+Config (`config.optimizer`, defaults in `default_optimizer_config()`):
+
+  name             'sgd' | 'adam' | 'adamw'
+  learning_rate    peak learning rate (after warmup)
+  schedule         'warmup_cosine' | 'constant' | 'piecewise'
+  warmup_epochs    linear warmup 0 -> learning_rate over this many epochs (any schedule;
+                   may be fractional). lr(step) = learning_rate * step / warmup_steps.
+  min_lr           warmup_cosine: value reached at the last step (cosine end)
+  boundaries_epochs, decay_factor
+                   piecewise: lr *= decay_factor from the first step of each listed epoch
+  momentum, nesterov   sgd
+  b1, b2, eps          adam / adamw
+  weight_decay     adamw: DECOUPLED (optax.adamw style, update -= lr * wd * w);
+                   adam / sgd: COUPLED L2, wd * w is added to the gradient before the
+                   momentum / Adam moments (PyTorch `weight_decay=` semantics).
+                   Either way only leaves named `kernel` with ndim > 1 are decayed, so
+                   BatchNorm scale/bias and all biases are skipped.
+  grad_clip_norm   clip the raw gradient to this global norm (0 = off); applied before
+                   the coupled L2 term, like torch.nn.utils.clip_grad_norm_.
+
+`config.ema_decay` (top level, 0 = off) is consumed by `init_ema` / `update_ema`.
+
+The effective learning rate is `schedule(step) * plateau_scale`. The plateau scale is a
+float32 scalar inside the optimizer state (last transform of the chain), so it is
+checkpointed with `opt_state`, can be changed from the host between epochs with
+`set_lr_scale`, and multiplies the whole update (incl. weight decay) without
+recompiling the train step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+Schedule = Callable[[Any], jax.Array]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("warmup_cosine", "constant", "piecewise")
+DEFAULT_EMA_DECAY = 0.0
+
+
+def default_optimizer_config() -> ml_collections.ConfigDict:
+    """Defaults for `config.optimizer` (a CIFAR-style SGD + cosine recipe)."""
+    return ml_collections.ConfigDict(
+        dict(
+            name="sgd",
+            learning_rate=0.1,
+            schedule="warmup_cosine",
+            warmup_epochs=5.0,
+            min_lr=0.0,
+            boundaries_epochs=(),
+            decay_factor=0.1,
+            momentum=0.9,
+            nesterov=True,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=5e-4,
+            grad_clip_norm=0.0,
+        )
+    )
+
+
+# ----------------------------------------------------------------------------- schedules
+
+
+def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int) -> Schedule:
+    """Returns a jittable `step -> lr` (float32) for the configured schedule."""
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"Unknown optimizer.schedule {cfg.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+    if steps_per_epoch <= 0 or num_epochs <= 0:
+        raise ValueError(f"steps_per_epoch ({steps_per_epoch}) and num_epochs ({num_epochs}) must be > 0")
+    peak = float(cfg.learning_rate)
+    total = steps_per_epoch * num_epochs
+    warmup = int(round(float(cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
+    if warmup >= total:
+        raise ValueError(f"warmup ({warmup} steps) must be shorter than training ({total} steps)")
+
+    if cfg.schedule == "constant":
+        main = lambda step: jnp.full((), peak, jnp.float32)
+    elif cfg.schedule == "piecewise":
+        # Decay takes effect from the first step of epoch e (absolute steps, warmup included).
+        bounds = jnp.asarray([int(round(float(e) * steps_per_epoch)) for e in cfg.boundaries_epochs], jnp.int32)
+        factor = float(cfg.decay_factor)
+
+        def main(step):
+            n = jnp.sum(step >= bounds) if bounds.size else 0
+            return jnp.asarray(peak * factor**n, jnp.float32)
+    else:  # warmup_cosine
+        end, span = float(cfg.min_lr), float(total - warmup)
+
+        def main(step):
+            # Clamped so that steps after `total` (e.g. an extra epoch) stay at min_lr.
+            t = jnp.clip((step - warmup) / span, 0.0, 1.0)
+            return jnp.asarray(end + (peak - end) * 0.5 * (1.0 + jnp.cos(math.pi * t)), jnp.float32)
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        if warmup == 0:
+            return main(step)
+        return jnp.where(step < warmup, jnp.asarray(peak * step / warmup, jnp.float32), main(step))
+
+    return schedule
+
+
+# ----------------------------------------------------------------- plateau scale transform
+
+
+class PlateauScaleState(NamedTuple):
+    """Host-settable multiplier of the learning rate (1.0 until a plateau reduces it)."""
+
+    plateau_scale: jax.Array
+
+
+def scale_by_plateau(initial_scale: float = 1.0) -> optax.GradientTransformation:
+    """Multiplies updates by the scalar kept in its state (see `set_lr_scale`)."""
+
+    def init_fn(params):
+        del params
+        return PlateauScaleState(jnp.asarray(initial_scale, jnp.float32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        s = state.plateau_scale
+        return jax.tree.map(lambda u: u * s.astype(u.dtype), updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_plateau(x: Any) -> bool:
+    return isinstance(x, PlateauScaleState)
+
+
+def get_lr_scale(opt_state: Any) -> jax.Array:
+    """Reads the plateau scale from an optimizer state built by `build_optimizer`."""
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(s)]
+    if len(found) != 1:
+        raise ValueError(f"Expected exactly one PlateauScaleState in opt_state, found {len(found)}")
+    return found[0].plateau_scale
+
+
+def set_lr_scale(opt_state: Any, scale: float) -> Any:
+    """Returns `opt_state` with the plateau scale replaced (pure; works in and out of jit).
+
+    Outside jit the new scalar is placed with the old one's sharding, so a state that
+    is replicated over a mesh stays compatible with the jitted step's in_shardings.
+    """
+    get_lr_scale(opt_state)  # validates there is exactly one
+
+    def replace(s):
+        if not _is_plateau(s):
+            return s
+        old = s.plateau_scale
+        new = jnp.asarray(scale, old.dtype)
+        if isinstance(old, jax.Array) and not isinstance(old, jax.core.Tracer):
+            new = jax.device_put(new, old.sharding)
+        return PlateauScaleState(new)
+
+    return jax.tree.map(replace, opt_state, is_leaf=_is_plateau)
+
+
+def current_learning_rate(schedule: Schedule, opt_state: Any, step: Any) -> jax.Array:
+    """Effective lr used for the update at `step` (pass state.step BEFORE apply_gradients).
+
+    Jittable: compute it inside the train step and return it as the `learning_rate` metric.
+    """
+    return schedule(step) * get_lr_scale(opt_state)
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def _leaf_name(path: tuple) -> str:
+    last = path[-1] if path else None
+    for attr in ("key", "name", "idx"):
+        if hasattr(last, attr):
+            return str(getattr(last, attr))
+    return str(last)
+
+
+def weight_decay_mask(params: Any) -> Any:
+    """True only for leaves named `kernel` with ndim > 1 (conv/dense weights).
+
+    BatchNorm `scale`/`bias` and conv/dense `bias` are excluded: decaying them hurts
+    accuracy and is not what the GhostNet/timm recipes do.
+    """
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: _leaf_name(path) == "kernel" and len(getattr(x, "shape", ())) > 1, params
+    )
+
+
+def build_optimizer(
+    cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int, params: Any = None
+) -> tuple[optax.GradientTransformation, Schedule]:
+    """Builds the optax chain and returns `(tx, schedule)`; schedule(step) is the base lr.
+
+    `params` (concrete or abstract) fixes the weight-decay mask; if None the mask is
+    computed from the params passed to `tx.init`.
+    """
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer.name {cfg.name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+    schedule = build_schedule(cfg, steps_per_epoch, num_epochs)
+    wd = float(cfg.get("weight_decay", 0.0))
+    mask = weight_decay_mask(params) if params is not None else weight_decay_mask
+
+    parts: list[optax.GradientTransformation] = []
+    if float(cfg.get("grad_clip_norm", 0.0)) > 0:
+        parts.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
+    if cfg.name in ("sgd", "adam") and wd > 0:
+        parts.append(optax.add_decayed_weights(wd, mask))  # coupled L2: enters momentum/moments
+    if cfg.name == "sgd":
+        if float(cfg.momentum) > 0:
+            parts.append(optax.trace(decay=float(cfg.momentum), nesterov=bool(cfg.nesterov)))
+    else:
+        parts.append(optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
+        if cfg.name == "adamw" and wd > 0:
+            parts.append(optax.add_decayed_weights(wd, mask))  # decoupled, scaled by lr below
+    parts.append(optax.scale_by_learning_rate(schedule))
+    parts.append(scale_by_plateau())
+    return optax.chain(*parts), schedule
+
+
+# ----------------------------------------------------------------------------------- EMA
+
+
+def init_ema(params: Any, decay: float) -> Any:
+    """EMA starting point: a copy of params, or None when EMA is off (decay == 0)."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+    return None if decay == 0.0 else jax.tree.map(jnp.array, params)
+
+
+def update_ema(ema_params: Any, params: Any, decay: float | jax.Array) -> Any:
+    """ema <- decay * ema + (1 - decay) * params (pure, jittable); None stays None."""
+    if ema_params is None:
+        return None
+    return jax.tree.map(
+        lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype), ema_params, params
+    )
