@@ -1,0 +1,307 @@
+"""Orbax checkpoints in `<workdir>/checkpoints/<step>/` with latest-k + best retention.
+
+Layout of a step directory (also what `load_variables` accepts from a PyTorch converter):
+  state/    the train-state pytree (ocp StandardSave); holds at least params, batch_stats
+  host/     JSON host state: epoch, step, callbacks' state_dicts, rng seed, metrics ...
+  metrics/  written by orbax: the metrics dict given to save(), used to rank "best"
+
+Retention (one CheckpointManager, one directory): a step is kept if it is among the
+latest `max_to_keep` OR among the `keep_best` best by `best_metric` (`best_mode`).
+Both are orbax PreservationPolicies combined with AnyPreservationPolicy, so the best
+step is never deleted by the latest-k rule, and because orbax re-reads each step's
+`metrics/` on start-up the best is still known (and kept) after a resume. A step saved
+without the metric is governed by latest-k only.
+
+Config (`config.checkpoint`, see `default_checkpoint_config()`):
+  every_epochs   save after every N-th epoch (and always after the last one)
+  max_to_keep    latest k steps kept
+  keep_best      best steps kept in addition (0 = off)
+  best_metric    key of the metrics dict passed to save(), e.g. 'val_accuracy'
+  best_mode      'max' or 'min'
+  async_save     orbax async save (the train loop continues while files are written)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+log = logging.getLogger(__name__)
+
+STATE, HOST = "state", "host"
+_TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, damaged, or would be overwritten."""
+
+
+def default_checkpoint_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(
+        dict(every_epochs=1, max_to_keep=3, keep_best=1, best_metric="val_accuracy", best_mode="max", async_save=True)
+    )
+
+
+def _listing(path: Path) -> str:
+    """What exists at `path`, or at its nearest existing parent, for error messages."""
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    entries = sorted(x.name + ("/" if x.is_dir() else "") for x in p.iterdir()) if p.is_dir() else []
+    return f"{p} contains {entries if entries else 'nothing'}"
+
+
+def _tmp_dirs(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if _TMP.match(p.name))
+
+
+def _warn_tmp(directory: Path, using: int | None) -> None:
+    for p in _tmp_dirs(directory):
+        log.warning(
+            "Ignoring half-written checkpoint %s (a save was interrupted); using %s instead.",
+            p,
+            f"step {using}" if using is not None else "no checkpoint",
+        )
+
+
+def abstract_state(tree: Any, mesh: jax.sharding.Mesh | None = None) -> Any:
+    """Arrays / ShapeDtypeStructs -> ShapeDtypeStructs for an orbax restore target.
+
+    With `mesh`, every leaf is replicated over it (NamedSharding(mesh, P())); otherwise a
+    leaf keeps its own sharding (None lets orbax pick). Non-array leaves pass through.
+    """
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh is not None else None
+
+    def one(x):
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            return x
+        sharding = replicated or getattr(x, "sharding", None)
+        return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
+
+    return jax.tree.map(one, tree)
+
+
+def _jsonable(x: Any) -> Any:
+    """numpy/jax scalars -> Python; validated here so errors surface before the async save."""
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.ndarray, np.generic, jax.Array)):
+        return np.asarray(x).tolist()
+    return x
+
+
+class Checkpointer:
+    """Wraps `ocp.CheckpointManager`; use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        every_epochs: int = 1,
+        max_to_keep: int = 3,
+        keep_best: int = 1,
+        best_metric: str = "val_accuracy",
+        best_mode: str = "max",
+        async_save: bool = True,
+        read_only: bool = False,
+    ):
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        self.directory = Path(workdir).absolute() / "checkpoints"
+        if read_only and not self.directory.is_dir():
+            raise CheckpointError(f"No checkpoint directory {self.directory}; {_listing(self.directory)}")
+        self.every_epochs, self.best_metric, self.best_mode = int(every_epochs), best_metric, best_mode
+        worst = -math.inf if best_mode == "max" else math.inf
+
+        def metric_fn(metrics: Mapping[str, Any]) -> float:
+            v = float(metrics.get(best_metric, worst))
+            return worst if math.isnan(v) else v
+
+        policies: list[Any] = [ocm.LatestN(n=max_to_keep)]
+        if keep_best > 0:
+            policies.append(
+                ocm.BestN(get_metric_fn=metric_fn, reverse=best_mode == "min", n=keep_best,
+                          keep_checkpoints_without_metrics=False)
+            )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocm.AnyPreservationPolicy(policies),
+            best_fn=metric_fn,  # only for best_step(); retention is the policy above
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+            read_only=read_only,
+            create=not read_only,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=options,
+            handler_registry=self._registry(),
+        )
+        _warn_tmp(self.directory, self._manager.latest_step())
+
+    @staticmethod
+    def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+        registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+        registry.add(STATE, ocp.args.StandardSave, ocp.StandardCheckpointHandler())
+        registry.add(STATE, ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
+        registry.add(HOST, ocp.args.JsonSave, ocp.JsonCheckpointHandler())
+        registry.add(HOST, ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
+        return registry
+
+    @classmethod
+    def from_config(cls, workdir: str | Path, cfg: ml_collections.ConfigDict, **kwargs: Any) -> "Checkpointer":
+        return cls(workdir, **{**cfg.to_dict(), **kwargs})
+
+    # ------------------------------------------------------------------ queries
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_step(self) -> int | None:
+        """Best step by `best_metric` among steps saved with it; None if there is none."""
+        steps = self.all_steps()
+        scored = [s for s in steps if (self._manager.metrics(s) or {}).get(self.best_metric) is not None]
+        return self._manager.best_step() if scored else None
+
+    def should_save(self, epoch: int, num_epochs: int) -> bool:
+        """`epoch` is 1-based (epochs completed); the last epoch is always saved."""
+        return epoch % self.every_epochs == 0 or epoch == num_epochs
+
+    # --------------------------------------------------------------------- save
+    def save(self, step: int, state: Any, host_state: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) -> None:
+        """Starts an (async) save of `state` + `host_state` as checkpoint `step`.
+
+        Raises CheckpointError if `step` already exists: nothing saved is overwritten.
+        `metrics` ranks the step for the best-k policy (needs `best_metric` in it).
+        """
+        step = int(step)
+        if step in self.all_steps() or (self.directory / str(step)).exists():
+            raise CheckpointError(
+                f"Refusing to overwrite existing checkpoint {self.directory / str(step)}. "
+                "Resume from the latest checkpoint or use a new workdir."
+            )
+        host = _jsonable(host_state)
+        json.dumps(host)  # fail here, not in orbax's background thread (NaN is allowed)
+        orbax_metrics = None
+        if metrics is not None and metrics.get(self.best_metric) is not None:
+            orbax_metrics = {k: float(v) for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), HOST: ocp.args.JsonSave(host)}),
+            metrics=orbax_metrics,
+            force=True,  # the epoch cadence is decided by should_save(), not by orbax
+        )
+
+    # ------------------------------------------------------------------ restore
+    def _resolve(self, which: str | int) -> int:
+        steps = self.all_steps()
+        if not steps:
+            _warn_tmp(self.directory, None)
+            raise CheckpointError(f"No finished checkpoint in {self.directory}; {_listing(self.directory)}")
+        if which == "latest":
+            step = steps[-1]
+        elif which == "best":
+            step = self.best_step()
+            if step is None:
+                raise CheckpointError(
+                    f"No checkpoint in {self.directory} was saved with metric {self.best_metric!r}; steps: {steps}"
+                )
+        elif isinstance(which, (int, np.integer)) and not isinstance(which, bool):
+            step = int(which)
+            if step not in steps:
+                raise CheckpointError(f"No checkpoint for step {step} in {self.directory}; available steps: {steps}")
+        else:
+            raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
+        newer_tmp = [p for p in _tmp_dirs(self.directory) if int(_TMP.match(p.name).group(1)) > step]
+        if which == "latest" and newer_tmp:
+            _warn_tmp(self.directory, step)
+        return step
+
+    def restore(self, target: Any, which: str | int = "latest", mesh: jax.sharding.Mesh | None = None) -> tuple[Any, dict]:
+        """Restores (state, host_state). `target` is a concrete or abstract state; it is
+        always turned into an abstract target so optax NamedTuples keep their types and
+        arrays get the target's shardings (or replicated over `mesh`)."""
+        self.wait_until_finished()  # a step saved by this process may still be in flight
+        step = self._resolve(which)
+        path = self.directory / str(step)
+        missing = [name for name in (STATE, HOST) if not (path / name).is_dir()]
+        try:
+            if missing:
+                raise FileNotFoundError(f"missing item directories {missing}")
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{STATE: ocp.args.StandardRestore(abstract_state(target, mesh)), HOST: ocp.args.JsonRestore()}
+                ),
+            )
+        except Exception as e:  # orbax/tensorstore raise many types; all mean "unreadable"
+            older = [s for s in self.all_steps() if s < step]
+            hint = f" Try an older one with --checkpoint {older[-1]} (available: {older})." if older else ""
+            raise CheckpointError(
+                f"Checkpoint {path} is damaged or does not match the model/optimizer: "
+                f"{type(e).__name__}: {str(e)[:500]}.{hint}"
+            ) from e
+        return restored[STATE], dict(restored[HOST])
+
+    # ---------------------------------------------------------------- lifecycle
+    def wait_until_finished(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _find_step_dir(path: Path) -> Path:
+    if (path / STATE).is_dir():
+        return path
+    for root in (path, path / "checkpoints"):
+        steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+        if steps:
+            _warn_tmp(root, steps[-1])
+            return root / str(steps[-1])
+    raise CheckpointError(
+        f"No checkpoint at {path}: expected a step directory with a '{STATE}/' item, a checkpoints "
+        f"directory of numbered steps, or a workdir containing 'checkpoints/'; {_listing(path)}"
+    )
+
+
+def load_variables(path: str | Path) -> dict[str, Any]:
+    """{'params', 'batch_stats'} as numpy arrays from a step dir, a checkpoints dir
+    (latest finished step) or a workdir; for `init_from` fine-tuning. Only those two
+    subtrees are read (partial restore), not the optimizer state."""
+    step_dir = _find_step_dir(Path(path).absolute())
+    item = step_dir / STATE
+    checkpointer = ocp.PyTreeCheckpointer()
+    try:
+        tree = checkpointer.metadata(item).item_metadata.tree
+        missing = [k for k in ("params", "batch_stats") if k not in tree]
+        if missing:
+            raise KeyError(f"state item has no {missing}; it has {sorted(tree)}")
+        subset = {k: tree[k] for k in ("params", "batch_stats")}
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), subset)
+        return checkpointer.restore(
+            item, args=ocp.args.PyTreeRestore(item=subset, restore_args=restore_args, partial_restore=True)
+        )
+    except Exception as e:
+        raise CheckpointError(f"Cannot load params/batch_stats from {item}: {type(e).__name__}: {str(e)[:500]}") from e
