@@ -58,8 +58,13 @@ def test_bad_names_list_valid_choices():
         optim.build_optimizer(_cfg(name="rmsprop"), 10, 10)
     with pytest.raises(ValueError, match="cosine.*warmup_cosine, constant, piecewise"):
         optim.build_optimizer(_cfg(schedule="cosine"), 10, 10)
-    with pytest.raises(ValueError, match="warmup"):
-        optim.build_optimizer(_cfg(warmup_epochs=10.0), 10, 10)
+
+
+def test_warmup_longer_than_training_only_ramps(caplog):
+    # Smoke runs (1 epoch) with the default 5 warmup epochs must still build.
+    np.testing.assert_allclose(_lrs(_cfg(learning_rate=0.1, warmup_epochs=5.0), [0, 5, 9], spe=10, epochs=1),
+                               [0.0, 0.01, 0.018], rtol=1e-6)
+    assert "never leaves warmup" in caplog.text
 
 
 def _params():

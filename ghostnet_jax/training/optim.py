@@ -31,6 +31,7 @@ recompiling the train step.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable, NamedTuple
 
@@ -81,7 +82,9 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
     total = steps_per_epoch * num_epochs
     warmup = int(round(float(cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
     if warmup >= total:
-        raise ValueError(f"warmup ({warmup} steps) must be shorter than training ({total} steps)")
+        # Not an error, so that short smoke runs work with the default config: the lr
+        # then only ramps up and never reaches the decay phase.
+        logging.getLogger(__name__).warning("warmup (%d steps) >= training (%d steps): lr never leaves warmup", warmup, total)
 
     if cfg.schedule == "constant":
         main = lambda step: jnp.full((), peak, jnp.float32)
@@ -94,7 +97,7 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
             n = jnp.sum(step >= bounds) if bounds.size else 0
             return jnp.asarray(peak * factor**n, jnp.float32)
     else:  # warmup_cosine
-        end, span = float(cfg.min_lr), float(total - warmup)
+        end, span = float(cfg.min_lr), float(max(total - warmup, 1))
 
         def main(step):
             # Clamped so that steps after `total` (e.g. an extra epoch) stay at min_lr.
