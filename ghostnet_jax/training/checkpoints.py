@@ -227,10 +227,7 @@ class Checkpointer:
                 raise CheckpointError(f"No checkpoint for step {step} in {self.directory}; available steps: {steps}")
         else:
             raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
-        newer_tmp = [p for p in _tmp_dirs(self.directory) if int(_TMP.match(p.name).group(1)) > step]
-        if which == "latest" and newer_tmp:
-            _warn_tmp(self.directory, step)
-        return step
+        return step  # interrupted (tmp) saves were already reported by __init__
 
     def restore(self, target: Any, which: str | int = "latest", mesh: jax.sharding.Mesh | None = None) -> tuple[Any, dict]:
         """Restores (state, host_state). `target` is a concrete or abstract state; it is
