@@ -1,0 +1,35 @@
+"""Data pipeline: CIFAR-style image classification from TFDS or an image folder onto devices.
+
+Host side: ``load_split`` decodes a split once (cached as .npz) into an
+``ArraySplit``. Device side: ``DeviceTrainData`` / ``DeviceEvalData`` keep the
+uint8 split on the devices and shuffle, augment and normalize inside jit.
+"""
+
+from ghostnet_jax.data.arrays import ArraySplit, channel_stats
+from ghostnet_jax.data.errors import (
+    BatchConfigError,
+    CorruptImageError,
+    DataError,
+    DatasetNotAvailableError,
+    EmptyClassError,
+    MixedImageSizeError,
+    SplitNotFoundError,
+    UnknownDatasetError,
+    UnknownSourceError,
+)
+from ghostnet_jax.data.loader import (
+    DEFAULT_SOURCE,
+    DEFAULT_TEST_SPLIT,
+    DEFAULT_TRAIN_SPLIT,
+    DEFAULT_VALIDATION_SPLIT,
+    load_split,
+    parse_source,
+)
+
+__all__ = [
+    'ArraySplit', 'channel_stats', 'BatchConfigError', 'CorruptImageError',
+    'DataError', 'DatasetNotAvailableError', 'EmptyClassError', 'MixedImageSizeError',
+    'SplitNotFoundError', 'UnknownDatasetError', 'UnknownSourceError', 'DEFAULT_SOURCE',
+    'DEFAULT_TEST_SPLIT', 'DEFAULT_TRAIN_SPLIT', 'DEFAULT_VALIDATION_SPLIT', 'load_split',
+    'parse_source',
+]
