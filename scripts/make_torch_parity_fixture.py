@@ -1,0 +1,246 @@
+"""Writes tests/fixtures/torch_parity.{json,npz}: timm GhostNet logits for seeded weights.
+
+Run once where torch + timm are installed:
+    python scripts/make_torch_parity_fixture.py
+
+The fixture lets tests/test_convert.py check logit parity with timm without torch: it stores
+each model's state_dict key names and shapes, a seed, an input batch and timm's eval-mode
+logits. Both sides rebuild identical weights with `synthetic_state_dict(shapes, seed)` below
+(numpy only), so the weights themselves need not be committed. The test imports this file
+for that function, so module level must stay free of torch imports.
+
+Models:
+  ghostnet_100        timm.create_model('ghostnet_100'), 1000 classes, 56x56 input (all four
+                      stride-2 depthwise kernels see both even and odd sizes: 56-28-14-7-4-2).
+  ghostnet_cifar_100  timm has no CIFAR variant: timm's GhostNet with conv_stem stride 1 and
+                      blocks[1][0] replaced by a stride-1 bottleneck, 10 classes, 32x32 input.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / 'tests' / 'fixtures'
+FIXTURE_JSON = 'torch_parity.json'
+FIXTURE_NPZ = 'torch_parity.npz'
+BATCH = 2
+# name -> (timm construction, num_classes, input size, seed)
+MODELS = {
+    'ghostnet_100': ('imagenet', 1000, 56, 100),
+    'ghostnet_cifar_100': ('cifar', 10, 32, 10032),
+}
+
+
+def synthetic_state_dict(shapes: dict[str, tuple[int, ...]] | list, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic PyTorch-layout weights whose eval-mode activations stay O(1).
+
+    One draw per key, in sorted key order, from numpy's default_rng(seed), so the result does
+    not depend on dict order. Conv/Linear weights are N(0, 1/fan_in) (variance-preserving
+    before the ReLU halves it; BN then rescales), BN scales are in [0.5, 1.5], running
+    variances in [0.5, 2] (positive, and far from 0 so 1/sqrt(var) stays tame), biases and
+    running means small. num_batches_tracked is a 0 scalar, as in a fresh PyTorch model.
+    """
+    shapes = dict(shapes)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for key in sorted(shapes):
+        shape = tuple(shapes[key])
+        name = key.rsplit('.', 1)[-1]
+        if name == 'num_batches_tracked':
+            out[key] = np.zeros(shape, np.int64)
+        elif name == 'weight' and len(shape) >= 2:
+            fan_in = int(np.prod(shape[1:]))
+            out[key] = rng.standard_normal(shape, np.float32) * np.float32(fan_in ** -0.5)
+        elif name == 'weight':
+            out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        elif name == 'running_var':
+            out[key] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+        elif name in ('bias', 'running_mean'):
+            out[key] = rng.standard_normal(shape, np.float32) * np.float32(0.1)
+        else:
+            raise ValueError(f'No synthetic rule for {key}.')
+    return out
+
+
+def make_input(seed: int, size: int, batch: int = BATCH) -> np.ndarray:
+    """An NHWC float32 batch like normalized images, from a seed separate from the weights'."""
+    return np.random.default_rng(seed + 1).standard_normal((batch, size, size, 3), np.float32)
+
+
+# ----------------------------------------------------------------------------- timm side
+
+
+class _Anything(type):
+    """Metaclass for placeholders: any attribute is another distinct placeholder class."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith('__'):
+            raise AttributeError(name)
+        sub = _Anything(f'{cls.__name__}.{name}', (cls,), {})
+        setattr(cls, name, sub)
+        return sub
+
+
+class _Placeholder(metaclass=_Anything):
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise RuntimeError(f'{type(self).__name__} is a stub: torchvision is not installed.')
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith('__'):
+            raise AttributeError(name)
+        placeholder = _Anything(f'{self.__name__}.{name}', (_Placeholder,), {})
+        setattr(self, name, placeholder)
+        return placeholder
+
+
+class _TorchvisionStubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves `torchvision` and all its submodules as stubs."""
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname == 'torchvision' or fullname.startswith('torchvision.'):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _StubModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
+def _forget_torchvision() -> None:
+    for name in [m for m in sys.modules if m == 'torchvision' or m.startswith('torchvision.')]:
+        del sys.modules[name]
+
+
+def import_timm() -> types.ModuleType:
+    """Imports timm on a CPU-only torch, with or without torchvision.
+
+    timm imports torchvision at import time (data transforms, FrozenBatchNorm2d) but GhostNet
+    uses none of it. Without torchvision, a stub stands in for it during `import timm` only
+    (its classes end up in module-level tables and isinstance checks). With a torchvision
+    build that expects the `nms`/`qnms` operators a CPU torch lacks, their schemas are
+    declared first.
+    """
+    if 'timm' in sys.modules:
+        return sys.modules['timm']
+    import torch
+
+    if importlib.util.find_spec('torchvision') is None:
+        stub = _TorchvisionStubFinder()
+        sys.meta_path.insert(0, stub)
+        try:
+            import timm
+        finally:
+            # Keep the stub from everything else in this process (e.g. a test session where
+            # another test probes for torchvision); timm keeps the placeholders it took.
+            sys.meta_path.remove(stub)
+            _forget_torchvision()
+        return timm
+    try:
+        import torchvision  # noqa: F401
+    except RuntimeError as e:
+        if 'torchvision::nms' not in str(e):
+            raise
+        _forget_torchvision()
+        lib = torch.library.Library('torchvision', 'DEF')
+        lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
+        lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
+        import_timm.torchvision_lib = lib  # The declarations live as long as this object.
+    import timm
+    return timm
+
+
+def timm_ghostnet(kind: str, num_classes: int, timm_name: str = 'ghostnet_100'):
+    """timm's GhostNet, random init, eval mode; 'cifar' = CIFAR strides (see docstring)."""
+    timm = import_timm()
+    from timm.models.ghostnet import GhostBottleneck
+
+    # pretrained=False: never download anything.
+    model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
+    if kind == 'cifar':
+        if timm_name != 'ghostnet_100':
+            raise ValueError('The CIFAR surgery below is written for 1.0x widths.')
+        model.conv_stem.stride = (1, 1)
+        # The first stride-2 bottleneck (16 -> 48 -> 24, kernel 3), at stride 1.
+        model.blocks[1][0] = GhostBottleneck(16, 48, 24, 3, 1)
+    elif kind != 'imagenet':
+        raise ValueError(kind)
+    return model.eval()
+
+
+def timm_logits(model, state_dict: dict[str, np.ndarray], images_nhwc: np.ndarray) -> np.ndarray:
+    import torch
+
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()}, strict=True)
+    with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
+        return model.eval()(x).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--out-dir', type=Path, default=FIXTURE_DIR)
+    args = parser.parse_args()
+
+    import torch
+    torch.set_num_threads(2)
+    timm = import_timm()
+    if importlib.util.find_spec('ghostnet_jax') is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Run from a checkout.
+    from ghostnet_jax.convert import expected_torch_shapes
+
+    meta: dict[str, Any] = {'torch': torch.__version__, 'timm': timm.__version__, 'models': {}}
+    arrays = {}
+    for name, (kind, num_classes, size, seed) in MODELS.items():
+        model = timm_ghostnet(kind, num_classes)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        # The fixture is only meaningful if our key set is timm's (minus BN step counters).
+        ours = expected_torch_shapes(name, num_classes=num_classes)
+        theirs = {k: s for k, s in shapes.items() if not k.endswith('.num_batches_tracked')}
+        if ours != theirs:
+            raise SystemExit(f'{name}: key/shape sets differ: only timm '
+                             f'{sorted(set(theirs.items()) - set(ours.items()))}, only ours '
+                             f'{sorted(set(ours.items()) - set(theirs.items()))}')
+        images = make_input(seed, size)
+        logits = timm_logits(model, synthetic_state_dict(shapes, seed), images)
+        meta['models'][name] = {
+            'timm': kind, 'num_classes': num_classes, 'input_size': size, 'seed': seed,
+            'shapes': [[k, list(s)] for k, s in shapes.items()],
+        }
+        arrays[f'{name}/input'] = images
+        arrays[f'{name}/logits'] = logits
+        print(f'{name}: {len(shapes)} keys, logits std {logits.std():.3f}, '
+              f'max |logit| {np.abs(logits).max():.3f}')
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with open(args.out_dir / FIXTURE_JSON, 'w') as f:
+        # One key per line: readable diffs when timm's layout changes.
+        f.write('{\n' + f'"torch": {json.dumps(meta["torch"])},\n"timm": {json.dumps(meta["timm"])},\n'
+                '"models": {\n')
+        for i, (name, m) in enumerate(meta['models'].items()):
+            head = {k: v for k, v in m.items() if k != 'shapes'}
+            f.write(f'{json.dumps(name)}: {json.dumps(head)[:-1]}, "shapes": [\n')
+            f.write(',\n'.join(json.dumps(entry) for entry in m['shapes']))
+            f.write(']}' + (',' if i < len(meta['models']) - 1 else '') + '\n')
+        f.write('}}\n')
+    json.loads((args.out_dir / FIXTURE_JSON).read_text())  # The hand-written JSON must parse.
+    np.savez_compressed(args.out_dir / FIXTURE_NPZ, **arrays)
+    print(f'Wrote {args.out_dir / FIXTURE_JSON} and {args.out_dir / FIXTURE_NPZ}')
+
+
+if __name__ == '__main__':
+    main()
