@@ -6,6 +6,8 @@ uint8 split on the devices and shuffle, augment and normalize inside jit.
 """
 
 from ghostnet_jax.data.arrays import ArraySplit, channel_stats
+from ghostnet_jax.data.augment import AugmentConfig, augment_batch, normalize
+from ghostnet_jax.data.device import DeviceEvalData, DeviceTrainData, EpochBatches
 from ghostnet_jax.data.errors import (
     BatchConfigError,
     CorruptImageError,
@@ -25,11 +27,13 @@ from ghostnet_jax.data.loader import (
     load_split,
     parse_source,
 )
+from ghostnet_jax.data.metrics import add_counts, eval_counts, evaluate, summarize
 
 __all__ = [
-    'ArraySplit', 'channel_stats', 'BatchConfigError', 'CorruptImageError',
+    'ArraySplit', 'channel_stats', 'AugmentConfig', 'augment_batch', 'normalize',
+    'DeviceEvalData', 'DeviceTrainData', 'EpochBatches', 'BatchConfigError', 'CorruptImageError',
     'DataError', 'DatasetNotAvailableError', 'EmptyClassError', 'MixedImageSizeError',
     'SplitNotFoundError', 'UnknownDatasetError', 'UnknownSourceError', 'DEFAULT_SOURCE',
     'DEFAULT_TEST_SPLIT', 'DEFAULT_TRAIN_SPLIT', 'DEFAULT_VALIDATION_SPLIT', 'load_split',
-    'parse_source',
+    'parse_source', 'add_counts', 'eval_counts', 'evaluate', 'summarize',
 ]
