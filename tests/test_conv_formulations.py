@@ -1,0 +1,93 @@
+"""The CPU-fast conv formulation must be the same function as XLA's convolution.
+
+Checked for every (kernel, stride, grouping) that a registered model actually uses, on odd
+and even input sizes, for outputs and for gradients w.r.t. both input and kernel.
+"""
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from ghostnet_jax.models import Conv, conv_shifted, create_model, list_models
+
+
+@functools.cache
+def _used_conv_configs():
+    """(kernel, stride, kind, multiplier) of every Conv call in every registered model."""
+    seen = set()
+
+    def record(next_fun, args, kwargs, context):
+        m = context.module
+        if isinstance(m, Conv) and context.method_name == '__call__':
+            cin = args[0].shape[-1]
+            if m.groups == 1:
+                seen.add((m.kernel_size, m.stride, 'dense', 1))
+            else:
+                assert m.groups == cin, 'only dense and depthwise convs are expected'
+                seen.add((m.kernel_size, m.stride, 'depthwise', m.features // cin))
+        return next_fun(*args, **kwargs)
+
+    for name in list_models():
+        model = create_model(name)
+        x = jnp.zeros((1, 32, 32, 3))
+        v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+        with nn.intercept_methods(record):
+            jax.eval_shape(lambda v: model.apply(v, x), v)
+    return frozenset(seen)
+
+
+# Ghost modules with ratio s > 2 (paper Table 3 sweeps) use depthwise multipliers s - 1.
+CONFIGS = sorted(_used_conv_configs() | {(3, 1, 'depthwise', 2), (5, 1, 'depthwise', 3)})
+
+
+def test_the_models_use_the_expected_conv_kinds():
+    kinds = {(k, s, kind) for k, s, kind, _ in _used_conv_configs()}
+    # stems and VGG/ResNet 3x3 (s1, s2), 1x1 pointwise, cheap ops and shortcuts (depthwise
+    # 3x3 s1), stride-2 depthwise 3x3/5x5.
+    assert kinds == {(3, 1, 'dense'), (3, 2, 'dense'), (1, 1, 'dense'), (3, 1, 'depthwise'),
+                     (3, 2, 'depthwise'), (5, 2, 'depthwise')}
+
+
+def _reference(x, kernel, stride, groups):
+    k = kernel.shape[0]
+    return lax.conv_general_dilated(x, kernel, (stride, stride), [(k // 2, k // 2)] * 2,
+                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+                                    feature_group_count=groups,
+                                    precision=lax.Precision.HIGHEST)
+
+
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: '-'.join(map(str, c)))
+@pytest.mark.parametrize('size', [7, 8])
+def test_shifted_conv_matches_xla_conv(config, size):
+    k, stride, kind, multiplier = config
+    cin = 6
+    groups, cout = (1, 5) if kind == 'dense' else (cin, cin * multiplier)
+    kx, kk, kg = jax.random.split(jax.random.key(k * 100 + stride * 10 + size), 3)
+    x = jax.random.normal(kx, (2, size, size, cin))
+    kernel = jax.random.normal(kk, (k, k, cin // groups, cout))
+    cotangent = jax.random.normal(kg, _reference(x, kernel, stride, groups).shape)
+
+    def loss(fn):
+        return lambda x, w: jnp.sum(fn(x, w, stride, groups) * cotangent)
+
+    with jax.default_matmul_precision('highest'):
+        np.testing.assert_allclose(conv_shifted(x, kernel, stride, groups),
+                                   _reference(x, kernel, stride, groups), rtol=1e-5, atol=1e-5)
+        got = jax.grad(loss(conv_shifted), argnums=(0, 1))(x, kernel)
+        want = jax.grad(loss(_reference), argnums=(0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_padding_is_symmetric_like_pytorch_not_same():
+    # A 3x3 stride-2 conv on an 8x8 input: PyTorch pads (1, 1), so output pixel (0, 0) sees
+    # input rows/cols -1..1 and its center tap is input (0, 0). 'SAME' would center on (1, 1).
+    x = jnp.arange(64.0).reshape(1, 8, 8, 1)
+    kernel = jnp.zeros((3, 3, 1, 1)).at[1, 1, 0, 0].set(1.0)  # picks the center pixel
+    for impl in ('native', 'shifted'):
+        y = Conv(1, 3, 2, impl=impl).apply({'params': {'kernel': kernel}}, x)
+        np.testing.assert_array_equal(y[0, :, :, 0], x[0, ::2, ::2, 0])
