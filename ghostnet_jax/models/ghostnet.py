@@ -141,3 +141,16 @@ def ghostnet_cifar_100(**overrides: Any) -> GhostNet:
 def ghostnet_cifar_130(**overrides: Any) -> GhostNet:
     """GhostNet 1.3x for 32x32 inputs, 10 classes."""
     return _ghostnet_cifar(1.3, **overrides)
+
+
+# Three bottlenecks covering every block kind (identity, stride-2 + projection shortcut,
+# 5x5 with SE): the smallest network that exercises all the code, for tests and smoke runs.
+TINY_STAGES = tuple(tuple(BlockSpec(*row) for row in stage) for stage in (
+    ((3, 16, 16, 0, 1),), ((3, 48, 24, 0, 2),), ((5, 72, 40, 0.25, 2),)))
+
+
+@register_model
+def ghostnet_cifar_tiny(**overrides: Any) -> GhostNet:
+    """Not from the paper: 3 bottlenecks at 0.25x for tests and smoke runs (CIFAR strides)."""
+    return GhostNet(**{'width': 0.25, 'stages': TINY_STAGES, **CIFAR_OVERRIDES,
+                       'stride_one_blocks': (), **overrides})

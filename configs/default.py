@@ -1,0 +1,63 @@
+"""Default recipe: GhostNet-CIFAR 1.0x on CIFAR-10, SGD + warmup-cosine, crop/flip.
+
+Command (GPU/TPU; on CPU see configs/cpu_hour.py):
+    python -m ghostnet_jax.train
+    python -m ghostnet_jax.train --config configs/default.py --workdir runs/default
+
+Data: train = train[:90%] (45,000), validation = train[90%:] (5,000) drives early stopping,
+plateau, sweeps and the best checkpoint; test (10,000) is touched only for results.json.
+
+Expected result: not yet measured on an accelerator (the development machines are CPU-only);
+the CPU-sized variant's measured numbers are in configs/cpu_hour.py.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from ghostnet_jax.training.callbacks import default_callbacks_config
+from ghostnet_jax.training.checkpoints import default_checkpoint_config
+from ghostnet_jax.training.optim import default_optimizer_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict(dict(
+        name='ghostnet_cifar_100',
+        dropout_rate=0.2,
+        conv_impl='auto',          # auto: fast shifted formulation on CPU, native elsewhere
+    ))
+
+    config.data = ml_collections.ConfigDict(dict(
+        source='tfds:cifar10',     # or folder:PATH (PATH/<split>/<class>/*.jpg)
+        data_dir=config_dict.placeholder(str),
+        cache_dir=config_dict.placeholder(str),
+        train_split='train[:90%]',
+        val_split='train[90%:]',
+        test_split='test',         # '' to skip the final test evaluation
+        image_size=config_dict.placeholder(int),
+        augment=ml_collections.ConfigDict(dict(
+            crop_padding=4, padding_mode='reflect', flip=True, cutout=0)),
+    ))
+
+    config.batch_size = 128        # global, over all devices
+    config.eval_batch_size = 500
+    config.num_epochs = 200
+    config.label_smoothing = 0.0
+    config.ema_decay = 0.0         # > 0 evaluates an exponential moving average of params
+    config.dtype = 'auto'          # auto: bfloat16 on TPU/GPU, float32 on CPU
+    config.parallel = 'jit'        # or 'pmap'
+    config.init_from = config_dict.placeholder(str)   # checkpoint / converted weights dir
+    config.max_steps = config_dict.placeholder(int)   # stop early (smoke tests, benchmarks)
+    config.log_every_steps = 50
+
+    config.optimizer = default_optimizer_config()
+    config.optimizer.update(dict(name='sgd', learning_rate=0.1, momentum=0.9, nesterov=True,
+                                 weight_decay=5e-4, schedule='warmup_cosine',
+                                 warmup_epochs=5.0))
+    config.callbacks = default_callbacks_config()
+    config.checkpoint = default_checkpoint_config()
+    config.distributed = ml_collections.ConfigDict(dict(
+        enabled='auto',            # auto: on Cloud TPU VMs; True for other multi-host runs
+        coordinator_address='', num_processes=1, process_id=0))
+    return config

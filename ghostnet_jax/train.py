@@ -1,0 +1,54 @@
+"""Train GhostNet: `python -m ghostnet_jax.train [--config configs/NAME.py] [--workdir DIR]
+[--config.FIELD=VALUE ...]`. With no arguments: the default CIFAR-10 recipe into
+runs/default-<timestamp>. Rerun with the same --workdir to resume."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ghostnet_jax.configs import default as default_config
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', str(Path(default_config.__file__)), 'Config file (configs/NAME.py).',
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; default runs/<config>-<timestamp>.')
+
+
+def default_workdir(config_path: str) -> Path:
+    name = Path(config_path.split(':')[0]).stem
+    return Path('runs') / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1:
+        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    from ghostnet_jax.training import parallel
+    config = _CONFIG.value
+    # Multi-process runs must join before anything else touches JAX.
+    parallel.maybe_initialize_distributed(config.distributed)
+    from ghostnet_jax.training.config_checks import validate_config
+    from ghostnet_jax.training.trainer import NonFiniteLossError, train_and_evaluate
+    validate_config(config, default_config.get_config())
+    workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
+        flags.FLAGS['config'].config_filename)
+    logging.info('Workdir: %s', workdir.resolve())
+    try:
+        results = train_and_evaluate(config, workdir)
+    except NonFiniteLossError as e:
+        logging.error('%s', e)
+        return 3
+    if results.get('status') == 'preempted':
+        return 0
+    print(f'Results in {workdir / "results.json"}: val accuracy '
+          f'{results["val"]["accuracy"]:.4f}'
+          + (f', test accuracy {results["test"]["accuracy"]:.4f}' if results['test'] else ''))
+    return 0
+
+
+if __name__ == '__main__':
+    app.run(lambda argv: sys.exit(main(argv)))

@@ -1,0 +1,70 @@
+"""Early, clear errors for bad configs: unknown fields and bad values name the valid ones."""
+from __future__ import annotations
+
+import ml_collections
+
+from ghostnet_jax.models import list_models
+from ghostnet_jax.training.optim import OPTIMIZERS, SCHEDULES
+from ghostnet_jax.training.parallel import PARALLEL_MODES
+
+DTYPES = ('auto', 'float32', 'bfloat16')
+MONITORS = ('val_accuracy', 'val_loss', 'train_accuracy', 'train_loss')
+
+
+class ConfigError(ValueError):
+    """A config field is unknown or has a bad value."""
+
+
+def _unknown_fields(config, reference, prefix=''):
+    for key in config.keys():
+        path = f'{prefix}{key}'
+        if key not in reference:
+            raise ConfigError(f'Unknown config field {path!r}. Valid fields here: '
+                              f'{", ".join(sorted(reference.keys()))}.')
+        if isinstance(config[key], ml_collections.ConfigDict) and isinstance(
+                reference[key], ml_collections.ConfigDict):
+            _unknown_fields(config[key], reference[key], path + '.')
+
+
+def _choice(value, choices, name):
+    if value not in choices:
+        raise ConfigError(f'{name}={value!r} is not valid; choose one of: '
+                          f'{", ".join(map(str, choices))}.')
+
+
+def _positive(value, name, allow_zero=False):
+    if value is None or value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f'{name} must be {"non-negative" if allow_zero else "positive"}, '
+                          f'got {value!r}.')
+
+
+def validate_config(config: ml_collections.ConfigDict,
+                    reference: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError naming the field and its valid choices. `reference` is the
+    default config: every field of `config` must exist there."""
+    _unknown_fields(config, reference)
+    _choice(config.model.name, list_models(), 'model.name')
+    _choice(config.optimizer.name, OPTIMIZERS, 'optimizer.name')
+    _choice(config.optimizer.schedule, SCHEDULES, 'optimizer.schedule')
+    _choice(config.parallel, PARALLEL_MODES, 'parallel')
+    _choice(config.dtype, DTYPES, 'dtype')
+    _choice(config.model.conv_impl, ('auto', 'native', 'shifted'), 'model.conv_impl')
+    _choice(config.data.augment.padding_mode, ('reflect', 'zero'), 'data.augment.padding_mode')
+    _choice(config.checkpoint.best_mode, ('max', 'min'), 'checkpoint.best_mode')
+    for name in ('early_stopping', 'reduce_lr_on_plateau'):
+        _choice(config.callbacks[name].monitor, MONITORS, f'callbacks.{name}.monitor')
+    if not config.data.source.startswith(('tfds:', 'folder:')):
+        raise ConfigError(f'data.source={config.data.source!r} must be tfds:NAME or folder:PATH.')
+    _positive(config.batch_size, 'batch_size')
+    _positive(config.eval_batch_size, 'eval_batch_size')
+    _positive(config.num_epochs, 'num_epochs')
+    _positive(config.optimizer.learning_rate, 'optimizer.learning_rate')
+    _positive(config.log_every_steps, 'log_every_steps')
+    _positive(config.label_smoothing, 'label_smoothing', allow_zero=True)
+    _positive(config.checkpoint.every_epochs, 'checkpoint.every_epochs')
+    if not 0.0 <= config.model.dropout_rate < 1.0:
+        raise ConfigError(f'model.dropout_rate must be in [0, 1), got {config.model.dropout_rate}.')
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise ConfigError(f'ema_decay must be in [0, 1), got {config.ema_decay}.')
+    if config.max_steps is not None:
+        _positive(config.max_steps, 'max_steps')

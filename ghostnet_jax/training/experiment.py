@@ -1,0 +1,134 @@
+"""Everything a config describes, built once: data on devices, model, optimizer, state.
+
+Shared by the trainer and the evaluator so both read a config the same way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ghostnet_jax.data import (ArraySplit, AugmentConfig, DeviceEvalData, DeviceTrainData,
+                               channel_stats, load_split)
+from ghostnet_jax.models import create_model
+from ghostnet_jax.training.optim import build_optimizer
+from ghostnet_jax.training.parallel import PMAP_AXIS
+from ghostnet_jax.training.state import TrainState, create_train_state, init_variables
+
+log = logging.getLogger(__name__)
+
+
+def compute_dtype(name: str) -> jnp.dtype:
+    """'auto' is bfloat16 where matmuls are fast in it (TPU/GPU), float32 on CPU."""
+    if name == 'auto':
+        name = 'float32' if jax.default_backend() == 'cpu' else 'bfloat16'
+    return jnp.dtype(name)
+
+
+def load_splits(data_cfg: ml_collections.ConfigDict) -> dict[str, ArraySplit | None]:
+    """Decodes (or reads from cache) every split the config names, up front, so a missing
+    test split fails now rather than after hours of training."""
+    kwargs = dict(data_dir=data_cfg.data_dir, cache_dir=data_cfg.cache_dir,
+                  image_size=data_cfg.image_size)
+    splits = {}
+    for role in ('train', 'val', 'test'):
+        name = data_cfg[f'{role}_split']
+        splits[role] = load_split(data_cfg.source, name, **kwargs) if name else None
+    if splits['val'] is None:
+        raise ValueError('data.val_split is empty: validation drives early stopping, the '
+                         "plateau schedule and the best checkpoint; give a split like 'train[90%:]'.")
+    return splits
+
+
+def build_model(config: ml_collections.ConfigDict, num_classes: int):
+    return create_model(
+        config.model.name, num_classes=num_classes, dropout_rate=config.model.dropout_rate,
+        conv_impl=config.model.conv_impl, dtype=compute_dtype(config.dtype),
+        bn_axis_name=PMAP_AXIS if config.parallel == 'pmap' else None)
+
+
+def build_eval_data(split: ArraySplit, mesh, config, mean, std) -> DeviceEvalData:
+    return DeviceEvalData(split, mesh, config.eval_batch_size, mean, std,
+                          dtype=compute_dtype(config.dtype))
+
+
+@dataclasses.dataclass
+class Experiment:
+    config: ml_collections.ConfigDict
+    mesh: Any
+    model: Any
+    tx: optax.GradientTransformation
+    schedule: Callable
+    state: TrainState              # initial state, replicated on the mesh
+    train_data: DeviceTrainData
+    val_data: DeviceEvalData
+    test_data: DeviceEvalData | None
+    class_names: tuple[str, ...]
+
+
+def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
+    from ghostnet_jax.training.parallel import replicate
+    splits = load_splits(config.data)
+    train = splits['train']
+    mean, std = channel_stats(train)
+    dtype = compute_dtype(config.dtype)
+    a = config.data.augment
+    train_data = DeviceTrainData(
+        train, mesh, config.batch_size, config.seed,
+        AugmentConfig(crop_padding=a.crop_padding, padding_mode=a.padding_mode, flip=a.flip,
+                      cutout=a.cutout), mean, std, dtype=dtype)
+    val_data = build_eval_data(splits['val'], mesh, config, mean, std)
+    test_data = build_eval_data(splits['test'], mesh, config, mean, std) if splits['test'] else None
+
+    model = build_model(config, train.num_classes)
+    variables = init_variables(model, jax.random.key(config.seed), train.images.shape[1:])
+    if config.init_from:
+        variables = merge_pretrained(variables, load_pretrained(config.init_from))
+    tx, schedule = build_optimizer(config.optimizer, train_data.steps_per_epoch,
+                                   config.num_epochs, variables['params'])
+    state = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
+    return Experiment(config, mesh, model, tx, schedule, state, train_data, val_data, test_data,
+                      train.class_names)
+
+
+def load_pretrained(path: str) -> dict:
+    """Variables from one of our checkpoints/workdirs or a `ghostnet_jax.convert` output."""
+    if (Path(path) / 'convert.json').exists():
+        from ghostnet_jax.convert import load_converted
+        return load_converted(path)
+    from ghostnet_jax.training.checkpoints import load_variables
+    return load_variables(path)
+
+
+def merge_pretrained(fresh: dict, loaded: dict) -> dict:
+    """Loaded weights into the fresh variables. Leaves whose shape differs (a classifier
+    for another number of classes) keep their fresh init, with a warning; a missing
+    leaf is an error, since the checkpoint is then for another architecture."""
+    flat_loaded = dict(jax.tree_util.tree_leaves_with_path(loaded))
+    reinit, missing = [], []
+
+    def pick(path, leaf):
+        if path not in flat_loaded:
+            missing.append(jax.tree_util.keystr(path))
+            return leaf
+        value = np.asarray(flat_loaded[path])
+        if value.shape != leaf.shape:
+            reinit.append(f'{jax.tree_util.keystr(path)} {value.shape}->{leaf.shape}')
+            return leaf
+        return jnp.asarray(value, leaf.dtype)
+
+    merged = jax.tree_util.tree_map_with_path(pick, {k: fresh[k] for k in ('params', 'batch_stats')})
+    if missing:
+        raise ValueError(f'init_from checkpoint lacks {len(missing)} variables of this model '
+                         f'(another architecture?): {missing[:10]}')
+    if reinit:
+        log.warning('init_from: re-initialized %d variables with other shapes: %s', len(reinit),
+                    reinit)
+    return merged

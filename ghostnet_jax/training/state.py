@@ -1,0 +1,45 @@
+"""The train state: everything the device updates each step, as one pytree."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from ghostnet_jax.training.optim import init_ema
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array                 # global step (int32); epoch and position derive from it
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    ema_params: Any                 # None when EMA is off
+    # First step whose loss was not finite, or -1. Set on device so that the host need not
+    # sync every step; once set, further updates are skipped and the state stays good.
+    nonfinite_step: jax.Array
+
+
+def init_variables(model: nn.Module, rng: jax.Array, image_shape: tuple[int, ...]) -> dict:
+    """Initial {'params', 'batch_stats'} for images of `image_shape` (H, W, C)."""
+    images = jnp.zeros((1, *image_shape), jnp.float32)
+    return jax.jit(lambda r: model.init(r, images, train=False))(rng)
+
+
+def create_train_state(variables: dict, tx: optax.GradientTransformation,
+                       ema_decay: float) -> TrainState:
+    params = variables['params']
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+        ema_params=init_ema(params, ema_decay), nonfinite_step=jnp.full((), -1, jnp.int32))
+
+
+def eval_variables(state: TrainState) -> dict:
+    """The weights to evaluate: EMA params when kept, else the live params."""
+    params = state.ema_params if state.ema_params is not None else state.params
+    return {'params': params, 'batch_stats': state.batch_stats}
