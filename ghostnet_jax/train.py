@@ -24,9 +24,19 @@ def default_workdir(config_path: str) -> Path:
     return Path('runs') / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
 
 
+class _QuietLibraries(logging.Filter):
+    """Orbax and JAX log every save/restore step at INFO; keep their warnings only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noisy = any(part in record.pathname for part in ('/orbax/', '/jax/', '/jaxlib/'))
+        return record.levelno >= logging.WARNING or not noisy
+
+
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_QuietLibraries())
     from ghostnet_jax.training import parallel
     config = _CONFIG.value
     # Multi-process runs must join before anything else touches JAX.

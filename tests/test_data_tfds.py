@@ -35,8 +35,10 @@ def test_unknown_dataset(tmp_path):
 
 
 def test_offline_download_fails_fast_with_actionable_message(tmp_path, monkeypatch):
-  # Route the download through an unroutable proxy so the test is offline whatever the network.
-  monkeypatch.setenv('HTTPS_PROXY', 'http://10.255.255.1:9')
+  # Route the download through a closed loopback port so the test is offline whatever the
+  # network (and sends nothing beyond this machine).
+  monkeypatch.setenv('HTTPS_PROXY', 'http://127.0.0.1:9')
+  monkeypatch.setenv('HTTP_PROXY', 'http://127.0.0.1:9')
   data_dir = tmp_path / 'tfds_empty'
   start = time.monotonic()
   with pytest.raises(D.DatasetNotAvailableError) as info:
@@ -55,3 +57,14 @@ def test_no_download_and_env_data_dir(tmp_path, monkeypatch):
     D.load_split('tfds:cifar10', 'test', cache_dir=tmp_path / 'c', download=False)
   assert time.monotonic() - start < 10
   assert str(tmp_path / 'from_env') in str(info.value)
+
+
+def test_preparing_without_tensorflow_names_the_extra(tmp_path, monkeypatch):
+  # Reachable downloads but no TensorFlow: TFDS could not prepare cifar10, so say how to fix.
+  from ghostnet_jax.data import tfds_source
+  monkeypatch.setattr(tfds_source, '_downloads_reachable', lambda urls, timeout: (True, ''))
+  monkeypatch.setattr(tfds_source.importlib.util, 'find_spec',
+                      lambda name, *a: None if name == 'tensorflow' else object())
+  with pytest.raises(D.DatasetNotAvailableError, match=r"ghostnet_jax\[prepare\]"):
+    D.load_split('tfds:cifar10', 'train', data_dir=str(tmp_path / 'empty'),
+                 cache_dir=tmp_path / 'c')

@@ -14,6 +14,7 @@ an actionable message otherwise.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -110,6 +111,13 @@ def open_split(name: str, split: str, data_dir: str | None, *, download: bool = 
     if not ok:
       raise DatasetNotAvailableError(_unavailable_message(
           name, builder.data_dir, f'it is not prepared locally and the download failed: {why}')) from e
+    if importlib.util.find_spec('tensorflow') is None:
+      # TFDS's builders (cifar10's included) read the downloaded archives and encode images
+      # with TensorFlow; only reading prepared array_record files works without it.
+      raise DatasetNotAvailableError(_unavailable_message(
+          name, builder.data_dir, 'it is not prepared locally, and preparing it (a one-time '
+          "download and conversion) needs TensorFlow: pip install 'ghostnet_jax[prepare]' "
+          '(tensorflow-cpu)')) from e
     try:
       source = _open(True)
     except Exception as e2:  # Network/preparation failures come in many types; all mean "not available".

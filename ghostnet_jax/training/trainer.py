@@ -58,8 +58,7 @@ class _Preemption:
 class Evaluator:
     """Exact (masked, summed) evaluation with one compiled step reused every epoch."""
 
-    def __init__(self, experiment: Experiment):
-        model, num_classes = experiment.model, len(experiment.class_names)
+    def __init__(self, model, num_classes: int):
 
         @jax.jit
         def step(variables, batch, totals):
@@ -123,7 +122,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule, seed=config.seed,
         label_smoothing=config.label_smoothing, ema_decay=config.ema_decay)
     runner = DataParallelStep(step_fn, mesh, config.parallel)
-    evaluator = Evaluator(exp)
+    evaluator = Evaluator(exp.model, len(exp.class_names))
     writer = MetricsWriter(workdir)
     ckpt = Checkpointer.from_config(workdir, config.checkpoint)
 

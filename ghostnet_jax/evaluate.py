@@ -1,0 +1,102 @@
+"""Evaluate a training run's checkpoint on a split.
+
+    python -m ghostnet_jax.evaluate --workdir runs/X [--checkpoint best|latest|STEP]
+        [--split test|val|train|SPLIT_SPEC] [--batch-size N]
+
+Rebuilds the model and data from the run's saved config.json, restores the checkpoint,
+counts every example exactly once, prints the metrics and writes them to
+WORKDIR/eval-<split>-<checkpoint>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from ghostnet_jax.data import channel_stats, load_split
+from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
+from ghostnet_jax.training.experiment import build_eval_data, build_model
+from ghostnet_jax.training.optim import build_optimizer
+from ghostnet_jax.training.parallel import make_mesh, replicate
+from ghostnet_jax.training.state import create_train_state, eval_variables, init_variables
+from ghostnet_jax.training.trainer import Evaluator
+
+
+def load_run_config(workdir: Path) -> ml_collections.ConfigDict:
+    path = workdir / 'config.json'
+    if not path.exists():
+        raise FileNotFoundError(f'{path} not found: --workdir must be a folder written by '
+                                'python -m ghostnet_jax.train.')
+    return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def evaluate_checkpoint(workdir: str | Path, checkpoint: str | int = 'best', split: str = 'test',
+                        batch_size: int | None = None) -> dict:
+    """Metrics of one checkpoint of a run on `split` ('test', 'val', 'train' or a spec)."""
+    workdir = Path(workdir)
+    config = load_run_config(workdir)
+    if batch_size:
+        config.eval_batch_size = batch_size
+    spec = {'test': config.data.test_split, 'val': config.data.val_split,
+            'train': config.data.train_split}.get(split, split)
+    if not spec:
+        raise ValueError(f'This run has no {split} split configured; pass a split spec, '
+                         "e.g. --split 'train[90%:]'.")
+    data_kwargs = dict(data_dir=config.data.data_dir, cache_dir=config.data.cache_dir,
+                       image_size=config.data.image_size)
+    train = load_split(config.data.source, config.data.train_split, **data_kwargs)
+    target = load_split(config.data.source, spec, **data_kwargs)
+    mean, std = channel_stats(train)   # the normalization the model was trained with
+    mesh = make_mesh()
+    model = build_model(config, train.num_classes)
+
+    variables = init_variables(model, jax.random.key(0), train.images.shape[1:])
+    tx, _ = build_optimizer(config.optimizer, 1, config.num_epochs, variables['params'])
+    template = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
+    with Checkpointer.from_config(workdir, config.checkpoint, read_only=True) as ckpt:
+        state, _ = ckpt.restore(template, checkpoint, mesh=mesh)
+
+    summary = Evaluator(model, train.num_classes)(
+        eval_variables(state), build_eval_data(target, mesh, config, mean, std))
+    return {
+        'workdir': str(workdir), 'checkpoint': checkpoint, 'step': int(state.step),
+        'split': spec, 'num_examples': summary['num_examples'], 'loss': summary['loss'],
+        'accuracy': summary['accuracy'],
+        'per_class_accuracy': dict(zip(train.class_names,
+                                       map(float, summary['per_class_accuracy']))),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog='python -m ghostnet_jax.evaluate', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--workdir', required=True, type=Path)
+    parser.add_argument('--checkpoint', default='best', help='best, latest or a step number')
+    parser.add_argument('--split', default='test')
+    parser.add_argument('--batch-size', type=int, default=None)
+    args = parser.parse_args(argv)
+    which = int(args.checkpoint) if args.checkpoint.isdigit() else args.checkpoint
+    if which not in ('best', 'latest') and not isinstance(which, int):
+        parser.error(f'--checkpoint must be best, latest or a step number, got {which!r}')
+    try:
+        result = evaluate_checkpoint(args.workdir, which, args.split, args.batch_size)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 1
+    name = re.sub(r'[^A-Za-z0-9_.%-]+', '_', f'eval-{args.split}-{args.checkpoint}.json')
+    out = args.workdir / name
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != 'per_class_accuracy'}, indent=2))
+    print('per-class accuracy: ' + ', '.join(
+        f'{k} {v:.3f}' for k, v in result['per_class_accuracy'].items()))
+    print(f'written to {out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
