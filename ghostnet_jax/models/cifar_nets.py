@@ -50,6 +50,7 @@ class VGG16(nn.Module):
     ghost: bool = False
     ratio: int = 2
     dw_size: int = 3
+    dropout_rate: float = 0.0      # before the classifier; the paper's nets use none
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
@@ -70,6 +71,7 @@ class VGG16(nn.Module):
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.Dense(512, **dense, name='fc1')(x)
         x = nn.relu(norm(use_running_average=not train, name='fc1_bn')(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, **dense, name='classifier')(x)
 
 
@@ -78,6 +80,7 @@ class ResNet56(nn.Module):
     ghost: bool = False
     ratio: int = 2
     dw_size: int = 3
+    dropout_rate: float = 0.0      # before the classifier; the paper's nets use none
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
@@ -103,6 +106,7 @@ class ResNet56(nn.Module):
                     x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (extra // 2, extra - extra // 2)))
                 x = nn.relu(x + y)
         x = jnp.mean(x, axis=(1, 2))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                         name='classifier')(x)
 
