@@ -45,7 +45,8 @@ class _ConvOrGhost(nn.Module):
                          norm=self.norm, name='conv_bn')(x, train)
 
 
-class VGG16(nn.Module):
+class _CifarNet(nn.Module):
+    """Fields shared by the Table 3 networks; `ghost` swaps their convs for Ghost modules."""
     num_classes: int = 10
     ghost: bool = False
     ratio: int = 2
@@ -55,6 +56,9 @@ class VGG16(nn.Module):
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
     bn_axis_name: str | None = None
+
+
+class VGG16(_CifarNet):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -75,16 +79,7 @@ class VGG16(nn.Module):
         return nn.Dense(self.num_classes, **dense, name='classifier')(x)
 
 
-class ResNet56(nn.Module):
-    num_classes: int = 10
-    ghost: bool = False
-    ratio: int = 2
-    dw_size: int = 3
-    dropout_rate: float = 0.0      # before the classifier; the paper's nets use none
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-    conv_impl: str = 'auto'
-    bn_axis_name: str | None = None
+class ResNet56(_CifarNet):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
