@@ -26,7 +26,7 @@ from ghostnet_jax.training.state import create_train_state, init_variables
 def measure(model_name: str, batch_size: int, image_size: int, num_steps: int,
             dtype: str = 'float32', conv_impl: str = 'auto') -> dict:
     model = create_model(model_name, dtype=jnp.dtype(dtype), conv_impl=conv_impl)
-    variables = init_variables(model, jax.random.key(0), (image_size, image_size, 3))
+    variables = init_variables(model, 0, (image_size, image_size, 3))
     opt_cfg = ml_collections.ConfigDict(default_optimizer_config())
     tx, schedule = build_optimizer(opt_cfg, 100, 10, variables['params'])
     state = create_train_state(variables, tx, 0.0)

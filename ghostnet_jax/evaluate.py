@@ -16,14 +16,15 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from ghostnet_jax.data import channel_stats, load_split
 from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
 from ghostnet_jax.training.experiment import build_eval_data, build_model
 from ghostnet_jax.training.optim import build_optimizer
-from ghostnet_jax.training.parallel import make_mesh, replicate
-from ghostnet_jax.training.state import create_train_state, eval_variables, init_variables
+from ghostnet_jax.training.parallel import make_mesh
+from ghostnet_jax.training.state import create_train_state, eval_variables
 from ghostnet_jax.training.trainer import Evaluator
 
 
@@ -55,9 +56,11 @@ def evaluate_checkpoint(workdir: str | Path, checkpoint: str | int = 'best', spl
     mesh = make_mesh()
     model = build_model(config, train.num_classes)
 
-    variables = init_variables(model, jax.random.key(0), train.images.shape[1:])
+    # Shapes only: the restore target needs no initialized (compiled) weights.
+    images = jax.ShapeDtypeStruct((1, *train.images.shape[1:]), jnp.float32)
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
     tx, _ = build_optimizer(config.optimizer, 1, config.num_epochs, variables['params'])
-    template = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
+    template = jax.eval_shape(lambda v: create_train_state(v, tx, config.ema_decay), variables)
     with Checkpointer.from_config(workdir, config.checkpoint, read_only=True) as ckpt:
         state, _ = ckpt.restore(template, checkpoint, mesh=mesh)
 

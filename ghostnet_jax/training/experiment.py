@@ -88,7 +88,7 @@ def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
     test_data = build_eval_data(splits['test'], mesh, config, mean, std) if splits['test'] else None
 
     model = build_model(config, train.num_classes)
-    variables = init_variables(model, jax.random.key(config.seed), train.images.shape[1:])
+    variables = init_variables(model, config.seed, train.images.shape[1:])
     if config.init_from:
         variables = merge_pretrained(variables, load_pretrained(config.init_from))
     tx, schedule = build_optimizer(config.optimizer, train_data.steps_per_epoch,
