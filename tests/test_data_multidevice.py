@@ -15,88 +15,111 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _checks():
-  import jax
-  import numpy as np
-  from jax.sharding import Mesh, PartitionSpec as P
+    import jax
+    import numpy as np
+    from jax.sharding import Mesh, PartitionSpec as P
 
-  from ghostnet_jax import data as D
+    from ghostnet_jax import data as D
 
-  assert jax.device_count() == 8, jax.devices()
+    assert jax.device_count() == 8, jax.devices()
 
-  def meshes(kind):
-    make = ((lambda d: jax.make_mesh((len(d),), ('data',), devices=d)) if kind == 'explicit'
-            else (lambda d: Mesh(np.array(d), ('data',))))
-    return make(jax.devices()[:1]), make(jax.devices())
+    def meshes(kind):
+        make = (
+            (lambda d: jax.make_mesh((len(d),), ('data',), devices=d))
+            if kind == 'explicit'
+            else (lambda d: Mesh(np.array(d), ('data',)))
+        )
+        return make(jax.devices()[:1]), make(jax.devices())
 
-  rng = np.random.default_rng(0)
-  n = 70  # Not a multiple of 8: the stored rows are padded, which must not show.
-  split = D.ArraySplit(rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8), np.arange(n, dtype=np.int32),
-                       tuple(map(str, range(n))), 'synthetic')
-  mean, std = D.channel_stats(split)
-  aug = D.AugmentConfig(crop_padding=2, padding_mode='reflect', flip=True, cutout=3)
+    rng = np.random.default_rng(0)
+    n = 70  # Not a multiple of 8: the stored rows are padded, which must not show.
+    split = D.ArraySplit(
+        rng.integers(0, 256, (n, 8, 8, 3), dtype=np.uint8),
+        np.arange(n, dtype=np.int32),
+        tuple(map(str, range(n))),
+        'synthetic',
+    )
+    mean, std = D.channel_stats(split)
+    aug = D.AugmentConfig(crop_padding=2, padding_mode='reflect', flip=True, cutout=3)
 
-  for kind in ('explicit', 'auto'):
-    one, eight = meshes(kind)
-    a = D.DeviceTrainData(split, one, 16, seed=7, augment=aug, mean=mean, std=std)
-    b = D.DeviceTrainData(split, eight, 16, seed=7, augment=aug, mean=mean, std=std)
-    for epoch in (0, 3):
-      ea, eb = a.epoch(epoch), b.epoch(epoch)
-      assert eb.images.sharding.spec == P(None, 'data'), eb.images.sharding
-      for step in range(a.steps_per_epoch):
-        x, y = a.batch(ea, step), b.batch(eb, step)
-        assert y['image'].sharding.spec == P('data') and len(y['image'].sharding.device_set) == 8
-        assert len(y['image'].addressable_shards) == 8 and y['image'].addressable_shards[0].data.shape[0] == 2
-        np.testing.assert_array_equal(np.asarray(x['label']), np.asarray(y['label']))
-        np.testing.assert_array_equal(np.asarray(x['image']), np.asarray(y['image']))
-    print(f'{kind}: train batches identical on 1 and 8 devices')
+    for kind in ('explicit', 'auto'):
+        one, eight = meshes(kind)
+        a = D.DeviceTrainData(split, one, 16, seed=7, augment=aug, mean=mean, std=std)
+        b = D.DeviceTrainData(split, eight, 16, seed=7, augment=aug, mean=mean, std=std)
+        for epoch in (0, 3):
+            ea, eb = a.epoch(epoch), b.epoch(epoch)
+            assert eb.images.sharding.spec == P(None, 'data'), eb.images.sharding
+            for step in range(a.steps_per_epoch):
+                x, y = a.batch(ea, step), b.batch(eb, step)
+                assert (
+                    y['image'].sharding.spec == P('data')
+                    and len(y['image'].sharding.device_set) == 8
+                )
+                assert (
+                    len(y['image'].addressable_shards) == 8
+                    and y['image'].addressable_shards[0].data.shape[0] == 2
+                )
+                np.testing.assert_array_equal(np.asarray(x['label']), np.asarray(y['label']))
+                np.testing.assert_array_equal(np.asarray(x['image']), np.asarray(y['image']))
+        print(f'{kind}: train batches identical on 1 and 8 devices')
 
-    for m, b_size in ((37, 8), (37, 16), (5, 8), (64, 32)):
-      sub = D.ArraySplit(split.images[:m], split.labels[:m] % 10, tuple(map(str, range(10))), 'eval')
-      results = []
-      for mesh in (one, eight):
-        data = D.DeviceEvalData(sub, mesh, b_size, mean, std)
-        seen, labels = [], []
-        for i in range(data.num_batches):
-          batch = data.batch(i)
-          mask = np.asarray(batch['mask']).astype(bool)
-          seen.extend(np.arange(i * b_size, (i + 1) * b_size)[mask])
-          labels.extend(np.asarray(batch['label'])[mask])
-        assert seen == list(range(m)), (m, b_size, seen)
-        np.testing.assert_array_equal(labels, sub.labels)
-        results.append(D.evaluate(data, lambda x: x.reshape(x.shape[0], -1)[:, :10], 10))
-      r1, r8 = results
-      assert r1['num_examples'] == r8['num_examples'] == m
-      assert r1['correct'] == r8['correct']
-      np.testing.assert_array_equal(r1['per_class_count'], np.bincount(sub.labels, minlength=10))
-      np.testing.assert_array_equal(r1['per_class_correct'], r8['per_class_correct'])
-      np.testing.assert_allclose(r1['loss'], r8['loss'], rtol=1e-6)
-    print(f'{kind}: evaluation exact once on 1 and 8 devices')
+        for m, b_size in ((37, 8), (37, 16), (5, 8), (64, 32)):
+            sub = D.ArraySplit(
+                split.images[:m], split.labels[:m] % 10, tuple(map(str, range(10))), 'eval'
+            )
+            results = []
+            for mesh in (one, eight):
+                data = D.DeviceEvalData(sub, mesh, b_size, mean, std)
+                seen, labels = [], []
+                for i in range(data.num_batches):
+                    batch = data.batch(i)
+                    mask = np.asarray(batch['mask']).astype(bool)
+                    seen.extend(np.arange(i * b_size, (i + 1) * b_size)[mask])
+                    labels.extend(np.asarray(batch['label'])[mask])
+                assert seen == list(range(m)), (m, b_size, seen)
+                np.testing.assert_array_equal(labels, sub.labels)
+                results.append(D.evaluate(data, lambda x: x.reshape(x.shape[0], -1)[:, :10], 10))
+            r1, r8 = results
+            assert r1['num_examples'] == r8['num_examples'] == m
+            assert r1['correct'] == r8['correct']
+            np.testing.assert_array_equal(
+                r1['per_class_count'], np.bincount(sub.labels, minlength=10)
+            )
+            np.testing.assert_array_equal(r1['per_class_correct'], r8['per_class_correct'])
+            np.testing.assert_allclose(r1['loss'], r8['loss'], rtol=1e-6)
+        print(f'{kind}: evaluation exact once on 1 and 8 devices')
 
-    try:
-      D.DeviceTrainData(split, eight, 12, seed=0, augment=aug, mean=mean, std=std)
-    except D.BatchConfigError as e:
-      assert '12' in str(e) and 'multiple of 8' in str(e), e
-    else:
-      raise AssertionError('batch 12 on 8 devices was accepted')
-    try:
-      D.DeviceEvalData(split, eight, 4, mean, std)
-    except D.BatchConfigError as e:
-      assert 'multiple of 8' in str(e), e
-    else:
-      raise AssertionError('eval batch 4 on 8 devices was accepted')
-  print('ALL OK')
+        try:
+            D.DeviceTrainData(split, eight, 12, seed=0, augment=aug, mean=mean, std=std)
+        except D.BatchConfigError as e:
+            assert '12' in str(e) and 'multiple of 8' in str(e), e
+        else:
+            raise AssertionError('batch 12 on 8 devices was accepted')
+        try:
+            D.DeviceEvalData(split, eight, 4, mean, std)
+        except D.BatchConfigError as e:
+            assert 'multiple of 8' in str(e), e
+        else:
+            raise AssertionError('eval batch 4 on 8 devices was accepted')
+    print('ALL OK')
 
 
 def test_one_and_eight_devices_agree():
-  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu',
-             PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]))
-  start = time.monotonic()
-  proc = subprocess.run([sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True,
-                        timeout=300)
-  assert proc.returncode == 0 and 'ALL OK' in proc.stdout, (
-      f'8-device checks failed:\n{proc.stdout}\n{proc.stderr[-5000:]}')
-  print(proc.stdout, f'({time.monotonic() - start:.1f} s)')
+    env = dict(
+        os.environ,
+        XLA_FLAGS='--xla_force_host_platform_device_count=8',
+        JAX_PLATFORMS='cpu',
+        PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
+    )
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and 'ALL OK' in proc.stdout, (
+        f'8-device checks failed:\n{proc.stdout}\n{proc.stderr[-5000:]}'
+    )
+    print(proc.stdout, f'({time.monotonic() - start:.1f} s)')
 
 
 if __name__ == '__main__':
-  _checks()
+    _checks()

@@ -25,59 +25,61 @@ _FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-  return Path(os.environ.get('GHOSTNET_JAX_CACHE') or Path.home() / '.cache' / 'ghostnet_jax' / 'data')
+    return Path(
+        os.environ.get('GHOSTNET_JAX_CACHE') or Path.home() / '.cache' / 'ghostnet_jax' / 'data'
+    )
 
 
 def file_fingerprints(paths: Iterable[str | os.PathLike]) -> list[tuple[str, int, int]]:
-  """(path, size, mtime_ns) of each file: cheap to compute, changes when a file does."""
-  out = []
-  for p in paths:
-    st = os.stat(p)
-    out.append((os.fspath(p), st.st_size, st.st_mtime_ns))
-  return out
+    """(path, size, mtime_ns) of each file: cheap to compute, changes when a file does."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((os.fspath(p), st.st_size, st.st_mtime_ns))
+    return out
 
 
 def cache_key(**parts) -> str:
-  payload = json.dumps({'format': _FORMAT_VERSION, **parts}, sort_keys=True, default=str)
-  return hashlib.sha256(payload.encode()).hexdigest()[:32]
+    payload = json.dumps({'format': _FORMAT_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 def load(cache_dir: Path, key: str) -> ArraySplit | None:
-  path = Path(cache_dir) / f'{key}.npz'
-  if not path.exists():
-    return None
-  try:
-    with np.load(path, allow_pickle=False) as z:
-      return ArraySplit(
-          images=z['images'],
-          labels=z['labels'],
-          class_names=tuple(str(c) for c in z['class_names']),
-          name=str(z['name']),
-      )
-  except (OSError, ValueError, KeyError):
-    # A truncated or foreign file is treated as a miss and overwritten later.
-    return None
+    path = Path(cache_dir) / f'{key}.npz'
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ArraySplit(
+                images=z['images'],
+                labels=z['labels'],
+                class_names=tuple(str(c) for c in z['class_names']),
+                name=str(z['name']),
+            )
+    except (OSError, ValueError, KeyError):
+        # A truncated or foreign file is treated as a miss and overwritten later.
+        return None
 
 
 def save(cache_dir: Path, key: str, split: ArraySplit) -> Path:
-  cache_dir = Path(cache_dir)
-  cache_dir.mkdir(parents=True, exist_ok=True)
-  path = cache_dir / f'{key}.npz'
-  # Write to a temp file and rename, so a concurrent reader or a killed writer
-  # never leaves a half-written entry under the final name.
-  fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.savez(
-          f,
-          images=split.images,
-          labels=split.labels,
-          class_names=np.asarray(split.class_names, dtype=str),
-          name=np.asarray(split.name),
-      )
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f'{key}.npz'
+    # Write to a temp file and rename, so a concurrent reader or a killed writer
+    # never leaves a half-written entry under the final name.
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix='.npz.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.savez(
+                f,
+                images=split.images,
+                labels=split.labels,
+                class_names=np.asarray(split.class_names, dtype=str),
+                name=np.asarray(split.name),
+            )
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

@@ -29,167 +29,188 @@ AXIS = 'data'
 
 
 def _check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
-  if AXIS not in mesh.axis_names:
-    raise ValueError(f"The mesh needs an axis named {AXIS!r}, got axes {mesh.axis_names}.")
-  n = mesh.shape[AXIS]
-  if global_batch_size <= 0 or global_batch_size % n:
-    lo = max(n, global_batch_size // n * n)
-    raise BatchConfigError(
-        f'{what}: global batch size {global_batch_size} does not divide over the {n} devices of the '
-        f"'{AXIS}' mesh axis; use a multiple of {n} (e.g. {lo} or {lo + n}).")
+    if AXIS not in mesh.axis_names:
+        raise ValueError(f"The mesh needs an axis named {AXIS!r}, got axes {mesh.axis_names}.")
+    n = mesh.shape[AXIS]
+    if global_batch_size <= 0 or global_batch_size % n:
+        lo = max(n, global_batch_size // n * n)
+        raise BatchConfigError(
+            f'{what}: global batch size {global_batch_size} does not divide over the {n} devices of the '
+            f"'{AXIS}' mesh axis; use a multiple of {n} (e.g. {lo} or {lo + n})."
+        )
 
 
 def _explicit(mesh: Mesh) -> bool:
-  """Whether the 'data' axis is Explicit (``jax.make_mesh``'s default) rather than Auto (``Mesh``'s)."""
-  return dict(zip(mesh.axis_names, mesh.axis_types))[AXIS] == AxisType.Explicit
+    """Whether the 'data' axis is Explicit (``jax.make_mesh``'s default) rather than Auto (``Mesh``'s)."""
+    return dict(zip(mesh.axis_names, mesh.axis_types))[AXIS] == AxisType.Explicit
 
 
 def _reshard(x: jax.Array, sharding: NamedSharding) -> jax.Array:
-  """Moves ``x`` to ``sharding`` inside jit, for both Explicit and Auto meshes."""
-  if _explicit(sharding.mesh):
-    return jax.sharding.reshard(x, sharding)
-  return jax.lax.with_sharding_constraint(x, sharding)
+    """Moves ``x`` to ``sharding`` inside jit, for both Explicit and Auto meshes."""
+    if _explicit(sharding.mesh):
+        return jax.sharding.reshard(x, sharding)
+    return jax.lax.with_sharding_constraint(x, sharding)
 
 
 def _gather_rows(x: jax.Array, idx: jax.Array, sharding: NamedSharding) -> jax.Array:
-  """``x[idx]`` with the result placed at ``sharding``."""
-  if _explicit(sharding.mesh):
-    return x.at[idx].get(out_sharding=sharding)
-  return jax.lax.with_sharding_constraint(x[idx], sharding)
+    """``x[idx]`` with the result placed at ``sharding``."""
+    if _explicit(sharding.mesh):
+        return x.at[idx].get(out_sharding=sharding)
+    return jax.lax.with_sharding_constraint(x[idx], sharding)
 
 
 def _put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
-  """Places a host array with ``sharding``; each process only transfers its own shards."""
-  return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+    """Places a host array with ``sharding``; each process only transfers its own shards."""
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
 def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-  if x.shape[0] == rows:
-    return x
-  pad = np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)
-  return np.concatenate([x, pad])
+    if x.shape[0] == rows:
+        return x
+    pad = np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)
+    return np.concatenate([x, pad])
 
 
 @dataclasses.dataclass(frozen=True)
 class EpochBatches:
-  """One epoch's shuffled examples on device: images (steps, B, H, W, C) uint8, labels (steps, B)."""
+    """One epoch's shuffled examples on device: images (steps, B, H, W, C) uint8, labels (steps, B)."""
 
-  epoch: int
-  images: jax.Array
-  labels: jax.Array
-  key: jax.Array  # Augmentation key of this epoch; step k uses fold_in(key, k).
+    epoch: int
+    images: jax.Array
+    labels: jax.Array
+    key: jax.Array  # Augmentation key of this epoch; step k uses fold_in(key, k).
 
-  @property
-  def steps(self) -> int:
-    return int(self.images.shape[0])
+    @property
+    def steps(self) -> int:
+        return int(self.images.shape[0])
 
 
 class DeviceTrainData:
-  """Shuffled, augmented training batches from a device-resident split.
+    """Shuffled, augmented training batches from a device-resident split.
 
-  The last partial batch of each epoch is dropped (``steps_per_epoch = N // B``).
-  """
+    The last partial batch of each epoch is dropped (``steps_per_epoch = N // B``).
+    """
 
-  def __init__(self, split: ArraySplit, mesh: Mesh, global_batch_size: int, seed: int,
-               augment: AugmentConfig, mean, std, dtype=jnp.float32):
-    _check_batch(mesh, global_batch_size, f'training data {split.name}')
-    n = len(split)
-    if n < global_batch_size:
-      raise BatchConfigError(
-          f'training split {split.name} has {n} examples, fewer than one global batch of '
-          f'{global_batch_size}; use a smaller batch size or a larger split.')
-    self.mesh = mesh
-    self.global_batch_size = global_batch_size
-    self.num_examples = n
-    self.steps_per_epoch = n // global_batch_size
-    self.seed = seed
-    self.augment = augment
-    self.class_names = split.class_names
-    devices = mesh.shape[AXIS]
-    rows = math.ceil(n / devices) * devices  # Padding rows are never selected by the permutation.
-    row_sharding = NamedSharding(mesh, P(AXIS))
-    self._images = _put(_pad_rows(split.images, rows), row_sharding)
-    self._labels = _put(_pad_rows(split.labels, rows), row_sharding)
-    self._mean = np.asarray(mean, np.float32)
-    self._std = np.asarray(std, np.float32)
-    # Cutout fills with the dataset mean so the patch normalizes to ~0.
-    fill = np.clip(np.round(self._mean), 0, 255).astype(np.uint8)
-    steps, b = self.steps_per_epoch, global_batch_size
+    def __init__(
+        self,
+        split: ArraySplit,
+        mesh: Mesh,
+        global_batch_size: int,
+        seed: int,
+        augment: AugmentConfig,
+        mean,
+        std,
+        dtype=jnp.float32,
+    ):
+        _check_batch(mesh, global_batch_size, f'training data {split.name}')
+        n = len(split)
+        if n < global_batch_size:
+            raise BatchConfigError(
+                f'training split {split.name} has {n} examples, fewer than one global batch of '
+                f'{global_batch_size}; use a smaller batch size or a larger split.'
+            )
+        self.mesh = mesh
+        self.global_batch_size = global_batch_size
+        self.num_examples = n
+        self.steps_per_epoch = n // global_batch_size
+        self.seed = seed
+        self.augment = augment
+        self.class_names = split.class_names
+        devices = mesh.shape[AXIS]
+        rows = (
+            math.ceil(n / devices) * devices
+        )  # Padding rows are never selected by the permutation.
+        row_sharding = NamedSharding(mesh, P(AXIS))
+        self._images = _put(_pad_rows(split.images, rows), row_sharding)
+        self._labels = _put(_pad_rows(split.labels, rows), row_sharding)
+        self._mean = np.asarray(mean, np.float32)
+        self._std = np.asarray(std, np.float32)
+        # Cutout fills with the dataset mean so the patch normalizes to ~0.
+        fill = np.clip(np.round(self._mean), 0, 255).astype(np.uint8)
+        steps, b = self.steps_per_epoch, global_batch_size
 
-    epoch_sharding = NamedSharding(mesh, P(None, AXIS))
-    replicated = NamedSharding(mesh, P())
+        epoch_sharding = NamedSharding(mesh, P(None, AXIS))
+        replicated = NamedSharding(mesh, P())
 
-    @functools.partial(jax.jit, out_shardings=(epoch_sharding, epoch_sharding, None))
-    def shuffle(images, labels, epoch):
-      perm_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
-      perm = jax.random.permutation(perm_key, n)[:steps * b].reshape(steps, b)
-      # Every device needs examples from every shard: gather from a replicated copy
-      # (one all-gather per epoch) with indices sharded along B, so each device
-      # only materializes its own columns.
-      perm = _reshard(perm, epoch_sharding)
-      images = _reshard(images, replicated)
-      labels = _reshard(labels, replicated)
-      x = _gather_rows(images, perm, epoch_sharding)
-      y = _gather_rows(labels, perm, epoch_sharding)
-      return x, y, aug_key
+        @functools.partial(jax.jit, out_shardings=(epoch_sharding, epoch_sharding, None))
+        def shuffle(images, labels, epoch):
+            perm_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+            perm = jax.random.permutation(perm_key, n)[: steps * b].reshape(steps, b)
+            # Every device needs examples from every shard: gather from a replicated copy
+            # (one all-gather per epoch) with indices sharded along B, so each device
+            # only materializes its own columns.
+            perm = _reshard(perm, epoch_sharding)
+            images = _reshard(images, replicated)
+            labels = _reshard(labels, replicated)
+            x = _gather_rows(images, perm, epoch_sharding)
+            y = _gather_rows(labels, perm, epoch_sharding)
+            return x, y, aug_key
 
-    batch_sharding = NamedSharding(mesh, P(AXIS))
+        batch_sharding = NamedSharding(mesh, P(AXIS))
 
-    @functools.partial(jax.jit, out_shardings=batch_sharding)
-    def make_batch(images, labels, key, step):
-      x = augment_batch(images[step], jax.random.fold_in(key, step), augment, fill)
-      return {'image': normalize(x, self._mean, self._std, dtype), 'label': labels[step]}
+        @functools.partial(jax.jit, out_shardings=batch_sharding)
+        def make_batch(images, labels, key, step):
+            x = augment_batch(images[step], jax.random.fold_in(key, step), augment, fill)
+            return {'image': normalize(x, self._mean, self._std, dtype), 'label': labels[step]}
 
-    self._shuffle = shuffle
-    self._make_batch = make_batch
+        self._shuffle = shuffle
+        self._make_batch = make_batch
 
-  def epoch(self, epoch: int) -> EpochBatches:
-    """This epoch's reshuffled batches, materialized on device by one jitted call."""
-    x, y, key = self._shuffle(self._images, self._labels, jnp.int32(epoch))
-    return EpochBatches(epoch, x, y, key)
+    def epoch(self, epoch: int) -> EpochBatches:
+        """This epoch's reshuffled batches, materialized on device by one jitted call."""
+        x, y, key = self._shuffle(self._images, self._labels, jnp.int32(epoch))
+        return EpochBatches(epoch, x, y, key)
 
-  def batch(self, epoch_batches: EpochBatches, step: int) -> dict[str, jax.Array]:
-    """Augmented, normalized batch ``step`` of the epoch: image (B, H, W, C), label (B,) int32."""
-    if not 0 <= step < epoch_batches.steps:
-      raise IndexError(f'step {step} out of range [0, {epoch_batches.steps}).')
-    return self._make_batch(epoch_batches.images, epoch_batches.labels, epoch_batches.key,
-                            jnp.int32(step))
+    def batch(self, epoch_batches: EpochBatches, step: int) -> dict[str, jax.Array]:
+        """Augmented, normalized batch ``step`` of the epoch: image (B, H, W, C), label (B,) int32."""
+        if not 0 <= step < epoch_batches.steps:
+            raise IndexError(f'step {step} out of range [0, {epoch_batches.steps}).')
+        return self._make_batch(
+            epoch_batches.images, epoch_batches.labels, epoch_batches.key, jnp.int32(step)
+        )
 
 
 class DeviceEvalData:
-  """Unaugmented eval batches covering every example exactly once.
+    """Unaugmented eval batches covering every example exactly once.
 
-  The split is padded up to ``num_batches * B`` and pre-reshaped to
-  (num_batches, B, ...) sharded along B; ``mask`` is False on padding rows.
-  """
+    The split is padded up to ``num_batches * B`` and pre-reshaped to
+    (num_batches, B, ...) sharded along B; ``mask`` is False on padding rows.
+    """
 
-  def __init__(self, split: ArraySplit, mesh: Mesh, global_batch_size: int, mean, std,
-               dtype=jnp.float32):
-    _check_batch(mesh, global_batch_size, f'eval data {split.name}')
-    n, b = len(split), global_batch_size
-    self.mesh = mesh
-    self.global_batch_size = b
-    self.num_examples = n
-    self.num_batches = math.ceil(n / b)
-    self.class_names = split.class_names
-    rows = self.num_batches * b
-    sharding = NamedSharding(mesh, P(None, AXIS))
-    images = _pad_rows(split.images, rows).reshape((self.num_batches, b) + split.images.shape[1:])
-    self._images = _put(images, sharding)
-    self._labels = _put(_pad_rows(split.labels, rows).reshape(self.num_batches, b), sharding)
-    self._mask = _put((np.arange(rows) < n).reshape(self.num_batches, b), sharding)
-    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    def __init__(
+        self, split: ArraySplit, mesh: Mesh, global_batch_size: int, mean, std, dtype=jnp.float32
+    ):
+        _check_batch(mesh, global_batch_size, f'eval data {split.name}')
+        n, b = len(split), global_batch_size
+        self.mesh = mesh
+        self.global_batch_size = b
+        self.num_examples = n
+        self.num_batches = math.ceil(n / b)
+        self.class_names = split.class_names
+        rows = self.num_batches * b
+        sharding = NamedSharding(mesh, P(None, AXIS))
+        images = _pad_rows(split.images, rows).reshape(
+            (self.num_batches, b) + split.images.shape[1:]
+        )
+        self._images = _put(images, sharding)
+        self._labels = _put(_pad_rows(split.labels, rows).reshape(self.num_batches, b), sharding)
+        self._mask = _put((np.arange(rows) < n).reshape(self.num_batches, b), sharding)
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
-    @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)))
-    def make_batch(images, labels, mask, i):
-      return {'image': normalize(images[i], mean, std, dtype), 'label': labels[i], 'mask': mask[i]}
+        @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)))
+        def make_batch(images, labels, mask, i):
+            return {
+                'image': normalize(images[i], mean, std, dtype),
+                'label': labels[i],
+                'mask': mask[i],
+            }
 
-    self._make_batch = make_batch
+        self._make_batch = make_batch
 
-  def batch(self, i: int) -> dict[str, jax.Array]:
-    if not 0 <= i < self.num_batches:
-      raise IndexError(f'eval batch {i} out of range [0, {self.num_batches}).')
-    return self._make_batch(self._images, self._labels, self._mask, jnp.int32(i))
+    def batch(self, i: int) -> dict[str, jax.Array]:
+        if not 0 <= i < self.num_batches:
+            raise IndexError(f'eval batch {i} out of range [0, {self.num_batches}).')
+        return self._make_batch(self._images, self._labels, self._mask, jnp.int32(i))
 
-  def __iter__(self):
-    return (self.batch(i) for i in range(self.num_batches))
+    def __iter__(self):
+        return (self.batch(i) for i in range(self.num_batches))

@@ -15,41 +15,44 @@ from ghostnet_jax.data.errors import DataError, SplitNotFoundError
 
 
 def split_names(spec: str) -> list[str]:
-  """Names of the base splits a spec reads, in order (``'train[:5]+test'`` -> train, test)."""
-  try:
-    tfds_splits.AbstractSplit.from_spec(spec)  # Validates the syntax with TFDS's parser.
-  except ValueError as e:
-    raise DataError(f'Invalid split spec {spec!r}: {e}') from e
-  names: list[str] = []
-  for part in str(spec).split('+'):
-    name = part.strip().split('[')[0]
-    if name not in names:
-      names.append(name)
-  return names
+    """Names of the base splits a spec reads, in order (``'train[:5]+test'`` -> train, test)."""
+    try:
+        tfds_splits.AbstractSplit.from_spec(spec)  # Validates the syntax with TFDS's parser.
+    except ValueError as e:
+        raise DataError(f'Invalid split spec {spec!r}: {e}') from e
+    names: list[str] = []
+    for part in str(spec).split('+'):
+        name = part.strip().split('[')[0]
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def absolute_ranges(spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int, int]]:
-  """Resolves ``spec`` to ``[(split_name, start, stop), ...]`` given each base split's size.
+    """Resolves ``spec`` to ``[(split_name, start, stop), ...]`` given each base split's size.
 
-  Raises SplitNotFoundError if a named split is missing from ``sizes`` and
-  DataError if the slice does not fit (e.g. ``train[:5000]`` of 100 examples).
-  """
-  infos = {
-      name: tfds_splits.SplitInfo(name=name, shard_lengths=[int(n)], num_bytes=0)
-      for name, n in sizes.items()
-  }
-  for name in split_names(spec):
-    if name not in infos:
-      raise SplitNotFoundError(
-          f'Split {name!r} (from spec {spec!r}) not found; available: {sorted(sizes)}.')
-  try:
-    instructions = tfds_splits.AbstractSplit.from_spec(spec).to_absolute(infos)
-  except ValueError as e:
-    raise DataError(f'Cannot apply split spec {spec!r} to split sizes {dict(sizes)}: {e}') from e
-  ranges = []
-  for instr in instructions:
-    n = int(sizes[instr.splitname])
-    start = 0 if instr.from_ is None else instr.from_
-    stop = n if instr.to is None else instr.to
-    ranges.append((instr.splitname, start, max(start, stop)))
-  return ranges
+    Raises SplitNotFoundError if a named split is missing from ``sizes`` and
+    DataError if the slice does not fit (e.g. ``train[:5000]`` of 100 examples).
+    """
+    infos = {
+        name: tfds_splits.SplitInfo(name=name, shard_lengths=[int(n)], num_bytes=0)
+        for name, n in sizes.items()
+    }
+    for name in split_names(spec):
+        if name not in infos:
+            raise SplitNotFoundError(
+                f'Split {name!r} (from spec {spec!r}) not found; available: {sorted(sizes)}.'
+            )
+    try:
+        instructions = tfds_splits.AbstractSplit.from_spec(spec).to_absolute(infos)
+    except ValueError as e:
+        raise DataError(
+            f'Cannot apply split spec {spec!r} to split sizes {dict(sizes)}: {e}'
+        ) from e
+    ranges = []
+    for instr in instructions:
+        n = int(sizes[instr.splitname])
+        start = 0 if instr.from_ is None else instr.from_
+        stop = n if instr.to is None else instr.to
+        ranges.append((instr.splitname, start, max(start, stop)))
+    return ranges
