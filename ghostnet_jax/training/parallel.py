@@ -13,7 +13,6 @@ import os
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -86,8 +85,11 @@ class DataParallelStep:
         if self.mode == 'jit':
             return state
         n = len(self._devices)
+        # Stack on the host: a device array broadcast by jnp keeps the mesh's sharding,
+        # which pmap rejects ("Sharding passed to jit does not match"); numpy it shards.
+        host = jax.device_get(state)
         return jax.pmap(lambda x: x, devices=self._devices)(
-            jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), state))
+            jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), host))
 
     def get(self, carried: Any) -> Any:
         if self.mode == 'jit':
