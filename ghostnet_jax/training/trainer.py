@@ -159,8 +159,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         bad = int(jax.device_get(state.nonfinite_step))
         if bad >= 0:
             ckpt.wait_until_finished()
+            # `bad` counts the updates before the bad loss; the logs (metrics.jsonl,
+            # TensorBoard) label that loss with step bad + 1, so name it the same way.
             raise NonFiniteLossError(
-                f'Loss is not finite at step {bad} (epoch {bad // spe + 1}); no update was applied '
+                f'Loss is not finite at step {bad + 1} (epoch {bad // spe + 1}); no update was applied '
                 f'from that step on. Last good checkpoint: step {ckpt.latest_step()} in '
                 f'{ckpt.directory}. Lower optimizer.learning_rate or set optimizer.grad_clip_norm.')
 
