@@ -41,14 +41,17 @@ def main(argv: list[str]) -> int:
     config = _CONFIG.value
     # Multi-process runs must join before anything else touches JAX.
     parallel.maybe_initialize_distributed(config.distributed)
-    from ghostnet_jax.training.config_checks import validate_config
+    from ghostnet_jax.training.config_checks import ConfigError, validate_config
     from ghostnet_jax.training.trainer import NonFiniteLossError, train_and_evaluate
-    validate_config(config, default_config.get_config())
     workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
         flags.FLAGS['config'].config_filename)
-    logging.info('Workdir: %s', workdir.resolve())
     try:
+        validate_config(config, default_config.get_config())
+        logging.info('Workdir: %s', workdir.resolve())
         results = train_and_evaluate(config, workdir)
+    except ConfigError as e:   # the message names the field and its valid values
+        logging.error('Bad config: %s', e)
+        return 2
     except NonFiniteLossError as e:
         logging.error('%s', e)
         return 3

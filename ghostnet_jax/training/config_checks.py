@@ -68,3 +68,13 @@ def validate_config(config: ml_collections.ConfigDict,
         raise ConfigError(f'ema_decay must be in [0, 1), got {config.ema_decay}.')
     if config.max_steps is not None:
         _positive(config.max_steps, 'max_steps')
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """The global batch sizes must split evenly over the devices of the data mesh."""
+    for name in ('batch_size', 'eval_batch_size'):
+        value = config[name]
+        if value % num_devices:
+            lo = max(num_devices, value // num_devices * num_devices)
+            raise ConfigError(f'{name}={value} does not divide over the {num_devices} devices; '
+                              f'use a multiple of {num_devices} (e.g. {lo} or {lo + num_devices}).')

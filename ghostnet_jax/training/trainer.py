@@ -20,6 +20,7 @@ from ghostnet_jax.data.metrics import add_counts, eval_counts, summarize
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.callbacks import callbacks_from_config
 from ghostnet_jax.training.checkpoints import Checkpointer
+from ghostnet_jax.training.config_checks import check_batch_sizes
 from ghostnet_jax.training.experiment import Experiment, build_experiment
 from ghostnet_jax.training.metrics_log import MetricsWriter, Progress
 from ghostnet_jax.training.optim import get_lr_scale, set_lr_scale
@@ -106,9 +107,10 @@ def _val_record(summary: dict, prefix: str) -> dict:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns results."""
     workdir = Path(workdir)
+    mesh = make_mesh()
+    check_batch_sizes(config, mesh.size)
     workdir.mkdir(parents=True, exist_ok=True)
     _write_config(workdir, config)
-    mesh = make_mesh()
     log.info('Devices: %d (%s), processes: %d', mesh.size, jax.default_backend(),
              jax.process_count())
     exp = build_experiment(config, mesh)
