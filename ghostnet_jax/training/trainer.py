@@ -149,6 +149,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         step = int(state.step)
         if step in ckpt.all_steps():
             return
+        # Logs are at least as durable as checkpoints: after a crash (SIGKILL, OOM) the
+        # resumed run continues metrics.jsonl/TensorBoard from the step it restores.
+        writer.flush()
         ckpt.save(step, state, host_state(), metrics)
 
     progress = Progress(spe, num_epochs, config.batch_size)
