@@ -1,0 +1,65 @@
+"""Bad configs stop the CLI before training, with a message naming the field and the fix;
+`init_from` fine-tunes from another run's workdir with another number of classes."""
+import textwrap
+
+import numpy as np
+
+import train_harness as h
+from ghostnet_jax.training.checkpoints import load_variables
+
+# (overrides, devices, strings the output must contain)
+CASES = {
+    'unknown_field_flag': (['--config.optimiser.name=x'], 1, ['optimiser', 'optimizer']),
+    'model_name': (['--config.model.name=ghostnet_tiny'], 1,
+                   ['model.name', "'ghostnet_tiny'", 'ghostnet_cifar_tiny', 'ghostnet_100']),
+    'optimizer_name': (['--config.optimizer.name=lamb'], 1,
+                       ['optimizer.name', "'lamb'", 'sgd, adam, adamw']),
+    'parallel': (['--config.parallel=spmd'], 1, ['parallel', "'spmd'", 'jit, pmap']),
+    'batch_size': (['--config.batch_size=12'], 8, ['batch_size=12', '8 devices', 'multiple of 8']),
+    'eval_batch_size': (['--config.eval_batch_size=4'], 8, ['eval_batch_size=4', 'multiple of 8']),
+}
+
+
+def test_bad_configs_fail_with_a_clear_message(trainer, tmp_path):
+    typo = tmp_path / 'typo_config.py'
+    typo.write_text(textwrap.dedent('''
+        from ghostnet_jax.configs import smoke
+
+        def get_config():
+            config = smoke.get_config()
+            config.optimizer.learning_rte = 0.01
+            return config
+    '''))
+    cases = dict(CASES, config_file_typo=([], 1, ['optimizer.learning_rte', 'learning_rate']))
+    runs = {}
+    for name, (overrides, devices, _) in cases.items():   # all at once: each is ~1-3 s
+        config = str(typo) if name == 'config_file_typo' else h.SMOKE
+        runs[name] = trainer.start(tmp_path / name, *overrides, devices=devices, config=config)
+    for name, run in runs.items():
+        run.wait(120)
+        out = run.output()
+        assert run.rc not in (0, None), f'{name}: accepted\n{run.tail()}'
+        last_line = [line for line in out.splitlines() if line.strip()][-1]
+        for needle in cases[name][2]:
+            assert needle in last_line, f'{name}: {needle!r} not in the message\n{run.tail(3000)}'
+        if name != 'unknown_field_flag':   # that one fails in absl's flag parsing
+            assert run.rc == 2 and 'Bad config: ' in last_line and 'Traceback' not in out, name
+        assert not (run.workdir / 'checkpoints').exists(), name
+
+
+def test_init_from_another_run_with_other_classes(trainer, base_run):
+    """A 2-class run started with init_from=<the 3-class reference workdir>: the classifier
+    keeps its fresh init, every other weight and BN statistic is the reference's final one."""
+    proc, tuned, fresh = trainer.result('init_from')
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert 're-initialized 2 variables' in proc.stderr, proc.stderr[-3000:]
+    loaded = h.flat(load_variables(base_run))
+    assert tuned.keys() == fresh.keys() == loaded.keys()
+    classifier = {k for k in tuned if "['classifier']" in k}
+    assert classifier == {"['params']['classifier']['kernel']", "['params']['classifier']['bias']"}
+    for k in classifier:
+        assert tuned[k].shape[-1] == 2 and loaded[k].shape[-1] == 3
+        np.testing.assert_array_equal(tuned[k], fresh[k], err_msg=k)
+    for k in tuned.keys() - classifier:
+        np.testing.assert_array_equal(tuned[k], loaded[k], err_msg=k)
+        assert not np.array_equal(fresh[k], loaded[k]), k   # the reference run trained it

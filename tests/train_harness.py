@@ -1,0 +1,358 @@
+"""Helpers for the end-to-end trainer tests (tests/test_train_*.py).
+
+Every training run is the real CLI (`python -m ghostnet_jax.train`) in a subprocess, so the
+device count (XLA_FLAGS), signals and multi-process runs behave as for a user. All runs of a
+test session share one persistent compilation cache, so a program compiled by one run (same
+model, optimizer, device count) is loaded, not recompiled, by the next.
+
+The runs are "jobs" (JOBS below) run by a small thread pool: conftest.base_run starts the
+jobs of the selected tests that do not need the reference run while that run trains, and
+the others as soon as it is done, so that both cores stay busy; a test then waits for its
+job's result (`trainer.result(name)`) and makes its assertions.
+
+Set GHOSTNET_JAX_TEST_COMPILE_CACHE=/some/dir to keep that cache across sessions (faster
+reruns while developing); by default it lives in the session's tmp dir.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / 'configs' / 'smoke.py')
+
+NUM_CLASSES, PER_CLASS, IMAGE_SIZE = 3, 16, 16
+# configs/smoke.py splits train[:80%] / train[80%:] per class: 13 + 3 files of each class.
+TRAIN_EXAMPLES, VAL_EXAMPLES = 3 * 13, 3 * 3
+BATCH = 8                                   # smoke.py's global batch
+STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH   # 4 (last partial batch dropped)
+EPOCHS = 6                                  # every 1-device run uses the same schedule
+TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH      # 24
+# Unoptimized XLA code generation: compiling is most of every run's cost here, and -O0
+# cuts a cold run from ~22 to ~15 CPU-seconds; all runs use it, so comparisons hold.
+XLA_TEST_FLAGS = os.environ.get('GHOSTNET_JAX_TEST_XLA_FLAGS', '--xla_backend_optimization_level=0')
+# The reference run's flags (see conftest.base_run): early stopping that must not fire.
+BASE_FLAGS = ('--config.callbacks.early_stopping.enabled=True',
+              '--config.callbacks.early_stopping.monitor=train_loss',
+              '--config.callbacks.early_stopping.mode=min',
+              '--config.callbacks.early_stopping.patience=2')
+
+
+def make_dataset(root: Path, num_classes: int = NUM_CLASSES, per_class: int = PER_CLASS,
+                 seed: int = 0) -> Path:
+    """root/train/c<k>/<i>.png: a class-dependent colour plus noise (learnable in a few steps)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
+    for c in range(num_classes):
+        d = root / 'train' / f'c{c}'
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.normal(0, 40, (IMAGE_SIZE, IMAGE_SIZE, 3))
+            img = np.clip(colours[c] + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f'{i:02d}.png')
+    return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class Run:
+    """A CLI training run in a subprocess; output goes to <workdir>.log."""
+
+    def __init__(self, proc: subprocess.Popen, workdir: Path, log: Path, args: list[str]):
+        self.proc, self.workdir, self.log, self.args = proc, workdir, log, args
+
+    def wait(self, timeout: float = 600) -> 'Run':
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f'run timed out after {timeout} s: {self.args}\n{self.tail()}')
+        return self
+
+    @property
+    def rc(self) -> int | None:
+        return self.proc.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors='replace') if self.log.exists() else ''
+
+    def tail(self, n: int = 6000) -> str:
+        return self.output()[-n:]
+
+    def check(self, timeout: float = 600) -> 'Run':
+        self.wait(timeout)
+        assert self.rc == 0, f'exit code {self.rc} for {self.args}\n{self.tail()}'
+        return self
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+
+class Trainer:
+    """Starts CLI runs on the session's dataset with the shared caches."""
+
+    def __init__(self, root: Path, data: Path, data_cache: Path, compile_cache: Path):
+        self.root, self.data, self.data_cache, self.compile_cache = root, data, data_cache, compile_cache
+        self.base: Path | None = None    # the reference run's workdir, once it has finished
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
+        self._jobs: dict[str, concurrent.futures.Future] = {}
+        self._runs: list[Run] = []
+
+    def launch(self, name: str) -> concurrent.futures.Future:
+        """Starts job `name` (see JOBS) unless it already runs; its workdirs go under root/name."""
+        if name not in self._jobs:
+            self._jobs[name] = self._pool.submit(JOBS[name], self, self.root / name)
+        return self._jobs[name]
+
+    def result(self, name: str, timeout: float = 900):
+        return self.launch(name).result(timeout)
+
+    def close(self) -> None:
+        """Kills whatever still runs (jobs of tests that were not selected or failed)."""
+        for future in self._jobs.values():
+            future.cancel()
+        for run in self._runs:
+            if run.proc.poll() is None:
+                run.proc.kill()
+        self._pool.shutdown(wait=True)
+
+    def env(self, devices: int = 1) -> dict:
+        env = dict(os.environ)
+        env.update(
+            XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} {XLA_TEST_FLAGS}',
+            JAX_PLATFORMS='cpu',
+            JAX_COMPILATION_CACHE_DIR=str(self.compile_cache),
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+            GHOSTNET_JAX_CACHE=str(self.data_cache),
+            PYTHONUNBUFFERED='1',
+        )
+        env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+        return env
+
+    def base_overrides(self, data: Path | None = None) -> list[str]:
+        return [
+            f'--config.data.source=folder:{data or self.data}',
+            f'--config.data.cache_dir={self.data_cache}',
+            '--config.model.conv_impl=native',   # compiles ~2x faster than 'shifted' on CPU
+            f'--config.num_epochs={EPOCHS}',
+            '--config.checkpoint.max_to_keep=100',   # keep every epoch for comparisons
+        ]
+
+    def start(self, workdir: Path, *overrides: str, devices: int = 1, config: str = SMOKE,
+              data: Path | None = None, log_name: str | None = None) -> Run:
+        workdir = Path(workdir)
+        log = workdir.parent / f'{log_name or workdir.name}.log'
+        args = [sys.executable, '-m', 'ghostnet_jax.train', f'--config={config}',
+                f'--workdir={workdir}', *self.base_overrides(data), *overrides]
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, 'w') as f:
+            proc = subprocess.Popen(args, cwd=REPO, env=self.env(devices), stdout=f,
+                                    stderr=subprocess.STDOUT)
+        run = Run(proc, workdir, log, args)
+        self._runs.append(run)
+        return run
+
+    def run(self, workdir: Path, *overrides: str, timeout: float = 600, **kwargs) -> Run:
+        return self.start(workdir, *overrides, **kwargs).wait(timeout)
+
+
+# ------------------------------------------------------------------------- reading results
+
+
+def metrics(workdir: Path) -> list[dict]:
+    path = Path(workdir) / 'metrics.jsonl'
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def train_steps(workdir: Path) -> dict[int, dict]:
+    """Per-step train records by step (the last one written wins: a resumed run may
+    repeat steps that were trained but not checkpointed before it was killed)."""
+    return {r['step']: r for r in metrics(workdir) if r['split'] == 'train' and 'loss' in r}
+
+
+def val_epochs(workdir: Path) -> dict[int, dict]:
+    return {r['epoch']: r for r in metrics(workdir) if r['split'] == 'val'}
+
+
+def finished_steps(workdir: Path) -> list[int]:
+    d = Path(workdir) / 'checkpoints'
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def wait_for_checkpoint(run: Run, step: int, timeout: float = 600, poll: float = 0.01) -> None:
+    """Polls until checkpoints/<step> is finished (orbax renames the tmp dir when done)."""
+    path = run.workdir / 'checkpoints' / str(step)
+    deadline = time.time() + timeout
+    while not path.is_dir():
+        if run.proc.poll() is not None:
+            raise AssertionError(f'run ended (rc {run.rc}) before checkpoint {step}\n{run.tail()}')
+        if time.time() > deadline:
+            run.proc.kill()
+            raise AssertionError(f'no checkpoint {step} after {timeout} s\n{run.tail()}')
+        time.sleep(poll)
+
+
+def host_state(workdir: Path, step: int) -> dict:
+    return json.loads((Path(workdir) / 'checkpoints' / str(step) / 'host' / 'metadata').read_text())
+
+
+def state_arrays(workdir: Path, step: int) -> dict[str, np.ndarray]:
+    """Every array of checkpoint `step`'s train state (params, batch_stats, opt_state, step,
+    ...) as numpy, keyed by path."""
+    import jax
+    import orbax.checkpoint as ocp
+    item = Path(workdir).absolute() / 'checkpoints' / str(step) / 'state'
+    ckptr = ocp.PyTreeCheckpointer()
+    tree = ckptr.metadata(item).item_metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    restored = ckptr.restore(item, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return flat(restored)
+
+
+def flat(tree) -> dict[str, np.ndarray]:
+    import jax
+    return {jax.tree_util.keystr(p): np.asarray(v)
+            for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def assert_trees_equal(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), f'{what}: different leaves {set(a) ^ set(b)}'
+    differ = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not differ, f'{what}: {len(differ)} of {len(a)} arrays differ, e.g. {differ[:5]}'
+
+
+def assert_trees_close(a: dict, b: dict, what: str, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    assert a.keys() == b.keys(), f'{what}: different leaves {set(a) ^ set(b)}'
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=f'{what}: {k}')
+
+
+
+# ------------------------------------------------------------------------------------ jobs
+# Each job starts its runs, waits for them and returns what its test asserts on.
+
+PARALLEL_STEPS = 2 * STEPS_PER_EPOCH
+ES_PATIENCE, PLATEAU_PATIENCE = 3, 2
+
+
+def job_parallel(t: Trainer, root: Path) -> dict[str, Run]:
+    """jit and pmap on 8 fake devices, the first two epochs of the reference run."""
+    # One after the other: pmap then loads init/eval/data programs jit compiled from the cache.
+    return {mode: t.run(root / mode, f'--config.parallel={mode}',
+                        f'--config.max_steps={PARALLEL_STEPS}', '--config.model.dropout_rate=0.0',
+                        devices=8)
+            for mode in ('jit', 'pmap')}
+
+
+def job_distributed(t: Trainer, root: Path) -> list[Run]:
+    """Two jax.distributed processes with one CPU device each, sharing one workdir."""
+    port = free_port()
+    procs = [t.start(root / 'run', '--config.distributed.enabled=True',
+                     f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+                     '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
+                     f'--config.max_steps={PARALLEL_STEPS}', devices=1, log_name=f'process{i}')
+             for i in range(2)]
+    # A process whose peer died is aborted by JAX (SIGABRT); the timeout is a backstop.
+    return [p.wait() for p in procs]
+
+
+def job_early_stopping(t: Trainer, root: Path) -> Run:
+    """val_accuracy can never improve by more than min_delta=1.0 and val_loss never by 100:
+    early stopping must fire after ES_PATIENCE + 1 epochs, the plateau halve the lr after
+    PLATEAU_PATIENCE + 1."""
+    return t.run(root / 'run',
+                 '--config.callbacks.early_stopping.enabled=True',
+                 '--config.callbacks.early_stopping.monitor=val_accuracy',
+                 '--config.callbacks.early_stopping.min_delta=1.0',
+                 f'--config.callbacks.early_stopping.patience={ES_PATIENCE}',
+                 '--config.callbacks.reduce_lr_on_plateau.enabled=True',
+                 '--config.callbacks.reduce_lr_on_plateau.monitor=val_loss',
+                 '--config.callbacks.reduce_lr_on_plateau.min_delta=100.0',
+                 f'--config.callbacks.reduce_lr_on_plateau.patience={PLATEAU_PATIENCE}',
+                 '--config.callbacks.reduce_lr_on_plateau.factor=0.5')
+
+
+def job_nonfinite(t: Trainer, root: Path) -> Run:
+    """Resumes the reference run's first checkpoint with an absurd learning rate: the first
+    step after the resume is still finite, its update blows the weights up."""
+    workdir = root / 'run'
+    step = str(STEPS_PER_EPOCH)
+    shutil.copytree(t.base / 'checkpoints' / step, workdir / 'checkpoints' / step)
+    return t.run(workdir, '--config.optimizer.learning_rate=1e30')
+
+
+def _interrupted(t: Trainer, root: Path, sig: int) -> tuple[Run, dict, Run]:
+    """A reference-config run that gets `sig` once its first checkpoint is finished, what it
+    left behind, and the rerun in the same workdir."""
+    run = t.start(root / 'run', *BASE_FLAGS)
+    wait_for_checkpoint(run, STEPS_PER_EPOCH)
+    run.signal(sig)
+    run.wait()
+    steps = finished_steps(run.workdir)
+    left = dict(rc=run.rc, steps=steps, host=host_state(run.workdir, steps[-1]),
+                tmp=sorted(p.name for p in (run.workdir / 'checkpoints').glob('*tmp*')),
+                results=(run.workdir / 'results.json').exists(),
+                trained=max(train_steps(run.workdir)), validated=sorted(val_epochs(run.workdir)))
+    return run, left, t.run(run.workdir, *BASE_FLAGS, log_name='rerun')
+
+
+def job_sigkill(t: Trainer, root: Path):
+    return _interrupted(t, root, signal.SIGKILL)
+
+
+def job_sigterm(t: Trainer, root: Path):
+    return _interrupted(t, root, signal.SIGTERM)
+
+
+INIT_FROM_SCRIPT = """
+import sys, numpy as np, jax
+from ghostnet_jax.configs import smoke
+from ghostnet_jax.training.experiment import build_experiment
+from ghostnet_jax.training.parallel import make_mesh
+data, cache, base, out_path = sys.argv[1:]
+config = smoke.get_config()
+config.data.source = 'folder:' + data
+config.data.cache_dir = cache
+config.model.conv_impl = 'native'
+out = {}
+for name, init_from in (('fresh', None), ('tuned', base)):
+    config.init_from = init_from
+    state = build_experiment(config, make_mesh()).state
+    tree = {'params': state.params, 'batch_stats': state.batch_stats}
+    for p, v in jax.tree_util.tree_leaves_with_path(tree):
+        out[name + jax.tree_util.keystr(p)] = np.asarray(v)
+np.savez(out_path, **out)
+"""
+
+
+def job_init_from(t: Trainer, root: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """The initial state of a 2-class run with init_from=<the 3-class reference workdir>,
+    and of the same run without init_from: (process, tuned, fresh) by leaf path."""
+    data2 = make_dataset(root / 'data2', num_classes=2, seed=1)
+    out = root / 'vars.npz'
+    proc = subprocess.run([sys.executable, '-c', INIT_FROM_SCRIPT, str(data2), str(t.data_cache),
+                           str(t.base), str(out)], cwd=REPO, env=t.env(), capture_output=True,
+                          text=True, timeout=600)
+    arrays = dict(np.load(out)) if out.exists() else {}
+    pick = lambda name: {k[len(name):]: v for k, v in arrays.items() if k.startswith(name)}
+    return proc, pick('tuned'), pick('fresh')
+
+
+JOBS = {name[len('job_'):]: fn for name, fn in globals().items() if name.startswith('job_')}
