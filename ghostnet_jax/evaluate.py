@@ -13,11 +13,11 @@ import argparse
 import json
 import re
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from etils import epath
 
 from ghostnet_jax.data import channel_stats, load_split
 from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
@@ -28,7 +28,7 @@ from ghostnet_jax.training.state import create_train_state, eval_variables
 from ghostnet_jax.training.trainer import Evaluator
 
 
-def load_run_config(workdir: Path) -> ml_collections.ConfigDict:
+def load_run_config(workdir: epath.Path) -> ml_collections.ConfigDict:
     path = workdir / 'config.json'
     if not path.exists():
         raise FileNotFoundError(f'{path} not found: --workdir must be a folder written by '
@@ -36,10 +36,10 @@ def load_run_config(workdir: Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def evaluate_checkpoint(workdir: str | Path, checkpoint: str | int = 'best', split: str = 'test',
+def evaluate_checkpoint(workdir: str | epath.Path, checkpoint: str | int = 'best', split: str = 'test',
                         batch_size: int | None = None) -> dict:
     """Metrics of one checkpoint of a run on `split` ('test', 'val', 'train' or a spec)."""
-    workdir = Path(workdir)
+    workdir = epath.Path(workdir)   # local folders and gs:// alike
     config = load_run_config(workdir)
     if batch_size:
         config.eval_batch_size = batch_size
@@ -78,7 +78,7 @@ def evaluate_checkpoint(workdir: str | Path, checkpoint: str | int = 'best', spl
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m ghostnet_jax.evaluate', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--workdir', required=True, type=Path)
+    parser.add_argument('--workdir', required=True, type=epath.Path)
     parser.add_argument('--checkpoint', default='best', help='best, latest or a step number')
     parser.add_argument('--split', default='test')
     parser.add_argument('--batch-size', type=int, default=None)

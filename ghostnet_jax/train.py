@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+from etils import epath
 from ml_collections import config_flags
 
 from ghostnet_jax.configs import default as default_config
@@ -19,9 +20,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run folder; default runs/<config>-<timestamp>.')
 
 
-def default_workdir(config_path: str) -> Path:
+def default_workdir(config_path: str) -> epath.Path:
     name = Path(config_path.split(':')[0]).stem
-    return Path('runs') / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
+    return epath.Path('runs') / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}'
 
 
 class _QuietLibraries(logging.Filter):
@@ -43,11 +44,11 @@ def main(argv: list[str]) -> int:
     parallel.maybe_initialize_distributed(config.distributed)
     from ghostnet_jax.training.config_checks import ConfigError, validate_config
     from ghostnet_jax.training.trainer import NonFiniteLossError, train_and_evaluate
-    workdir = Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
+    workdir = epath.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
         flags.FLAGS['config'].config_filename)
     try:
         validate_config(config, default_config.get_config())
-        logging.info('Workdir: %s', workdir.resolve())
+        logging.info('Workdir: %s', workdir if '://' in str(workdir) else workdir.resolve())
         results = train_and_evaluate(config, workdir)
     except ConfigError as e:   # the message names the field and its valid values
         logging.error('Bad config: %s', e)

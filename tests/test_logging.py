@@ -96,3 +96,21 @@ def test_progress_tty_rewrites_one_line():
     p.write("epoch 1 done")
     text = out.getvalue()
     assert text.count("\r") == 3 and text.count("\n") == 2 and text.endswith("epoch 1 done\n")
+
+
+def test_remote_workdir_mirrors_jsonl_and_uploads_it_whole(tmp_path):
+    # An object store cannot append: the writer appends to a local mirror seeded from the
+    # existing remote file and uploads the whole file on flush. Emulated on a local folder.
+    from ghostnet_jax.training.metrics_log import MetricsWriter, is_remote
+
+    assert is_remote("gs://bucket/run") and not is_remote(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "train", "loss": 3.0}\n')
+    w = MetricsWriter(tmp_path, enabled=True, remote=True)
+    w.write_scalars(2, {"loss": 2.0}, "train")
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1  # not yet uploaded
+    w.flush()
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in lines] == [(1, 3.0), (2, 2.0)]
+    mirror = w._mirror_dir
+    w.close()
+    assert not mirror.exists()

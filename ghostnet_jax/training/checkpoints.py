@@ -34,6 +34,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocm
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,9 @@ class Checkpointer:
     ):
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
-        self.directory = Path(workdir).absolute() / "checkpoints"
+        # Orbax writes gs:// itself; epath keeps such paths intact (pathlib would mangle them).
+        base = epath.Path(workdir) if "://" in str(workdir) else Path(workdir).absolute()
+        self.directory = base / "checkpoints"
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"No checkpoint directory {self.directory}; {_listing(self.directory)}")
         self.every_epochs, self.best_metric, self.best_mode = int(every_epochs), best_metric, best_mode
@@ -287,7 +290,7 @@ def load_variables(path: str | Path) -> dict[str, Any]:
     """{'params', 'batch_stats'} as numpy arrays from a step dir, a checkpoints dir
     (latest finished step) or a workdir; for `init_from` fine-tuning. Only those two
     subtrees are read (partial restore), not the optimizer state."""
-    step_dir = _find_step_dir(Path(path).absolute())
+    step_dir = _find_step_dir(epath.Path(path) if "://" in str(path) else Path(path).absolute())
     item = step_dir / STATE
     checkpointer = ocp.PyTreeCheckpointer()
     try:

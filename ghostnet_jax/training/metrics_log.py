@@ -10,6 +10,10 @@ train/images_per_second, train/epoch_time_s, val/loss, val/accuracy.
 `<workdir>/metrics.jsonl` gets one object per write_scalars() call:
   {"step": 100, "epoch": 1, "split": "train", "loss": 1.2, "grad_norm/stage1": 0.3}
 Non-finite values are written as null so that every line is strict JSON.
+
+Remote workdirs (gs://...): object stores cannot append, so the JSON lines go to a local
+mirror (seeded from the remote file on resume) that flush() uploads whole; TensorBoard
+writes gs:// itself.
 """
 
 from __future__ import annotations
@@ -17,13 +21,21 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 import jax
 import numpy as np
+from etils import epath
+
+
+def is_remote(path: Any) -> bool:
+    """Whether `path` names an object store (gs://, s3://, ...) rather than a local folder."""
+    return "://" in str(path)
 
 
 def _to_float(v: Any) -> float:
@@ -37,9 +49,11 @@ class MetricsWriter:
     processes every method is a no-op (values are not even fetched from device).
     """
 
-    def __init__(self, workdir: str | Path, enabled: bool | None = None):
+    def __init__(self, workdir: str | Path | epath.Path, enabled: bool | None = None,
+                 remote: bool | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
-        self.workdir = Path(workdir)
+        self.workdir = epath.Path(workdir)
+        self._remote = is_remote(workdir) if remote is None else remote
         self._tb = None
         self._jsonl: TextIO | None = None
         if self.enabled:
@@ -47,8 +61,17 @@ class MetricsWriter:
 
             self.workdir.mkdir(parents=True, exist_ok=True)
             self._tb = SummaryWriter(logdir=str(self.workdir / "tensorboard"))
+            target = self.workdir / "metrics.jsonl"
+            if self._remote:
+                self._mirror_dir = Path(tempfile.mkdtemp(prefix="ghostnet_jax_metrics_"))
+                local = self._mirror_dir / "metrics.jsonl"
+                if target.exists():
+                    local.write_bytes(target.read_bytes())
+            else:
+                local = Path(target)
             # Append: a resumed run continues the same file (steps may repeat after a restore).
-            self._jsonl = open(self.workdir / "metrics.jsonl", "a", encoding="utf-8")
+            self._jsonl = open(local, "a", encoding="utf-8")
+            self._local_jsonl, self._target_jsonl = local, target
 
     def write_scalars(
         self, step: int, scalars: Mapping[str, Any], prefix: str | None = None, epoch: int | None = None
@@ -79,12 +102,17 @@ class MetricsWriter:
         if self.enabled:
             self._tb.flush()
             self._jsonl.flush()
+            if self._remote:
+                self._target_jsonl.write_bytes(self._local_jsonl.read_bytes())
 
     def close(self) -> None:
         if self.enabled and self._jsonl is not None:
+            self.flush()
             self._tb.close()
             self._jsonl.close()
             self._jsonl = None
+            if self._remote:
+                shutil.rmtree(self._mirror_dir, ignore_errors=True)
 
     def __enter__(self) -> "MetricsWriter":
         return self

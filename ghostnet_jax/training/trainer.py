@@ -15,6 +15,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from ghostnet_jax.data.metrics import add_counts, eval_counts, summarize
 from ghostnet_jax.training import steps
@@ -77,7 +78,7 @@ class Evaluator:
         return summarize(totals)
 
 
-def _write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
     """Saves the resolved config; a resumed run with a changed config adds a new file."""
     if jax.process_index() != 0:
         return
@@ -104,9 +105,9 @@ def _val_record(summary: dict, prefix: str) -> dict:
     return {f'{prefix}_accuracy': summary['accuracy'], f'{prefix}_loss': summary['loss']}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
     """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns results."""
-    workdir = Path(workdir)
+    workdir = epath.Path(workdir)   # local folders and gs:// alike
     mesh = make_mesh()
     check_batch_sizes(config, mesh.size)
     workdir.mkdir(parents=True, exist_ok=True)
