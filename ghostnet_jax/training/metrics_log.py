@@ -182,8 +182,10 @@ class Progress:
             due = last or step - self._last_print_step >= self.every_steps or now - self._last_print >= self.every_seconds
         if not due:
             return
-        window_s = now - self._last_print
-        ips = (step - self._last_print_step) * self.batch_size / window_s if window_s > 0 else float("nan")
+        # Averaged over the epoch so far: steps are dispatched asynchronously and the host
+        # only waits for the device at log flushes, so short windows swing wildly.
+        elapsed = now - self._epoch_start
+        ips = step * self.batch_size / elapsed if elapsed > 0 else float("nan")
         per_step = (now - self._epoch_start) / step
         eta_epoch = per_step * (self.steps_per_epoch - step)
         eta_total = eta_epoch + per_step * self.steps_per_epoch * (self.num_epochs - self._epoch)
