@@ -1,0 +1,40 @@
+"""`python -m ghostnet_jax.evaluate` against the reference run's own end-of-training numbers."""
+import json
+import subprocess
+import sys
+
+import train_harness as h
+
+
+def _evaluate(trainer, *args):
+    return subprocess.run([sys.executable, '-m', 'ghostnet_jax.evaluate', *args],
+                          env=trainer.env(), capture_output=True, text=True, timeout=300)
+
+
+def test_evaluate_reproduces_results_and_selects_checkpoints(trainer, base_run):
+    results = json.loads((base_run / 'results.json').read_text())
+    out = _evaluate(trainer, '--workdir', str(base_run), '--checkpoint', 'best', '--split', 'val')
+    assert out.returncode == 0, out.stderr[-3000:]
+    best = json.loads((base_run / 'eval-val-best.json').read_text())
+    # The trainer evaluated the best checkpoint on validation at the end: same numbers.
+    assert best['step'] == results['step']
+    assert best['num_examples'] == results['val']['num_examples'] > 0
+    assert best['accuracy'] == results['val']['accuracy']
+    assert abs(best['loss'] - results['val']['loss']) < 1e-6
+    assert set(best['per_class_accuracy']) == set(results['class_names'])
+
+    # A step number picks that checkpoint: its accuracy is the one logged for its epoch.
+    step = h.finished_steps(base_run)[0]
+    out = _evaluate(trainer, '--workdir', str(base_run), '--checkpoint', str(step),
+                    '--split', 'val')
+    assert out.returncode == 0, out.stderr[-3000:]
+    logged = h.val_epochs(base_run)[step // h.STEPS_PER_EPOCH]
+    assert json.loads((base_run / f'eval-val-{step}.json').read_text())['accuracy'] == \
+        logged['accuracy']
+
+
+def test_evaluate_errors_name_what_exists(trainer, base_run, tmp_path):
+    out = _evaluate(trainer, '--workdir', str(base_run), '--checkpoint', '99999', '--split', 'val')
+    assert out.returncode == 1 and 'available steps' in out.stderr
+    out = _evaluate(trainer, '--workdir', str(tmp_path))
+    assert out.returncode == 1 and 'config.json' in out.stderr
