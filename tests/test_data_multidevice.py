@@ -89,6 +89,9 @@ def _checks():
             np.testing.assert_allclose(r1['loss'], r8['loss'], rtol=1e-6)
         print(f'{kind}: evaluation exact once on 1 and 8 devices')
 
+        _check_process_slices(split, eight, mean, std)
+        print(f'{kind}: per-process slices decode disjoint rows and rebuild the arrays')
+
         try:
             D.DeviceTrainData(split, eight, 12, seed=0, augment=aug, mean=mean, std=std)
         except D.BatchConfigError as e:
@@ -102,6 +105,49 @@ def _checks():
         else:
             raise AssertionError('eval batch 4 on 8 devices was accepted')
     print('ALL OK')
+
+
+def _check_process_slices(split, mesh, mean, std):
+    """Poses as two processes of 4 devices each: each decodes only the rows its devices
+    hold, their pieces rebuild the single-host arrays and their statistics add up."""
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec as P
+
+    from ghostnet_jax import data as D
+    from ghostnet_jax.data.arrays import stats_from_sums
+
+    reads = []
+
+    def decode(ranges):
+        reads.append(ranges)
+        return split.read_rows(ranges)
+
+    lazy = D.LazySplit('lazy', len(split), split.class_names, split.image_shape, decode)
+    devices = list(mesh.devices.flat)
+    procs = (devices[:4], devices[4:])
+    train = D.DeviceTrainData(split, mesh, 16, seed=0, augment=D.AugmentConfig(), mean=mean, std=std)
+    n, b = len(split), 16
+    nb = -(-n // b)
+    layouts = (
+        (NamedSharding(mesh, P('data')), np.arange(72), (train._images, train._labels)),
+        (NamedSharding(mesh, P(None, 'data')), np.arange(nb * b).reshape(nb, b),
+         (lambda e: (e._images, e._labels))(D.DeviceEvalData(split, mesh, b, mean, std))),
+    )
+    for sharding, rows, arrays in layouts:
+        reads.clear()
+        local = [D.LocalRows(lazy, sharding, rows, devices=p) for p in procs]
+        decoded = [np.concatenate([np.arange(a, z) for a, z in r]) for r in reads]
+        assert len(decoded) == 2 and not set(decoded[0]) & set(decoded[1]), reads
+        assert sorted(np.concatenate(decoded)) == list(range(n)), reads
+        assert 0 < len(decoded[0]) < n and 0 < len(decoded[1]) < n
+        for array, which in zip(arrays, (0, 1)):
+            for shard in array.addressable_shards:
+                owner = local[0] if shard.device in procs[0] else local[1]
+                want = owner.take(rows[shard.index[: rows.ndim]])[which]
+                np.testing.assert_array_equal(np.asarray(shard.data), want)
+        got = stats_from_sums(local[0].owned_sums() + local[1].owned_sums())
+        for g, w in zip(got, (mean, std)):
+            np.testing.assert_array_equal(g, w)
 
 
 def test_one_and_eight_devices_agree():

@@ -1,11 +1,12 @@
 """Data pipeline: CIFAR-style image classification from TFDS or an image folder onto devices.
 
 Host side: ``load_split`` decodes a split once (cached as .npz) into an
-``ArraySplit``. Device side: ``DeviceTrainData`` / ``DeviceEvalData`` keep the
+``ArraySplit``; in multi-process runs ``open_lazy_split`` gives a ``LazySplit`` of
+which each process decodes only the rows its devices hold. Device side: ``DeviceTrainData`` / ``DeviceEvalData`` keep the
 uint8 split on the devices and shuffle, augment and normalize inside jit.
 """
 
-from ghostnet_jax.data.arrays import ArraySplit, channel_stats
+from ghostnet_jax.data.arrays import ArraySplit, ChannelSums, channel_stats, channel_sums
 from ghostnet_jax.data.augment import AugmentConfig, augment_batch, normalize
 from ghostnet_jax.data.device import DeviceEvalData, DeviceTrainData, EpochBatches
 from ghostnet_jax.data.errors import (
@@ -27,11 +28,19 @@ from ghostnet_jax.data.loader import (
     load_split,
     parse_source,
 )
+from ghostnet_jax.data.placement import LocalRows, global_channel_stats
+from ghostnet_jax.data.sliced import LazySplit, open_lazy_split
 from ghostnet_jax.data.metrics import add_counts, eval_counts, evaluate, summarize
 
 __all__ = [
     'ArraySplit',
     'channel_stats',
+    'ChannelSums',
+    'channel_sums',
+    'LocalRows',
+    'global_channel_stats',
+    'LazySplit',
+    'open_lazy_split',
     'AugmentConfig',
     'augment_batch',
     'normalize',

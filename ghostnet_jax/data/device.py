@@ -4,6 +4,8 @@ The whole uint8 split lives on the devices, sharded along the example axis of a
 1-D mesh with axis ``'data'``. Once per epoch one jitted call gathers a global
 permutation into ``(steps, B, H, W, C)`` sharded ``P(None, 'data')``; each step
 then slices its batch (device-local), augments and normalizes it, all in jit.
+In a multi-process run each process reads and transfers only the rows its own
+devices hold (``placement.LocalRows``).
 
 Everything random is a pure function of (seed, epoch, step) drawn at global
 batch shape, so the batches do not depend on the number of devices, and a run
@@ -24,6 +26,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.augment import AugmentConfig, augment_batch, normalize
 from ghostnet_jax.data.errors import BatchConfigError
+from ghostnet_jax.data.placement import LocalRows, global_channel_stats
+from ghostnet_jax.data.sliced import LazySplit
 
 AXIS = 'data'
 
@@ -59,18 +63,6 @@ def _gather_rows(x: jax.Array, idx: jax.Array, sharding: NamedSharding) -> jax.A
     return jax.lax.with_sharding_constraint(x[idx], sharding)
 
 
-def _put(host: np.ndarray, sharding: NamedSharding) -> jax.Array:
-    """Places a host array with ``sharding``; each process only transfers its own shards."""
-    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-
-def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
-    if x.shape[0] == rows:
-        return x
-    pad = np.zeros((rows - x.shape[0],) + x.shape[1:], x.dtype)
-    return np.concatenate([x, pad])
-
-
 @dataclasses.dataclass(frozen=True)
 class EpochBatches:
     """One epoch's shuffled examples on device: images (steps, B, H, W, C) uint8, labels (steps, B)."""
@@ -89,17 +81,20 @@ class DeviceTrainData:
     """Shuffled, augmented training batches from a device-resident split.
 
     The last partial batch of each epoch is dropped (``steps_per_epoch = N // B``).
+    Each process decodes (for a ``LazySplit``) and transfers only the rows its devices
+    hold. ``mean``/``std`` default to the split's channel statistics, summed over the
+    processes' rows (``self.mean``, ``self.std``).
     """
 
     def __init__(
         self,
-        split: ArraySplit,
+        split: ArraySplit | LazySplit,
         mesh: Mesh,
         global_batch_size: int,
         seed: int,
         augment: AugmentConfig,
-        mean,
-        std,
+        mean=None,
+        std=None,
         dtype=jnp.float32,
     ):
         _check_batch(mesh, global_batch_size, f'training data {split.name}')
@@ -120,11 +115,13 @@ class DeviceTrainData:
         rows = (
             math.ceil(n / devices) * devices
         )  # Padding rows are never selected by the permutation.
-        row_sharding = NamedSharding(mesh, P(AXIS))
-        self._images = _put(_pad_rows(split.images, rows), row_sharding)
-        self._labels = _put(_pad_rows(split.labels, rows), row_sharding)
-        self._mean = np.asarray(mean, np.float32)
-        self._std = np.asarray(std, np.float32)
+        local = LocalRows(split, NamedSharding(mesh, P(AXIS)), np.arange(rows))
+        self._images, self._labels = local.put()
+        if mean is None or std is None:
+            mean, std = global_channel_stats(local.owned_sums())
+        del local  # The host copy of the rows is not needed once they are on the devices.
+        self._mean = self.mean = np.asarray(mean, np.float32)
+        self._std = self.std = np.asarray(std, np.float32)
         # Cutout fills with the dataset mean so the patch normalizes to ~0.
         fill = np.clip(np.round(self._mean), 0, 255).astype(np.uint8)
         steps, b = self.steps_per_epoch, global_batch_size
@@ -178,7 +175,13 @@ class DeviceEvalData:
     """
 
     def __init__(
-        self, split: ArraySplit, mesh: Mesh, global_batch_size: int, mean, std, dtype=jnp.float32
+        self,
+        split: ArraySplit | LazySplit,
+        mesh: Mesh,
+        global_batch_size: int,
+        mean,
+        std,
+        dtype=jnp.float32,
     ):
         _check_batch(mesh, global_batch_size, f'eval data {split.name}')
         n, b = len(split), global_batch_size
@@ -189,12 +192,11 @@ class DeviceEvalData:
         self.class_names = split.class_names
         rows = self.num_batches * b
         sharding = NamedSharding(mesh, P(None, AXIS))
-        images = _pad_rows(split.images, rows).reshape(
-            (self.num_batches, b) + split.images.shape[1:]
-        )
-        self._images = _put(images, sharding)
-        self._labels = _put(_pad_rows(split.labels, rows).reshape(self.num_batches, b), sharding)
-        self._mask = _put((np.arange(rows) < n).reshape(self.num_batches, b), sharding)
+        row_numbers = np.arange(rows).reshape(self.num_batches, b)
+        # Only the rows of this process's columns of every batch are read.
+        self._images, self._labels = LocalRows(split, sharding, row_numbers).put()
+        mask = row_numbers < n
+        self._mask = jax.make_array_from_callback(mask.shape, sharding, lambda idx: mask[idx])
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
         @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)))

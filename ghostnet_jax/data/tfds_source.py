@@ -175,10 +175,18 @@ def open_split(
     return TfdsHandle(source, names, files, str(builder.version), data_dir)
 
 
-def read(handle: TfdsHandle, name: str, image_size: int | None = None) -> ArraySplit:
-    """Reads every record of the split (already decoded by TFDS) into host arrays."""
+def read(
+    handle: TfdsHandle,
+    name: str,
+    image_size: int | None = None,
+    indices: Sequence[int] | None = None,
+) -> ArraySplit:
+    """Reads the records ``indices`` (default: all) of the split into host arrays.
+
+    The data source has random access, so a process of a multi-host run reads only its rows.
+    """
     images, labels, ids = [], [], []
-    for i in range(len(handle.source)):
+    for i in range(len(handle.source)) if indices is None else indices:
         ex = handle.source[i]
         image = np.asarray(ex['image'], np.uint8)
         if image.ndim == 2:
