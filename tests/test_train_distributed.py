@@ -1,5 +1,5 @@
 """Two `jax.distributed` processes on localhost (1 CPU device each) train like one process;
-only process 0 writes logs.
+only process 0 writes logs, and each process decodes only its own rows of the data.
 
 The reference is the 1-device run (its first two epochs): test_train_parallel shows that
 the device count only changes the reduction order, so the 2-device result must agree with
@@ -19,6 +19,12 @@ def test_two_processes_match_the_single_process_run(trainer, base_run):
     for p in procs:
         assert p.rc == 0, p.tail()
     assert 'Devices: 2 (cpu), processes: 2' in procs[0].output(), procs[0].tail()
+    # Each process decoded only the rows its device holds: train rows [0, 20) / [20, 39) of
+    # the padded 40, and its half of every eval batch's columns (0-3 and 8 / 4-7 of 9).
+    for p, train_rows, val_rows in ((procs[0], 20, 5), (procs[1], 19, 4)):
+        out = p.output()
+        assert f'train[:80%]: this process reads {train_rows} of {h.TRAIN_EXAMPLES} rows' in out, p.tail()
+        assert f'train[80%:]: this process reads {val_rows} of {h.VAL_EXAMPLES} rows' in out, p.tail()
     workdir = procs[0].workdir
 
     got, want = h.train_steps(workdir), h.train_steps(base_run)

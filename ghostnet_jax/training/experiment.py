@@ -16,7 +16,7 @@ import numpy as np
 import optax
 
 from ghostnet_jax.data import (ArraySplit, AugmentConfig, DeviceEvalData, DeviceTrainData,
-                               channel_stats, load_split)
+                               LazySplit, channel_stats, load_split, open_lazy_split)
 from ghostnet_jax.models import create_model
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import PMAP_AXIS
@@ -32,15 +32,23 @@ def compute_dtype(name: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def load_splits(data_cfg: ml_collections.ConfigDict) -> dict[str, ArraySplit | None]:
+def load_splits(data_cfg: ml_collections.ConfigDict,
+                sliced: bool | None = None) -> dict[str, ArraySplit | LazySplit | None]:
     """Decodes (or reads from cache) every split the config names, up front, so a missing
-    test split fails now rather than after hours of training."""
+    test split fails now rather than after hours of training.
+
+    `sliced` (default: when there are several processes) only opens the splits
+    (`LazySplit`): each process then decodes just the rows its devices hold when the
+    device data is built."""
     kwargs = dict(data_dir=data_cfg.data_dir, cache_dir=data_cfg.cache_dir,
                   image_size=data_cfg.image_size)
+    if sliced is None:
+        sliced = jax.process_count() > 1
+    load = open_lazy_split if sliced else load_split
     splits = {}
     for role in ('train', 'val', 'test'):
         name = data_cfg[f'{role}_split']
-        splits[role] = load_split(data_cfg.source, name, **kwargs) if name else None
+        splits[role] = load(data_cfg.source, name, **kwargs) if name else None
     if splits['val'] is None:
         raise ValueError('data.val_split is empty: validation drives early stopping, the '
                          "plateau schedule and the best checkpoint; give a split like 'train[90%:]'.")
@@ -54,7 +62,7 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
         bn_axis_name=PMAP_AXIS if config.parallel == 'pmap' else None)
 
 
-def build_eval_data(split: ArraySplit, mesh, config, mean, std) -> DeviceEvalData:
+def build_eval_data(split: ArraySplit | LazySplit, mesh, config, mean, std) -> DeviceEvalData:
     return DeviceEvalData(split, mesh, config.eval_batch_size, mean, std,
                           dtype=compute_dtype(config.dtype))
 
@@ -77,18 +85,21 @@ def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
     from ghostnet_jax.training.parallel import replicate
     splits = load_splits(config.data)
     train = splits['train']
-    mean, std = channel_stats(train)
+    # A LazySplit is never whole on one process: DeviceTrainData then sums the statistics
+    # over every process's rows (mean=std=None).
+    mean, std = channel_stats(train) if isinstance(train, ArraySplit) else (None, None)
     dtype = compute_dtype(config.dtype)
     a = config.data.augment
     train_data = DeviceTrainData(
         train, mesh, config.batch_size, config.seed,
         AugmentConfig(crop_padding=a.crop_padding, padding_mode=a.padding_mode, flip=a.flip,
                       cutout=a.cutout), mean, std, dtype=dtype)
+    mean, std = train_data.mean, train_data.std
     val_data = build_eval_data(splits['val'], mesh, config, mean, std)
     test_data = build_eval_data(splits['test'], mesh, config, mean, std) if splits['test'] else None
 
     model = build_model(config, train.num_classes)
-    variables = init_variables(model, config.seed, train.images.shape[1:])
+    variables = init_variables(model, config.seed, train.image_shape)
     if config.init_from:
         variables = merge_pretrained(variables, load_pretrained(config.init_from))
     tx, schedule = build_optimizer(config.optimizer, train_data.steps_per_epoch,
