@@ -27,6 +27,17 @@ def parse_source(source: str) -> tuple[str, str]:
     return kind, arg
 
 
+def resolve_arguments(
+    source: str, image_size: int | None, cache_dir: str | os.PathLike | None
+) -> tuple[str, str, Path]:
+    """Checks the arguments every split reader shares: (kind, argument, cache folder)."""
+    kind, arg = parse_source(source)
+    if image_size is not None and image_size <= 0:
+        raise ValueError(f'image_size must be positive, got {image_size}.')
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_lib.default_cache_dir()
+    return kind, arg, cache_dir
+
+
 def load_split(
     source: str,
     split: str,
@@ -52,10 +63,7 @@ def load_split(
       download_timeout: seconds allowed to reach the download hosts before failing.
       num_threads: decoding threads for folder sources.
     """
-    kind, arg = parse_source(source)
-    if image_size is not None and image_size <= 0:
-        raise ValueError(f'image_size must be positive, got {image_size}.')
-    cache_dir = Path(cache_dir) if cache_dir is not None else cache_lib.default_cache_dir()
+    kind, arg, cache_dir = resolve_arguments(source, image_size, cache_dir)
 
     if kind == 'folder':
         root = os.path.abspath(os.path.expanduser(arg))

@@ -22,7 +22,7 @@ from ghostnet_jax.data import folder_source, tfds_source
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.errors import MixedImageSizeError
-from ghostnet_jax.data.loader import parse_source
+from ghostnet_jax.data.loader import resolve_arguments
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ def open_lazy_split(
     num_threads: int | None = None,
 ) -> LazySplit:
     """Like ``load_split`` (same arguments), but decodes nothing except row 0 (for the shape)."""
-    kind, arg = parse_source(source)
-    if image_size is not None and image_size <= 0:
-        raise ValueError(f'image_size must be positive, got {image_size}.')
-    cache_dir = Path(cache_dir) if cache_dir is not None else cache_lib.default_cache_dir()
+    kind, arg, cache_dir = resolve_arguments(source, image_size, cache_dir)
 
     if kind == 'folder':
         root = os.path.abspath(os.path.expanduser(arg))

@@ -5,7 +5,6 @@ are the only other decisions.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, NamedTuple
 
 import flax.linen as nn

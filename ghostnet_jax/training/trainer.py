@@ -7,10 +7,8 @@ import functools
 import json
 import logging
 import signal
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import jax
 import ml_collections
