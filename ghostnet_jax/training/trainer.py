@@ -159,8 +159,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | 
     stop_reason = None
     start = time.time()
 
-    def check_finite(state):
-        bad = int(jax.device_get(state.nonfinite_step))
+    def check_finite(nonfinite_step):
+        # Replicas agree (pmap carries one value per device), so any one will do.
+        bad = int(np.max(jax.device_get(nonfinite_step)))
         if bad >= 0:
             ckpt.wait_until_finished()
             # `bad` counts the updates before the bad loss; the logs (metrics.jsonl,
@@ -172,7 +173,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | 
 
     pending, window_start, epoch_train = [], time.time(), []
 
-    def flush(state):
+    def flush(nonfinite_step):
         nonlocal pending, window_start
         if not pending:
             return
@@ -185,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | 
         writer.write_scalars(step, {'images_per_second': ips}, 'train')
         epoch_train.extend((float(m['loss']), float(m['accuracy'])) for m in fetched)
         pending, window_start = [], now
-        check_finite(state)
+        check_finite(nonfinite_step)
         return fetched[-1]
 
     with _Preemption() as preemption, ckpt:
@@ -204,10 +205,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | 
                 pending.append(metrics)
                 step += 1
                 if len(pending) >= config.log_every_steps:
-                    last = flush(runner.get(carried) if config.parallel == 'pmap' else carried) or last
+                    last = flush(carried.nonfinite_step) or last
                 progress.update(k + 1, last)
             state = runner.get(carried)
-            flush(state)
+            flush(state.nonfinite_step)
             if preemption.requested:
                 save(state)
                 stop_reason = f'preempted (SIGTERM) at step {step}'
