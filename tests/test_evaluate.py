@@ -38,3 +38,27 @@ def test_evaluate_errors_name_what_exists(trainer, base_run, tmp_path):
     assert out.returncode == 1 and 'available steps' in out.stderr
     out = _evaluate(trainer, '--workdir', str(tmp_path))
     assert out.returncode == 1 and 'config.json' in out.stderr
+
+
+def test_evaluate_needs_only_the_workdir(trainer, base_run, tmp_path):
+    """A copy of the run whose training folder is gone: the checkpoint's own spec gives
+    the model, classes and normalization; --source points at images elsewhere."""
+    import shutil
+    run = tmp_path / 'run'
+    shutil.copytree(base_run, run)
+    config = json.loads((run / 'config.json').read_text())
+    config['data']['source'] = f'folder:{tmp_path / "gone"}'
+    (run / 'config.json').write_text(json.dumps(config))
+    data = h.make_dataset(tmp_path / 'elsewhere')   # the same images, another folder
+    env = trainer.env()
+    env['GHOSTNET_JAX_CACHE'] = str(tmp_path / 'cache')
+    out = subprocess.run([sys.executable, '-m', 'ghostnet_jax.evaluate', '--workdir', str(run),
+                          '--source', f'folder:{data}', '--split', 'train[80%:]'],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads((base_run / 'results.json').read_text())
+    [written] = run.glob('eval-folder*.json')
+    got = json.loads(written.read_text())
+    assert got['num_examples'] == results['val']['num_examples']
+    assert got['accuracy'] == results['val']['accuracy']
+    assert abs(got['loss'] - results['val']['loss']) < 1e-5

@@ -107,6 +107,7 @@ class DeviceTrainData:
         self.mesh = mesh
         self.global_batch_size = global_batch_size
         self.num_examples = n
+        self.image_shape = tuple(int(d) for d in split.image_shape)
         self.steps_per_epoch = n // global_batch_size
         self.seed = seed
         self.augment = augment

@@ -258,6 +258,18 @@ class Checkpointer:
             ) from e
         return restored[STATE], dict(restored[HOST])
 
+    def read_host(self, which: str | int = "latest") -> tuple[int, dict]:
+        """(step, host JSON) of a checkpoint without reading its arrays: what `evaluate`,
+        `load` and `predict` need to rebuild the model (its `model_spec`)."""
+        self.wait_until_finished()
+        step = self._resolve(which)
+        path = self.directory / str(step)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(**{HOST: ocp.args.JsonRestore()}))
+        except Exception as e:
+            raise CheckpointError(f"Checkpoint {path} has no readable host state: {type(e).__name__}: {str(e)[:300]}") from e
+        return step, dict(restored[HOST])
+
     # ---------------------------------------------------------------- lifecycle
     def wait_until_finished(self) -> None:
         self._manager.wait_until_finished()

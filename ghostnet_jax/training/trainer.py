@@ -21,6 +21,7 @@ from ghostnet_jax.training.callbacks import callbacks_from_config
 from ghostnet_jax.training.checkpoints import Checkpointer
 from ghostnet_jax.training.config_checks import check_batch_sizes
 from ghostnet_jax.training.experiment import Experiment, build_experiment
+from ghostnet_jax.training.model_spec import SPEC_KEY, spec_from_training
 from ghostnet_jax.training.metrics_log import MetricsWriter, Progress
 from ghostnet_jax.training.optim import get_lr_scale, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
@@ -139,8 +140,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | 
     else:
         writer.write_hparams(_flat(config.to_dict()), {})
 
+    spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
+                              exp.train_data.mean, exp.train_data.std)
+
     def host_state():
-        return {'evaluated_epochs': evaluated_epochs, 'history': history,
+        return {SPEC_KEY: spec.to_json(), 'evaluated_epochs': evaluated_epochs, 'history': history,
                 'early_stopping': early_stopping.state_dict() if early_stopping else None,
                 'plateau': plateau.state_dict() if plateau else None}
 
