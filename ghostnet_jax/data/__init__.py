@@ -30,7 +30,8 @@ from ghostnet_jax.data.loader import (
 )
 from ghostnet_jax.data.placement import LocalRows, global_channel_stats
 from ghostnet_jax.data.sliced import LazySplit, open_lazy_split
-from ghostnet_jax.data.metrics import add_counts, eval_counts, evaluate, summarize
+from ghostnet_jax.data.metrics import (ExactEvaluator, add_counts, eval_counts, evaluate,
+                                       example_counts, summarize)
 
 __all__ = [
     'ArraySplit',
@@ -62,6 +63,8 @@ __all__ = [
     'DEFAULT_VALIDATION_SPLIT',
     'load_split',
     'parse_source',
+    'ExactEvaluator',
+    'example_counts',
     'add_counts',
     'eval_counts',
     'evaluate',

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from ghostnet_jax.data.metrics import add_counts, eval_counts, summarize
+from ghostnet_jax.data.metrics import ExactEvaluator
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.callbacks import callbacks_from_config
 from ghostnet_jax.training.checkpoints import Checkpointer
@@ -56,25 +56,9 @@ class _Preemption:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-class Evaluator:
-    """Exact (masked, summed) evaluation with one compiled step reused every epoch."""
-
-    def __init__(self, model, num_classes: int):
-
-        @jax.jit
-        def step(variables, batch, totals):
-            logits = steps.eval_logits(variables, batch['image'], model=model)
-            return add_counts(totals, eval_counts(logits, batch['label'], batch['mask'],
-                                                  num_classes))
-        self._step = step
-        self._zeros = eval_counts(np.zeros((1, num_classes), np.float32), np.zeros((1,), np.int32),
-                                  np.zeros((1,), np.float32), num_classes)
-
-    def __call__(self, variables, data) -> dict:
-        totals = self._zeros
-        for i in range(data.num_batches):
-            totals = self._step(variables, data.batch(i), totals)
-        return summarize(totals)
+def Evaluator(model, num_classes: int) -> ExactEvaluator:
+    """The project's one evaluator applied to `model` in eval mode."""
+    return ExactEvaluator(functools.partial(steps.eval_logits, model=model), num_classes)
 
 
 def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
