@@ -22,7 +22,8 @@ import ml_collections
 from etils import epath
 
 from ghostnet_jax.data import channel_stats, load_split
-from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
+from ghostnet_jax import exit_codes
+from ghostnet_jax.training.checkpoints import Checkpointer
 from ghostnet_jax.training.experiment import build_eval_data, build_model
 from ghostnet_jax.training.model_spec import SPEC_KEY, ModelSpec, spec_from_training
 from ghostnet_jax.training.optim import build_optimizer
@@ -125,9 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = evaluate_checkpoint(args.workdir, which, args.split, args.batch_size,
                                      args.source)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
+    except FileNotFoundError as e:   # no config.json: not a training workdir
+        print(f'{parser.prog}: error: {e}', file=sys.stderr)
+        return exit_codes.USAGE
+    except Exception as e:   # expected failures get one paragraph and a code
+        return exit_codes.report(e, parser.prog)
     where = f'{args.source}-{args.split}' if args.source else args.split
     name = re.sub(r'[^A-Za-z0-9_.%-]+', '_', f'eval-{where}-{args.checkpoint}.json')
     out = args.workdir / name

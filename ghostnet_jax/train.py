@@ -1,6 +1,10 @@
 """Train GhostNet: `python -m ghostnet_jax.train [--config configs/NAME.py] [--workdir DIR]
 [--config.FIELD=VALUE ...]`. With no arguments: the default CIFAR-10 recipe into
-runs/default-<timestamp>. Rerun with the same --workdir to resume."""
+runs/default-<timestamp>. Rerun with the same --workdir to resume.
+
+Exit codes: 0 done or preempted (saved; rerun to resume), 1 unexpected error, 2 bad
+config, 3 non-finite loss, 4 data error, 5 checkpoint error, 6 storage error
+(ghostnet_jax/exit_codes.py). GHOSTNET_JAX_VERBOSE=1 adds tracebacks."""
 from __future__ import annotations
 
 import logging
@@ -42,26 +46,23 @@ def main(argv: list[str]) -> int:
     config = _CONFIG.value
     # Multi-process runs must join before anything else touches JAX.
     parallel.maybe_initialize_distributed(config.distributed)
-    from ghostnet_jax.training.config_checks import ConfigError, validate_config
-    from ghostnet_jax.training.trainer import NonFiniteLossError, train_and_evaluate
+    from ghostnet_jax.exit_codes import OK, report
+    from ghostnet_jax.training.config_checks import validate_config
+    from ghostnet_jax.training.trainer import train_and_evaluate
     workdir = epath.Path(_WORKDIR.value) if _WORKDIR.value else default_workdir(
         flags.FLAGS['config'].config_filename)
     try:
         validate_config(config, default_config.get_config())
         logging.info('Workdir: %s', workdir if '://' in str(workdir) else workdir.resolve())
         results = train_and_evaluate(config, workdir)
-    except ConfigError as e:   # the message names the field and its valid values
-        logging.error('Bad config: %s', e)
-        return 2
-    except NonFiniteLossError as e:
-        logging.error('%s', e)
-        return 3
+    except Exception as e:   # expected failures get one paragraph and a code
+        return report(e, 'python -m ghostnet_jax.train')
     if results.get('status') == 'preempted':
-        return 0
+        return OK
     print(f'Results in {workdir / "results.json"}: val accuracy '
           f'{results["val"]["accuracy"]:.4f}'
           + (f', test accuracy {results["test"]["accuracy"]:.4f}' if results['test'] else ''))
-    return 0
+    return OK
 
 
 if __name__ == '__main__':

@@ -8,10 +8,13 @@ import train_harness as h
 
 # Jobs (train_harness.JOBS) and the tests that use them: started early when those tests are
 # selected. The first group does not need the reference run; the second does.
-JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_train_distributed.py'}
+JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_train_distributed.py',
+                    'distributed_sigterm': 'test_train_preemption.py', 'ema': 'test_train_ema.py',
+                    'final_weights': 'test_train_final_weights.py'}
 JOBS_AFTER_BASE = {'sigkill': 'test_sigkill', 'sigterm': 'test_sigterm',
                    'early_stopping': 'test_early_stopping_fires', 'nonfinite': 'test_train_nonfinite.py',
-                   'init_from': 'test_init_from'}
+                   'init_from': 'test_init_from', 'resume_rules': 'test_train_resume_rules.py',
+                   'device_counts': 'test_train_device_counts.py', 'faults': 'test_train_faults.py'}
 
 
 @pytest.fixture(scope='session')

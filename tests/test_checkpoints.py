@@ -188,3 +188,36 @@ def test_load_variables_from_workdir_step_dir_and_converted(tmp_path):
     np.testing.assert_array_equal(v["params"]["w"], np.ones(3))
     with pytest.raises(CheckpointError, match="No checkpoint at .*contains"):
         load_variables(tmp_path / "missing")
+
+
+def test_marked_best_is_kept_and_is_the_best_step(tmp_path):
+    """The loop marks a save as a new best by its own rule (e.g. early stopping's min_delta):
+    that step is kept past the latest-k window and is what "best" restores, even when the
+    plain ranking metric prefers another step."""
+    from ghostnet_jax.training.checkpoints import BEST_MARK
+    with Checkpointer(tmp_path, max_to_keep=2, keep_best=1) as ck:
+        for step, acc, mark in ((1, 0.5, True), (2, 0.9, False), (3, 0.8, False), (4, 0.7, False)):
+            metrics = {"val_accuracy": acc, **({BEST_MARK: 1.0} if mark else {})}
+            ck.save(step, _state(float(step)), {"epoch": step}, metrics=metrics)
+        ck.wait_until_finished()
+        assert ck.best_step() == 1
+        assert 1 in ck.all_steps() and 3 in ck.all_steps() and 4 in ck.all_steps()
+    with Checkpointer(tmp_path, max_to_keep=2, keep_best=1) as ck:   # after a restart too
+        assert ck.best_step() == 1
+
+
+def test_damaged_latest_is_set_aside_and_the_previous_restored(tmp_path, caplog):
+    with Checkpointer(tmp_path) as ck:
+        _save(ck, 1)
+        _save(ck, 2)
+    for f in (tmp_path / "checkpoints" / "2" / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 100:
+            f.write_bytes(b"\0" * 10)
+    target = jax.eval_shape(lambda: _state(0.0))
+    with caplog.at_level(logging.WARNING), Checkpointer(tmp_path) as ck:
+        restored, host = ck.restore_latest_intact(target)
+        assert int(restored.step) == 1 and host["epoch"] == 1
+        assert ck.all_steps() == [1]
+    aside = [p.name for p in (tmp_path / "checkpoints").iterdir() if ".damaged-" in p.name]
+    assert len(aside) == 1 and aside[0].startswith("2.damaged-")
+    assert "is damaged" in caplog.text

@@ -35,9 +35,10 @@ def test_evaluate_reproduces_results_and_selects_checkpoints(trainer, base_run):
 
 def test_evaluate_errors_name_what_exists(trainer, base_run, tmp_path):
     out = _evaluate(trainer, '--workdir', str(base_run), '--checkpoint', '99999', '--split', 'val')
-    assert out.returncode == 1 and 'available steps' in out.stderr
+    assert out.returncode == 5 and 'available steps' in out.stderr, out.stderr[-2000:]
+    assert 'Traceback' not in out.stderr
     out = _evaluate(trainer, '--workdir', str(tmp_path))
-    assert out.returncode == 1 and 'config.json' in out.stderr
+    assert out.returncode == 2 and 'config.json' in out.stderr
 
 
 def test_evaluate_needs_only_the_workdir(trainer, base_run, tmp_path):

@@ -202,3 +202,21 @@ def test_blocks_standalone_semantics():
     assert down.apply(v, x).shape == (2, 4, 4, 10)
     assert v['params']['conv_dw']['kernel'].shape == (5, 5, 1, 12)
     assert v['params']['shortcut_dw']['kernel'].shape == (5, 5, 1, 6)
+
+
+@pytest.mark.parametrize('name, groups', [
+    # The stem, one group per row group of the official table (9) plus the final 1x1 conv
+    # block, and the head.
+    ('ghostnet_cifar_100', ['head', 'stem'] + [f'stage{i}' for i in range(10)]),
+    # VGG-16: the convs between max-pools (2, 2, 3, 3, 3 of them), then the classifier.
+    ('vgg16', ['head'] + [f'stage{i}' for i in range(5)]),
+    ('resnet56', ['head', 'stem', 'stage0', 'stage1', 'stage2']),
+])
+def test_models_name_their_parameter_groups(name, groups):
+    model = ghostnet_jax.create_model(name)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
+    tops = list(shapes['params'])
+    assert sorted({model.parameter_group(top) for top in tops}) == sorted(groups)
+    if name == 'vgg16':
+        per_stage = [sum(model.parameter_group(t) == f'stage{i}' for t in tops) for i in range(5)]
+        assert per_stage == [2, 2, 3, 3, 3]

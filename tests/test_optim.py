@@ -167,3 +167,10 @@ def test_ema():
     ema = optim.update_ema(ema, {"a": jnp.zeros(2)}, 0.9)
     ema = optim.update_ema(ema, {"a": jnp.full(2, 10.0)}, 0.9)
     np.testing.assert_allclose(ema["a"], [0.9 * 0.9 + 0.1 * 10.0] * 2, rtol=1e-6)  # 1.81
+
+
+def test_ema_warmup_decay():
+    from ghostnet_jax.training.optim import ema_decay_at
+    # min(decay, (1 + t) / (10 + t)), hand-computed.
+    got = [float(ema_decay_at(0.99, t)) for t in (0, 1, 8, 80, 10_000)]
+    np.testing.assert_allclose(got, [0.1, 2 / 11, 0.5, 0.9, 0.99], rtol=1e-6)

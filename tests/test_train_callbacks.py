@@ -52,6 +52,11 @@ def test_early_stopping_fires_after_patience_and_plateau_lowers_the_lr(trainer, 
     assert host['early_stopping']['stopped_epoch'] == stop_epoch - 1   # 0-based, as Keras
     assert host['early_stopping']['best_epoch'] == 0
     assert sorted(h.val_epochs(run.workdir)) == list(range(1, stop_epoch + 1))
+    # restore_best (default on): results.json evaluates early stopping's best epoch (the
+    # first: nothing improves by min_delta=1.0 after it), not the best by another rule.
+    assert results['checkpoint'] == 'best' and results['step'] == h.STEPS_PER_EPOCH
+    assert 'early_stopping.restore_best' in results['checkpoint_rule']
+    assert results['val']['accuracy'] == host['history'][0]['val_accuracy']
     assert max(h.train_steps(run.workdir)) == last
 
     # Plateau: reduced at the end of epoch plateau_patience + 1; lr_scale in the history is

@@ -28,10 +28,10 @@ def test_two_processes_match_the_single_process_run(trainer, base_run):
     workdir = procs[0].workdir
 
     got, want = h.train_steps(workdir), h.train_steps(base_run)
-    assert sorted(got) == list(range(1, steps + 1))
+    assert sorted(got) == list(range(1, h.DIST_STEPS + 1))
     np.testing.assert_allclose([got[s]['loss'] for s in range(1, steps + 1)],
                                [want[s]['loss'] for s in range(1, steps + 1)], rtol=1e-4)
-    assert h.finished_steps(workdir) == list(range(h.STEPS_PER_EPOCH, steps + 1,
+    assert h.finished_steps(workdir) == list(range(h.STEPS_PER_EPOCH, h.DIST_STEPS + 1,
                                                    h.STEPS_PER_EPOCH))
     h.assert_trees_close(h.flat(load_variables(workdir / 'checkpoints' / str(steps))),
                          h.flat(load_variables(base_run / 'checkpoints' / str(steps))),
@@ -42,9 +42,10 @@ def test_two_processes_match_the_single_process_run(trainer, base_run):
         np.testing.assert_allclose(val[epoch]['loss'], ref_val[epoch]['loss'], rtol=1e-4)
     results = json.loads((workdir / 'results.json').read_text())
     assert results['val']['num_examples'] == h.VAL_EXAMPLES
-    assert results['stop_reason'] == f'max_steps={steps} reached'
+    assert results['stop_reason'] == f'max_steps={h.DIST_STEPS} reached'
 
     # Only process 0 logs: one record per step in metrics.jsonl, one event file, progress.
-    assert len([r for r in h.metrics(workdir) if r['split'] == 'train' and 'loss' in r]) == steps
+    assert len([r for r in h.metrics(workdir)
+                if r['split'] == 'train' and 'loss' in r]) == h.DIST_STEPS
     assert len(list((workdir / 'tensorboard').glob('events.out.tfevents.*'))) == 1
     assert 'epoch 2/' in procs[0].output() and 'epoch 2/' not in procs[1].output()

@@ -23,6 +23,11 @@ def _assert_resumed_like_base(workdir, base_run, resumed_from: int):
     first_full_epoch = -(-resumed_from // h.STEPS_PER_EPOCH) + 1
     for epoch in range(first_full_epoch, h.EPOCHS + 1):
         assert got_val[epoch] == ref_val[epoch], epoch
+    # The per-epoch history, train loss of a resumed partial epoch included, is the
+    # uninterrupted run's (the running sums of the epoch were saved with the checkpoint).
+    drop = lambda hist: [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in hist]
+    assert drop(h.host_state(workdir, h.TOTAL_STEPS)['history']) == \
+        drop(h.host_state(base_run, h.TOTAL_STEPS)['history'])
     results = json.loads((workdir / 'results.json').read_text())
     ref_results = json.loads((base_run / 'results.json').read_text())
     assert results['stop_reason'] == 'completed'

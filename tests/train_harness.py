@@ -249,6 +249,7 @@ def assert_trees_close(a: dict, b: dict, what: str, rtol: float = 1e-4, atol: fl
 # Each job starts its runs, waits for them and returns what its test asserts on.
 
 PARALLEL_STEPS = 2 * STEPS_PER_EPOCH
+DIST_STEPS = 4 * STEPS_PER_EPOCH   # two-process runs: long enough to be signalled mid-run
 ES_PATIENCE, PLATEAU_PATIENCE = 3, 2
 
 
@@ -262,15 +263,10 @@ def job_parallel(t: Trainer, root: Path) -> dict[str, Run]:
 
 
 def job_distributed(t: Trainer, root: Path) -> list[Run]:
-    """Two jax.distributed processes with one CPU device each, sharing one workdir."""
-    port = free_port()
-    procs = [t.start(root / 'run', '--config.distributed.enabled=True',
-                     f'--config.distributed.coordinator_address=127.0.0.1:{port}',
-                     '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
-                     f'--config.max_steps={PARALLEL_STEPS}', devices=1, log_name=f'process{i}')
-             for i in range(2)]
+    """Two jax.distributed processes with one CPU device each, sharing one workdir (also the
+    uninterrupted reference of job_distributed_sigterm)."""
     # A process whose peer died is aborted by JAX (SIGABRT); the timeout is a backstop.
-    return [p.wait() for p in procs]
+    return [p.wait() for p in _distributed(t, root / 'run', f'--config.max_steps={DIST_STEPS}')]
 
 
 def job_early_stopping(t: Trainer, root: Path) -> Run:
@@ -298,9 +294,9 @@ def job_nonfinite(t: Trainer, root: Path) -> Run:
     return t.run(workdir, '--config.optimizer.learning_rate=1e30')
 
 
-def _interrupted(t: Trainer, root: Path, sig: int) -> tuple[Run, dict, Run]:
+def _interrupted(t: Trainer, root: Path, sig: int, *rerun_flags: str) -> tuple[Run, dict, Run]:
     """A reference-config run that gets `sig` once its first checkpoint is finished, what it
-    left behind, and the rerun in the same workdir."""
+    left behind, and the rerun in the same workdir (with `rerun_flags` added)."""
     run = t.start(root / 'run', *BASE_FLAGS)
     wait_for_checkpoint(run, STEPS_PER_EPOCH)
     run.signal(sig)
@@ -310,11 +306,13 @@ def _interrupted(t: Trainer, root: Path, sig: int) -> tuple[Run, dict, Run]:
                 tmp=sorted(p.name for p in (run.workdir / 'checkpoints').glob('*tmp*')),
                 results=(run.workdir / 'results.json').exists(),
                 trained=max(train_steps(run.workdir)), validated=sorted(val_epochs(run.workdir)))
-    return run, left, t.run(run.workdir, *BASE_FLAGS, log_name='rerun')
+    return run, left, t.run(run.workdir, *BASE_FLAGS, *rerun_flags, log_name='rerun')
 
 
 def job_sigkill(t: Trainer, root: Path):
-    return _interrupted(t, root, signal.SIGKILL)
+    # A harmless change on resume (logging cadence, retention) is accepted silently.
+    return _interrupted(t, root, signal.SIGKILL, '--config.log_every_steps=3',
+                        '--config.checkpoint.max_to_keep=99')
 
 
 def job_sigterm(t: Trainer, root: Path):
@@ -353,6 +351,169 @@ def job_init_from(t: Trainer, root: Path) -> tuple[subprocess.CompletedProcess, 
     arrays = dict(np.load(out)) if out.exists() else {}
     pick = lambda name: {k[len(name):]: v for k, v in arrays.items() if k.startswith(name)}
     return proc, pick('tuned'), pick('fresh')
+
+
+# ------------------------------------------------------------------ reliability jobs
+
+def _distributed(t: Trainer, workdir: Path, *overrides: str, log_prefix: str = 'process',
+                 port: int | None = None) -> list[Run]:
+    port = port or free_port()
+    return [t.start(workdir, '--config.distributed.enabled=True',
+                    f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+                    '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
+                    *overrides, devices=1, log_name=f'{log_prefix}{i}')
+            for i in range(2)]
+
+
+def job_distributed_sigterm(t: Trainer, root: Path) -> dict:
+    """Two processes; once the first checkpoint exists only process 1 gets SIGTERM. Then
+    both are rerun in the same workdir."""
+    procs = _distributed(t, root / 'run', f'--config.max_steps={DIST_STEPS}')
+    wait_for_checkpoint(procs[0], STEPS_PER_EPOCH)
+    procs[1].signal(signal.SIGTERM)
+    for p in procs:
+        p.wait()
+    steps = finished_steps(procs[0].workdir)
+    left = dict(rc=[p.rc for p in procs], steps=steps, outputs=[p.output() for p in procs],
+                results=(root / 'run' / 'results.json').exists())
+    reruns = [p.wait() for p in _distributed(t, root / 'run', f'--config.max_steps={DIST_STEPS}',
+                                             log_prefix='rerun')]
+    pmap = [p.wait(120) for p in _distributed(t, root / 'pmap', '--config.parallel=pmap',
+                                              log_prefix='pmap')]
+    return dict(procs=procs, left=left, reruns=reruns, pmap=pmap)
+
+
+def job_final_weights(t: Trainer, root: Path) -> dict:
+    """Which weights results.json evaluates: early stopping on val_loss that never fires,
+    with restore_best on and off; then the max_steps run continued to the full length."""
+    common = ('--config.callbacks.early_stopping.enabled=True',
+              '--config.callbacks.early_stopping.monitor=val_loss',
+              '--config.callbacks.early_stopping.mode=min',
+              '--config.callbacks.early_stopping.patience=100')
+    runs = {name: t.start(root / name, *common, f'--config.max_steps={steps}',
+                          f'--config.callbacks.early_stopping.restore_best={flag}')
+            for name, steps, flag in (('restore_best', 3 * STEPS_PER_EPOCH, True),
+                                      ('last', PARALLEL_STEPS, False))}
+    results = {}
+    for name, run in runs.items():
+        run.wait()
+        path = run.workdir / 'results.json'
+        results[name] = json.loads(path.read_text()) if path.exists() else None
+    # The max_steps run continued without max_steps: it must train on to the full length.
+    runs['continued'] = t.run(root / 'last', *common,
+                              '--config.callbacks.early_stopping.restore_best=False',
+                              log_name='continued')
+    return dict(runs=runs, results=results)
+
+
+def job_resume_rules(t: Trainer, root: Path) -> dict[str, Run]:
+    """Reruns of finished runs and resumes that change the experiment."""
+    finished = root / 'finished'
+    shutil.copytree(t.base, finished)
+    runs = {'finished': t.run(finished, *BASE_FLAGS, log_name='finished')}
+    changed = root / 'changed'
+    (changed / 'checkpoints').mkdir(parents=True)
+    shutil.copytree(t.base / 'checkpoints' / str(STEPS_PER_EPOCH),
+                    changed / 'checkpoints' / str(STEPS_PER_EPOCH))
+    runs['changed'] = t.run(changed, *BASE_FLAGS, '--config.seed=1', '--config.batch_size=4',
+                            log_name='changed')
+    return runs
+
+
+def job_device_counts(t: Trainer, root: Path) -> dict[str, Run]:
+    """A 1-device checkpoint resumed on 8 devices (evaluating in batches of 8, right after
+    the restore: the pattern that aborted in XLA's all-reduce), and an 8-device checkpoint
+    resumed on 1 device; both to the reference run's full length."""
+    parallel = t.result('parallel')['jit'].workdir
+    runs = {}
+    for name, source, devices in (('1to8', t.base, 8), ('8to1', parallel, 1)):
+        workdir = root / name
+        (workdir / 'checkpoints').mkdir(parents=True)
+        step = str(PARALLEL_STEPS if name == '8to1' else STEPS_PER_EPOCH)
+        shutil.copytree(source / 'checkpoints' / step, workdir / 'checkpoints' / step)
+        # configs/smoke.py evaluates in batches of 8 and has no dropout.
+        runs[name] = t.run(workdir, *BASE_FLAGS, devices=devices)
+    return runs
+
+
+def job_ema(t: Trainer, root: Path) -> Run:
+    """EMA (with BatchNorm statistics), label smoothing and bfloat16 compute together."""
+    return t.run(root / 'run', '--config.ema_decay=0.9', '--config.label_smoothing=0.1',
+                 '--config.dtype=bfloat16', f'--config.max_steps={PARALLEL_STEPS}')
+
+
+FAULT_SCRIPT = """
+import errno, os, signal, sys
+from absl import app
+fault, argv = sys.argv[1], sys.argv[2:]
+from ghostnet_jax.data import metrics
+from ghostnet_jax.training import checkpoints, parallel
+calls = {'save': 0, 'eval': 0, 'step': 0}
+save, evaluate, step = (checkpoints.Checkpointer.save, metrics.ExactEvaluator.__call__,
+                        parallel.DataParallelStep.step)
+
+def faulty_save(self, *a, **k):
+    calls['save'] += 1
+    if fault == 'disk_full' and calls['save'] == 2:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
+    out = save(self, *a, **k)
+    if fault == 'sigterm_in_save' and calls['save'] == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+def faulty_eval(self, *a, **k):
+    calls['eval'] += 1
+    if fault == 'sigterm_in_eval' and calls['eval'] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return evaluate(self, *a, **k)
+
+def faulty_step(self, *a, **k):
+    calls['step'] += 1
+    if fault == 'sigterm_in_compile' and calls['step'] == 1:
+        os.kill(os.getpid(), signal.SIGTERM)   # before the first step compiles
+    return step(self, *a, **k)
+
+checkpoints.Checkpointer.save = faulty_save
+metrics.ExactEvaluator.__call__ = faulty_eval
+parallel.DataParallelStep.step = faulty_step
+from ghostnet_jax import train
+sys.argv = ['train', *argv]
+app.run(lambda a: sys.exit(train.main(a)))
+"""
+
+FAULTS = ('disk_full', 'sigterm_in_save', 'sigterm_in_eval', 'sigterm_in_compile')
+
+
+def job_faults(t: Trainer, root: Path) -> dict:
+    """Each fault injected into a max_steps=8 run, then the same command rerun; plus a
+    workdir that cannot be created and a damaged latest checkpoint."""
+    out = {}
+
+    def fault_run(name: str) -> subprocess.CompletedProcess:
+        args = [f'--config={SMOKE}', f'--workdir={root / name}', *t.base_overrides(), *BASE_FLAGS,
+                f'--config.max_steps={PARALLEL_STEPS}']
+        return subprocess.run([sys.executable, '-c', FAULT_SCRIPT, name, *args], cwd=REPO,
+                              env=t.env(), capture_output=True, text=True, timeout=600)
+
+    for name in FAULTS:
+        first = fault_run(name)
+        left = finished_steps(root / name)
+        rerun = t.run(root / name, *BASE_FLAGS, f'--config.max_steps={PARALLEL_STEPS}',
+                      log_name=f'{name}-rerun')
+        out[name] = dict(first=first, left=left, rerun=rerun)
+    blocker = root / 'a_file'
+    blocker.write_text('not a folder')
+    out['unwritable'] = t.run(root / 'unwritable', f'--workdir={blocker / "run"}',
+                              f'--config.max_steps={PARALLEL_STEPS}')
+    damaged = root / 'damaged'
+    (damaged / 'checkpoints').mkdir(parents=True)
+    for step in (STEPS_PER_EPOCH, PARALLEL_STEPS):
+        shutil.copytree(t.base / 'checkpoints' / str(step), damaged / 'checkpoints' / str(step))
+    for f in (damaged / 'checkpoints' / str(PARALLEL_STEPS) / 'state').rglob('*'):
+        if f.is_file() and f.stat().st_size > 1000:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])   # truncated array data
+    out['damaged'] = t.run(damaged, *BASE_FLAGS, f'--config.max_steps={3 * STEPS_PER_EPOCH}')
+    return out
 
 
 JOBS = {name[len('job_'):]: fn for name, fn in globals().items() if name.startswith('job_')}

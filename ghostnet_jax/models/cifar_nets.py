@@ -60,6 +60,21 @@ class _CifarNet(nn.Module):
 
 class VGG16(_CifarNet):
 
+    def parameter_group(self, name: str) -> str:
+        """stage<k>: the convs before the k-th max-pool; head: the classifier layers."""
+        if not name.startswith('features_'):
+            return 'head'
+        convs_before = int(name.split('_')[1])
+        pools = 0
+        for item in VGG16_LAYOUT:
+            if item == 'M':
+                pools += 1
+            elif convs_before == 0:
+                return f'stage{pools}'
+            else:
+                convs_before -= 1
+        return 'head'
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv, norm = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)
@@ -80,6 +95,11 @@ class VGG16(_CifarNet):
 
 
 class ResNet56(_CifarNet):
+
+    def parameter_group(self, name: str) -> str:
+        if name.startswith('stage'):
+            return name.split('_')[0]
+        return 'stem' if name == 'stem' else 'head'
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -65,6 +65,13 @@ class GhostNet(nn.Module):
     conv_impl: str = 'auto'
     bn_axis_name: str | None = None
 
+    def parameter_group(self, name: str) -> str:
+        """The stage a top-level submodule belongs to (per-stage gradient norms): the stem,
+        stage<k> for the bottlenecks of table row group k, the head."""
+        if name.startswith('blocks_'):
+            return f'stage{name.split("_")[1]}'
+        return 'stem' if name in ('conv_stem', 'bn1') else 'head'
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv, norm = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)

@@ -23,10 +23,12 @@ Config (`config.checkpoint`, see `default_checkpoint_config()`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -41,6 +43,24 @@ log = logging.getLogger(__name__)
 
 STATE, HOST = "state", "host"
 _TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+
+
+# A save whose metrics hold BEST_MARK=1 is a new best by the caller's own rule (the
+# training loop's, which may differ from plain ranking, e.g. early stopping's min_delta).
+BEST_MARK = "is_new_best"
+
+
+@dataclasses.dataclass
+class _LastMarkedBest:
+    """Orbax preservation policy: keeps the last `n` checkpoints saved with BEST_MARK.
+    Bests only move forward in time, so the last marked step is the current best."""
+
+    n: int
+
+    def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
+        marked = [c.step for c in checkpoints if (c.metrics or {}).get(BEST_MARK)]
+        keep = set(sorted(marked)[-self.n:])
+        return [c.step in keep for c in checkpoints]
 
 
 class CheckpointError(RuntimeError):
@@ -136,6 +156,7 @@ class Checkpointer:
 
         policies: list[Any] = [ocm.LatestN(n=max_to_keep)]
         if keep_best > 0:
+            policies.append(_LastMarkedBest(n=keep_best))
             policies.append(
                 ocm.BestN(get_metric_fn=metric_fn, reverse=best_mode == "min", n=keep_best,
                           keep_checkpoints_without_metrics=False)
@@ -176,8 +197,13 @@ class Checkpointer:
         return self._manager.latest_step()
 
     def best_step(self) -> int | None:
-        """Best step by `best_metric` among steps saved with it; None if there is none."""
+        """The last step saved with metric `BEST_MARK` (the training loop marks each save
+        that is a new best by its own rule); else the best by `best_metric` among steps
+        saved with it; None if there is neither."""
         steps = self.all_steps()
+        marked = [s for s in steps if (self._manager.metrics(s) or {}).get(BEST_MARK)]
+        if marked:
+            return marked[-1]
         scored = [s for s in steps if (self._manager.metrics(s) or {}).get(self.best_metric) is not None]
         return self._manager.best_step() if scored else None
 
@@ -201,7 +227,7 @@ class Checkpointer:
         host = _jsonable(host_state)
         json.dumps(host)  # fail here, not in orbax's background thread (NaN is allowed)
         orbax_metrics = None
-        if metrics is not None and metrics.get(self.best_metric) is not None:
+        if metrics is not None and (metrics.get(self.best_metric) is not None or metrics.get(BEST_MARK)):
             orbax_metrics = {k: float(v) for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
         self._manager.save(
             step,
@@ -257,6 +283,30 @@ class Checkpointer:
                 f"{type(e).__name__}: {str(e)[:500]}.{hint}"
             ) from e
         return restored[STATE], dict(restored[HOST])
+
+    def restore_latest_intact(self, target: Any, mesh: jax.sharding.Mesh | None = None) -> tuple[Any, dict]:
+        """Restores the latest checkpoint that reads back. A damaged one (truncated file,
+        corrupt array, missing item) is moved aside to `<step>.damaged-<time>` (kept, never
+        deleted) with a warning, and the previous step is tried."""
+        while True:
+            step = self.latest_step()
+            try:
+                return self.restore(target, step, mesh=mesh)
+            except CheckpointError as e:
+                if not [s for s in self.all_steps() if s < step]:
+                    raise
+                aside = self.directory / f"{step}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                log.warning("Checkpoint %s is damaged (%s); moved it to %s and resuming from the "
+                            "previous one.", self.directory / str(step), str(e)[:300], aside)
+                self._set_aside(step, aside)
+
+    def _set_aside(self, step: int, aside: Any) -> None:
+        if jax.process_index() == 0:
+            (self.directory / str(step)).rename(aside)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices(f"ghostnet_jax set aside checkpoint {step}")
+        self._manager.reload()
 
     def read_host(self, which: str | int = "latest") -> tuple[int, dict]:
         """(step, host JSON) of a checkpoint without reading its arrays: what `evaluate`,

@@ -78,3 +78,12 @@ def check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> No
             lo = max(num_devices, value // num_devices * num_devices)
             raise ConfigError(f'{name}={value} does not divide over the {num_devices} devices; '
                               f'use a multiple of {num_devices} (e.g. {lo} or {lo + num_devices}).')
+
+
+def check_parallel(config: ml_collections.ConfigDict, process_count: int) -> None:
+    """pmap maps over the local devices of one process; its multi-process form needs
+    per-process batch slicing that the trainer does not do, so refuse it before compiling."""
+    if config.parallel == 'pmap' and process_count > 1:
+        raise ConfigError(f"parallel='pmap' runs on one process only, but this run has "
+                          f"{process_count} processes; use parallel='jit' (the same data "
+                          'parallelism, sharded over every process\'s devices).')

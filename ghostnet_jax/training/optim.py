@@ -240,6 +240,16 @@ def init_ema(params: Any, decay: float) -> Any:
     return None if decay == 0.0 else jax.tree.map(jnp.array, params)
 
 
+def ema_decay_at(decay: float, num_updates: jax.Array) -> jax.Array:
+    """The decay used for update number `num_updates` (0-based): min(decay, (1 + t) / (10 + t)).
+
+    Without this warmup the average starts as the random init and, at decay 0.999, still
+    holds ~37% of it after 1,000 steps; with it the early average follows the weights
+    closely (TensorFlow's ExponentialMovingAverage `num_updates` rule)."""
+    t = jnp.asarray(num_updates, jnp.float32)
+    return jnp.minimum(jnp.float32(decay), (1.0 + t) / (10.0 + t))
+
+
 def update_ema(ema_params: Any, params: Any, decay: float | jax.Array) -> Any:
     """ema <- decay * ema + (1 - decay) * params (pure, jittable); None stays None."""
     if ema_params is None:

@@ -19,6 +19,9 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     ema_params: Any                 # None when EMA is off
+    # BatchNorm running statistics averaged like the params (timm's ModelEmaV2 does the
+    # same): EMA weights evaluated with the live statistics would mismatch them.
+    ema_batch_stats: Any            # None when EMA is off
     # First step whose loss was not finite, or -1. Set on device so that the host need not
     # sync every step; once set, further updates are skipped and the state stays good.
     nonfinite_step: jax.Array
@@ -41,10 +44,14 @@ def create_train_state(variables: dict, tx: optax.GradientTransformation,
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params,
         batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
-        ema_params=init_ema(params, ema_decay), nonfinite_step=jnp.full((), -1, jnp.int32))
+        ema_params=init_ema(params, ema_decay),
+        ema_batch_stats=init_ema(variables.get('batch_stats', {}), ema_decay),
+        nonfinite_step=jnp.full((), -1, jnp.int32))
 
 
 def eval_variables(state: TrainState) -> dict:
-    """The weights to evaluate: EMA params when kept, else the live params."""
-    params = state.ema_params if state.ema_params is not None else state.params
-    return {'params': params, 'batch_stats': state.batch_stats}
+    """The weights to evaluate: the EMA params and BatchNorm statistics when kept, else the
+    live ones."""
+    if state.ema_params is not None:
+        return {'params': state.ema_params, 'batch_stats': state.ema_batch_stats}
+    return {'params': state.params, 'batch_stats': state.batch_stats}

@@ -3,7 +3,6 @@ state: reductions are global automatically) and under pmap/shard_map (explicit `
 over `axis_name`, and BatchNorm given the same axis name)."""
 from __future__ import annotations
 
-import re
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -12,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from ghostnet_jax.training.optim import current_learning_rate, update_ema
+from ghostnet_jax.training.optim import current_learning_rate, ema_decay_at, update_ema
 from ghostnet_jax.training.state import TrainState
 
 
@@ -23,23 +22,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) 
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
 
 
-def param_group(path: tuple) -> str:
-    """Which part of the network a parameter belongs to, for per-stage gradient norms."""
-    top = str(getattr(path[0], 'key', path[0]))
-    match = re.match(r'(blocks|stage)_?(\d+)', top)
-    if match:
-        return f'stage{match.group(2)}'
-    if top in ('conv_stem', 'bn1', 'stem'):
-        return 'stem'
-    if top in ('conv_head', 'classifier', 'fc1', 'fc1_bn'):
-        return 'head'
-    return top
-
-
-def _group_norms(tree: Any) -> dict[str, jax.Array]:
+def _group_norms(tree: Any, model: nn.Module) -> dict[str, jax.Array]:
+    """Gradient norm per parameter group, as the model names its groups (its stages)."""
+    name_group = getattr(model, 'parameter_group', lambda name: name)
     squares: dict[str, jax.Array] = {}
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        group = param_group(path)
+        group = name_group(str(getattr(path[0], 'key', path[0])))
         squares[group] = squares.get(group, 0.0) + jnp.sum(jnp.square(leaf.astype(jnp.float32)))
     return {f'grad_norm/{k}': jnp.sqrt(v) for k, v in sorted(squares.items())}
 
@@ -77,13 +65,16 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss)
+    decay = ema_decay_at(ema_decay, state.step) if ema_decay else 0.0
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = state.replace(
         step=state.step + 1,
         params=keep(params, state.params),
         batch_stats=keep(batch_stats, state.batch_stats),
         opt_state=keep(opt_state, state.opt_state),
-        ema_params=keep(update_ema(state.ema_params, params, ema_decay), state.ema_params),
+        ema_params=keep(update_ema(state.ema_params, params, decay), state.ema_params),
+        ema_batch_stats=keep(update_ema(state.ema_batch_stats, batch_stats, decay),
+                             state.ema_batch_stats),
         nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
                                  state.nonfinite_step))
     param_norm = optax.global_norm(state.params)
@@ -91,7 +82,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
         'loss': loss, 'accuracy': accuracy, 'learning_rate': lr,
         'grad_norm': optax.global_norm(grads),
         'update_param_ratio': optax.global_norm(updates) / jnp.maximum(param_norm, 1e-12),
-        **_group_norms(grads),
+        **_group_norms(grads, model),
     }
     return new_state, metrics
 

@@ -1,12 +1,22 @@
-"""The training loop: setup -> resume -> epochs (train, validate, callbacks, checkpoint)
--> final evaluation of the best checkpoint. Everything per step stays on device; the host
-syncs once every `log_every_steps` steps to write logs and check for a non-finite loss."""
+"""The training loop, in phases: set up -> restore or start -> train epochs -> evaluate
+the final weights.
+
+Everything per step stays on device; the host syncs at *sync points* (every
+`log_every_steps` steps and at each epoch end) to write logs, check for a non-finite
+loss and decide whether to stop. Stopping is decided in exactly one place,
+`Trainer._decide`, from the loop's state and a preemption flag that every process agrees
+on, so all processes of a pod stop at the same step and save together. What the loop
+knows (epochs validated, history, the running sums of a partial epoch, callback state,
+the best epoch, why it stopped, the model spec) is a `LoopState` saved with every
+checkpoint, so a resumed run continues exactly and a finished one knows it is finished.
+"""
 from __future__ import annotations
 
+import collections
 import functools
 import json
 import logging
-import signal
+import math
 import time
 from pathlib import Path
 
@@ -15,45 +25,33 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from ghostnet_jax.data.metrics import ExactEvaluator
+from ghostnet_jax.data.metrics import MAX_IN_FLIGHT, ExactEvaluator
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.callbacks import callbacks_from_config
-from ghostnet_jax.training.checkpoints import Checkpointer
-from ghostnet_jax.training.config_checks import check_batch_sizes
-from ghostnet_jax.training.experiment import Experiment, build_experiment
-from ghostnet_jax.training.model_spec import SPEC_KEY, spec_from_training
+from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer, CheckpointError
+from ghostnet_jax.training.config_checks import check_batch_sizes, check_parallel
+from ghostnet_jax.training.experiment import build_experiment
+from ghostnet_jax.training.final_weights import final_weights_rule
+from ghostnet_jax.training.loop_state import (COMPLETED, EARLY_STOPPING, FINISHED_KINDS,
+                                              MAX_STEPS, PREEMPTED, BestSoFar, EpochSums,
+                                              LoopState)
 from ghostnet_jax.training.metrics_log import MetricsWriter, Progress
+from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.optim import get_lr_scale, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
+from ghostnet_jax.training.preemption import Preemption
+from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
 
 log = logging.getLogger(__name__)
 
+# The spec fields that say the training data itself changed (the rest is the model,
+# which the identity check covers).
+_DATA_SPEC_FIELDS = ('class_names', 'image_shape', 'mean', 'std', 'resize')
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped, keeping the last good checkpoint."""
-
-
-class _Preemption:
-    """Turns SIGTERM (Cloud TPU preemption, `kill`) into a flag the loop checks each step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no signal handling, no preemption saves
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def Evaluator(model, num_classes: int) -> ExactEvaluator:
@@ -84,201 +82,355 @@ def _flat(d: dict, prefix: str = '') -> dict:
     return out
 
 
-def _val_record(summary: dict, prefix: str) -> dict:
-    return {f'{prefix}_accuracy': summary['accuracy'], f'{prefix}_loss': summary['loss']}
+class Trainer:
+    """One run in one workdir. `run()` trains (or resumes, or only finishes) and returns
+    the results; nothing here is specific to one process or device count."""
 
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path | epath.Path,
+                 preemption: Preemption | None = None):
+        self.config = config
+        self.preemption = preemption or Preemption()
+        self.workdir = epath.Path(workdir)   # local folders and gs:// alike
+        self.mesh = make_mesh()
+        check_batch_sizes(config, self.mesh.size)
+        check_parallel(config, jax.process_count())
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log.info('Devices: %d (%s), processes: %d', self.mesh.size, jax.default_backend(),
+                 jax.process_count())
+        self.exp = exp = build_experiment(config, self.mesh)
+        self.spe = exp.train_data.steps_per_epoch
+        self.num_epochs = config.num_epochs
+        self.full_length = self.spe * self.num_epochs
+        self.total_steps = min(self.full_length, config.max_steps or self.full_length)
+        self.rule = final_weights_rule(config)
+        self.early_stopping, self.plateau = callbacks_from_config(config.callbacks)
+        step_fn = functools.partial(
+            steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule,
+            seed=config.seed, label_smoothing=config.label_smoothing,
+            ema_decay=config.ema_decay)
+        self.runner = DataParallelStep(step_fn, self.mesh, config.parallel)
+        self.evaluator = Evaluator(exp.model, len(exp.class_names))
+        self.ckpt = Checkpointer.from_config(self.workdir, config.checkpoint)
+        self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
+                                       exp.train_data.mean, exp.train_data.std)
+        self._refuse_another_experiment()   # before anything is written to the workdir
+        _write_config(self.workdir, config)
+        self.writer = MetricsWriter(self.workdir)
+        self.progress = Progress(self.spe, self.num_epochs, config.batch_size)
+        self.loop = LoopState()
+        self.state = exp.state
+        self._carried = None          # the runner's state while training (donated each step)
+        self._pending: list = []      # per-step metrics not yet fetched by the host
+        self._in_flight: collections.deque = collections.deque()
+        self._window_start = self._epoch_started = time.time()
+        self._last_metrics: dict = {}
+        self._step = 0                # steps trained (host count; state.step agrees)
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
-    """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns results."""
-    workdir = epath.Path(workdir)   # local folders and gs:// alike
-    mesh = make_mesh()
-    check_batch_sizes(config, mesh.size)
-    workdir.mkdir(parents=True, exist_ok=True)
-    _write_config(workdir, config)
-    log.info('Devices: %d (%s), processes: %d', mesh.size, jax.default_backend(),
-             jax.process_count())
-    exp = build_experiment(config, mesh)
-    spe, num_epochs = exp.train_data.steps_per_epoch, config.num_epochs
-    total_steps = spe * num_epochs
-    if config.max_steps:
-        total_steps = min(total_steps, config.max_steps)
+    # ------------------------------------------------------------------ phases
+    def run(self) -> dict:
+        start, preemption = time.time(), self.preemption
+        with self.ckpt:
+            self._restore_or_start()
+            results_path = self.workdir / 'results.json'
+            if self.loop.stop_kind in FINISHED_KINDS and results_path.exists():
+                log.info('This run is finished (%s); its results are in %s. Use a new --workdir '
+                         'or a larger num_epochs to train more.', self.loop.stop_reason,
+                         results_path)
+                self.writer.close()
+                return json.loads(results_path.read_text())
+            if self.loop.stop_kind is None:
+                self._train(preemption)
+            self.ckpt.wait_until_finished()
+            if self.loop.stop_kind == PREEMPTED or preemption.agreed():
+                self.writer.close()
+                where = ('training finished; the final evaluation'
+                         if self.loop.stop_kind in FINISHED_KINDS else 'training')
+                log.warning('Stopped: preempted (SIGTERM) at step %d. Rerun with the same '
+                            '--workdir to resume %s.', self._step, where)
+                return {'status': 'preempted', 'step': self._step}
+            results = self._final_evaluation(time.time() - start)
+        self.writer.write_hparams(_flat(self.config.to_dict()), {
+            k: v for k, v in _flat(results).items() if isinstance(v, float)})
+        self.writer.close()
+        if jax.process_index() == 0:
+            (self.workdir / 'results.json').write_text(json.dumps(results, indent=2))
+        return results
 
-    early_stopping, plateau = callbacks_from_config(config.callbacks)
-    step_fn = functools.partial(
-        steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule, seed=config.seed,
-        label_smoothing=config.label_smoothing, ema_decay=config.ema_decay)
-    runner = DataParallelStep(step_fn, mesh, config.parallel)
-    evaluator = Evaluator(exp.model, len(exp.class_names))
-    writer = MetricsWriter(workdir)
-    ckpt = Checkpointer.from_config(workdir, config.checkpoint)
-
-    state, history, evaluated_epochs = exp.state, [], 0
-    if ckpt.latest_step() is not None:
-        state, host = ckpt.restore(exp.state, 'latest', mesh=mesh)
-        evaluated_epochs, history = host['evaluated_epochs'], host['history']
-        if early_stopping and host.get('early_stopping'):
-            early_stopping.load_state_dict(host['early_stopping'])
-        if plateau and host.get('plateau'):
-            plateau.load_state_dict(host['plateau'])
-        log.info('Resumed from step %d (%d epochs evaluated)', int(state.step), evaluated_epochs)
-    else:
-        writer.write_hparams(_flat(config.to_dict()), {})
-
-    spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
-                              exp.train_data.mean, exp.train_data.std)
-
-    def host_state():
-        return {SPEC_KEY: spec.to_json(), 'evaluated_epochs': evaluated_epochs, 'history': history,
-                'early_stopping': early_stopping.state_dict() if early_stopping else None,
-                'plateau': plateau.state_dict() if plateau else None}
-
-    def save(state, metrics=None):
-        step = int(state.step)
-        if step in ckpt.all_steps():
+    def _restore_or_start(self) -> None:
+        config = self.config
+        identity = run_identity(config)
+        if self.ckpt.latest_step() is None:
+            self.loop = LoopState(
+                identity=identity, num_epochs=self.num_epochs, max_steps=config.max_steps,
+                model_spec=self.spec.to_json(),
+                best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self._best_delta()))
+            self.writer.write_hparams(_flat(config.to_dict()), {})
             return
-        # Logs are at least as durable as checkpoints: after a crash (SIGKILL, OOM) the
-        # resumed run continues metrics.jsonl/TensorBoard from the step it restores.
-        writer.flush()
-        ckpt.save(step, state, host_state(), metrics)
+        state, host = self.ckpt.restore_latest_intact(self.exp.state, mesh=self.mesh)
+        loop = LoopState.from_json(host)
+        self._check_resume(loop)
+        if self.early_stopping and loop.early_stopping:
+            self.early_stopping.load_state_dict(loop.early_stopping)
+        if self.plateau and loop.plateau:
+            self.plateau.load_state_dict(loop.plateau)
+        if loop.best is None or (loop.best.metric, loop.best.mode) != (self.rule.metric,
+                                                                     self.rule.mode):
+            loop.best = BestSoFar(self.rule.metric, self.rule.mode, min_delta=self._best_delta())
+            for record in loop.history:
+                loop.best.update(record)
+        self.state, self.loop = state, loop
+        self._step = step = int(jax.device_get(state.step))
+        log.info('Resumed from step %d (%d epochs evaluated)', step, loop.evaluated_epochs)
+        if loop.stop_kind == PREEMPTED:
+            loop.stop_kind = loop.stop_reason = None
+        elif loop.stop_kind == COMPLETED and step < self.total_steps:
+            log.warning('num_epochs grew from %s to %d: training on; the schedule now spans '
+                        'the new length.', loop.num_epochs, self.num_epochs)
+            loop.stop_kind = loop.stop_reason = None
+        elif loop.stop_kind == MAX_STEPS and step < self.total_steps:
+            log.info('max_steps grew: training on from step %d to %d.', step, self.total_steps)
+            loop.stop_kind = loop.stop_reason = None
+        loop.num_epochs, loop.max_steps = self.num_epochs, config.max_steps
+        loop.identity, loop.model_spec = identity, self.spec.to_json()
 
-    progress = Progress(spe, num_epochs, config.batch_size)
-    carried = runner.put(state)
-    step = int(state.step)
-    stop_reason = None
-    start = time.time()
+    def _train(self, preemption: Preemption) -> None:
+        """Trains until `_decide` names a reason to stop, and saves there."""
+        self._carried = self.runner.put(self.state)
+        self._window_start = time.time()
+        kind = None
+        for epoch in range(self.loop.evaluated_epochs, self.num_epochs):
+            kind = self._train_epoch_steps(epoch, preemption)
+            if kind is None:
+                kind = self._end_epoch(epoch, preemption)
+            else:   # stopped within the epoch (preempted, or max_steps)
+                self._stop_within_epoch(kind, epoch)
+            if kind is not None:
+                break
+        if kind is None:    # nothing left to train (e.g. resumed after the last epoch)
+            self._sync_state()
+            self._set_stop(self._decide(preemption) or COMPLETED)
+            self._save()
 
-    def check_finite(nonfinite_step):
+    def _train_epoch_steps(self, epoch: int, preemption: Preemption) -> str | None:
+        data, spe = self.exp.train_data, self.spe
+        if self.loop.epoch_sums.epoch != epoch:
+            self.loop.epoch_sums = EpochSums(epoch)
+        self.progress.start_epoch(epoch + 1)
+        self._epoch_started = time.time()
+        batches = data.epoch(epoch)
+        first, stop = self._step - epoch * spe, min(spe, self.total_steps - epoch * spe)
+        for k in range(first, stop):
+            self._carried, metrics = self.runner.step(self._carried, data.batch(batches, k))
+            self._pending.append(metrics)
+            self._bound_in_flight(metrics['loss'])
+            at_sync_point = ((epoch * spe + k + 1) % self.config.log_every_steps == 0
+                             or k == stop - 1)
+            if at_sync_point:
+                self._flush()
+            self.progress.update(k + 1, self._last_metrics)
+            if at_sync_point and k < stop - 1:
+                kind = self._decide(preemption)
+                if kind:
+                    return kind
+        if stop < spe:   # max_steps ends this epoch early
+            return self._decide(preemption)
+        return None
+
+    def _end_epoch(self, epoch: int, preemption: Preemption) -> str | None:
+        """Validation, callbacks, the stop decision and the checkpoint of a full epoch."""
+        self._sync_state()
+        val = self.evaluator(eval_variables(self.state), self.exp.val_data)
+        train_loss, train_acc = self.loop.epoch_sums.means()
+        record = {'epoch': epoch + 1, 'step': self._step, 'train_loss': float(train_loss),
+                  'train_accuracy': float(train_acc), 'val_accuracy': val['accuracy'],
+                  'val_loss': val['loss'], 'lr_scale': float(get_lr_scale(self.state.opt_state)),
+                  'epoch_time_s': time.time() - self._epoch_started}
+        self.writer.write_scalars(self._step, {'loss': val['loss'], 'accuracy': val['accuracy']},
+                                  'val', epoch=epoch + 1)
+        self.writer.write_scalars(self._step, {'epoch_time_s': record['epoch_time_s']}, 'train',
+                                  epoch=epoch + 1)
+        if self.plateau:
+            decision = self.plateau.update(epoch, record,
+                                           base_lr=float(self.exp.schedule(self._step)))
+            if decision.reduced:
+                self.state = self.state.replace(
+                    opt_state=set_lr_scale(self.state.opt_state, decision.scale))
+                self._carried = self.runner.put(self.state)
+                self.state = self.runner.get(self._carried)
+                log.info('Plateau: learning-rate scale -> %g', decision.scale)
+        early_stop = bool(self.early_stopping and self.early_stopping.update(epoch, record).stop)
+        self.loop.history.append(record)
+        self.loop.evaluated_epochs = epoch + 1
+        self.loop.epoch_sums = EpochSums(epoch + 1)
+        improved = self.loop.best.update(record)
+        kind = self._decide(preemption, early_stop=early_stop)
+        self._set_stop(kind, epoch)
+        if self.ckpt.should_save(epoch + 1, self.num_epochs) or improved or kind:
+            self._save(record, improved)
+        self.progress.write(
+            f'epoch {epoch + 1}/{self.num_epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}'
+            f' | val loss {val["loss"]:.4f} acc {val["accuracy"]:.4f}'
+            f' ({val["num_examples"]} examples) | {record["epoch_time_s"]:.0f} s')
+        return kind
+
+    def _stop_within_epoch(self, kind: str, epoch: int) -> None:
+        """Saves where the loop stopped inside an epoch. At max_steps the weights are also
+        validated, so they can compete for the final evaluation; a preempted run resumes
+        here and validates the epoch when it completes it."""
+        self._sync_state()
+        self._set_stop(kind, epoch)
+        if kind == PREEMPTED:
+            self._save()
+            return
+        val = self.evaluator(eval_variables(self.state), self.exp.val_data)
+        train_loss, train_acc = self.loop.epoch_sums.means()
+        record = {'epoch': epoch + 1, 'step': self._step, 'train_loss': float(train_loss),
+                  'train_accuracy': float(train_acc), 'val_accuracy': val['accuracy'],
+                  'val_loss': val['loss'], 'partial_epoch': True}
+        self._save(record, self.loop.best.update(record))
+
+    def _refuse_another_experiment(self) -> None:
+        """A resume that would continue another experiment fails here, before the workdir
+        is touched. (A damaged latest checkpoint is checked after the fallback restore.)"""
+        if self.ckpt.latest_step() is None:
+            return
+        try:
+            _, host = self.ckpt.read_host('latest')
+        except CheckpointError:
+            return
+        self._check_resume(LoopState.from_json(host))
+
+    def _check_resume(self, loop: LoopState) -> None:
+        stored = ModelSpec.from_json(loop.model_spec) if loop.model_spec else None
+        changed = [d for d in (stored.differences(self.spec) if stored else [])
+                   if d.split(':')[0] in _DATA_SPEC_FIELDS]
+        check_resume(loop.identity, run_identity(self.config), changed)
+
+    # ----------------------------------------------------------- the one stop rule
+    def _decide(self, preemption: Preemption, early_stop: bool = False) -> str | None:
+        """Why training stops now, or None. Called at sync points only, which are the
+        same steps on every process, so every process returns the same answer. A run that
+        is done anyway stops as done (a SIGTERM then only skips the final evaluation,
+        which the rerun does)."""
+        preempted = preemption.agreed()   # collective: every process calls it here
+        if early_stop:
+            return EARLY_STOPPING
+        if self._step >= self.total_steps:
+            return COMPLETED if self.total_steps == self.full_length else MAX_STEPS
+        return PREEMPTED if preempted else None
+
+    def _set_stop(self, kind: str | None, epoch: int | None = None) -> None:
+        self.loop.stop_kind = kind
+        self.loop.stop_reason = {
+            None: None, COMPLETED: 'completed',
+            MAX_STEPS: f'max_steps={self.config.max_steps} reached',
+            EARLY_STOPPING: f'early stopping at epoch {(epoch or 0) + 1}',
+            PREEMPTED: f'preempted (SIGTERM) at step {self._step}'}[kind]
+        if kind == PREEMPTED:
+            log.warning('Stopping: %s', self.loop.stop_reason)
+
+    # -------------------------------------------------------------- host syncs
+    def _bound_in_flight(self, token: jax.Array) -> None:
+        """Counts the step just dispatched and keeps at most MAX_IN_FLIGHT queued: an
+        unbounded queue of collective steps is what aborted 8-device CPU runs."""
+        self._step += 1
+        self._in_flight.append(token)
+        if len(self._in_flight) > MAX_IN_FLIGHT:
+            self._in_flight.popleft().block_until_ready()
+
+    def _sync_state(self) -> None:
+        self.state = self.runner.get(self._carried) if self._carried is not None else self.state
+
+    def _flush(self) -> None:
+        """Writes the pending steps' metrics, adds them to the epoch's sums and checks
+        that the loss stayed finite."""
+        if not self._pending:
+            return
+        fetched = jax.device_get(self._pending)
+        first = self._step - len(fetched)
+        for i, m in enumerate(fetched):
+            self.writer.write_scalars(first + i + 1, m, 'train', epoch=(first + i) // self.spe + 1)
+            self.loop.epoch_sums.add(float(m['loss']), float(m['accuracy']))
+        now = time.time()
+        ips = len(fetched) * self.config.batch_size / max(now - self._window_start, 1e-9)
+        self.writer.write_scalars(self._step, {'images_per_second': ips}, 'train')
+        self._pending, self._window_start = [], now
+        self._last_metrics = fetched[-1]
+        carried = self._carried if self._carried is not None else self.state
         # Replicas agree (pmap carries one value per device), so any one will do.
-        bad = int(np.max(jax.device_get(nonfinite_step)))
+        bad = int(np.max(jax.device_get(carried.nonfinite_step)))
         if bad >= 0:
-            ckpt.wait_until_finished()
+            self.ckpt.wait_until_finished()
             # `bad` counts the updates before the bad loss; the logs (metrics.jsonl,
             # TensorBoard) label that loss with step bad + 1, so name it the same way.
             raise NonFiniteLossError(
-                f'Loss is not finite at step {bad + 1} (epoch {bad // spe + 1}); no update was applied '
-                f'from that step on. Last good checkpoint: step {ckpt.latest_step()} in '
-                f'{ckpt.directory}. Lower optimizer.learning_rate or set optimizer.grad_clip_norm.')
+                f'Loss is not finite at step {bad + 1} (epoch {bad // self.spe + 1}); no update '
+                f'was applied from that step on. Last good checkpoint: step '
+                f'{self.ckpt.latest_step()} in {self.ckpt.directory}. Lower '
+                'optimizer.learning_rate or set optimizer.grad_clip_norm.')
 
-    pending, window_start, epoch_train = [], time.time(), []
+    def _best_delta(self) -> float:
+        es = self.config.callbacks.early_stopping
+        return float(abs(es.min_delta)) if (es.enabled and es.restore_best) else 0.0
 
-    def flush(nonfinite_step):
-        nonlocal pending, window_start
-        if not pending:
+    def _save(self, metrics: dict | None = None, new_best: bool = False) -> None:
+        if self._step in self.ckpt.all_steps():
             return
-        fetched = jax.device_get(pending)
-        first = step - len(fetched)
-        for i, m in enumerate(fetched):
-            writer.write_scalars(first + i + 1, m, 'train', epoch=(first + i) // spe + 1)
-        now = time.time()
-        ips = len(fetched) * config.batch_size / max(now - window_start, 1e-9)
-        writer.write_scalars(step, {'images_per_second': ips}, 'train')
-        epoch_train.extend((float(m['loss']), float(m['accuracy'])) for m in fetched)
-        pending, window_start = [], now
-        check_finite(nonfinite_step)
-        return fetched[-1]
+        self._flush()
+        # Logs are at least as durable as checkpoints: after a crash (SIGKILL, OOM) the
+        # resumed run continues metrics.jsonl/TensorBoard from the step it restores.
+        self.writer.flush()
+        if self.early_stopping:
+            self.loop.early_stopping = self.early_stopping.state_dict()
+        if self.plateau:
+            self.loop.plateau = self.plateau.state_dict()
+        metrics = dict(metrics or {})
+        if new_best:
+            metrics[BEST_MARK] = 1.0
+        self.ckpt.save(self._step, self.state, self.loop.to_json(), metrics or None)
 
-    with _Preemption() as preemption, ckpt:
-        last = {}
-        for epoch in range(evaluated_epochs, num_epochs):
-            if step >= total_steps and step != (epoch + 1) * spe:
-                stop_reason = f'max_steps={config.max_steps} reached'
-                break
-            epoch_start, epoch_train = time.time(), []
-            progress.start_epoch(epoch + 1)
-            batches = exp.train_data.epoch(epoch)
-            for k in range(step - epoch * spe, spe):
-                if step >= total_steps or preemption.requested:
-                    break
-                carried, metrics = runner.step(carried, exp.train_data.batch(batches, k))
-                pending.append(metrics)
-                step += 1
-                if len(pending) >= config.log_every_steps:
-                    last = flush(carried.nonfinite_step) or last
-                progress.update(k + 1, last)
-            state = runner.get(carried)
-            flush(state.nonfinite_step)
-            if preemption.requested:
-                save(state)
-                stop_reason = f'preempted (SIGTERM) at step {step}'
-                break
-            if step < (epoch + 1) * spe:   # max_steps reached mid-epoch
-                val = evaluator(eval_variables(state), exp.val_data)
-                save(state, _val_record(val, 'val'))
-                stop_reason = f'max_steps={config.max_steps} reached'
-                break
-
-            # End of epoch: validate, callbacks, checkpoint, logs.
-            val = evaluator(eval_variables(state), exp.val_data)
-            train_loss, train_acc = (np.mean(epoch_train, axis=0) if epoch_train
-                                     else (np.nan, np.nan))
-            record = {'epoch': epoch + 1, 'step': step, 'train_loss': float(train_loss),
-                      'train_accuracy': float(train_acc), **_val_record(val, 'val'),
-                      'lr_scale': float(get_lr_scale(state.opt_state)),
-                      'epoch_time_s': time.time() - epoch_start}
-            writer.write_scalars(step, {'loss': val['loss'], 'accuracy': val['accuracy']}, 'val',
-                                 epoch=epoch + 1)
-            writer.write_scalars(step, {'epoch_time_s': record['epoch_time_s']}, 'train',
-                                 epoch=epoch + 1)
-            stop = False
-            if plateau:
-                decision = plateau.update(epoch, record, base_lr=float(exp.schedule(step)))
-                if decision.reduced:
-                    carried = runner.put(state.replace(
-                        opt_state=set_lr_scale(state.opt_state, decision.scale)))
-                    state = runner.get(carried)
-                    log.info('Plateau: learning-rate scale -> %g', decision.scale)
-            if early_stopping:
-                stop = early_stopping.update(epoch, record).stop
-            evaluated_epochs = epoch + 1
-            history.append(record)
-            if ckpt.should_save(epoch + 1, num_epochs) or stop:
-                save(state, record)
-            progress.write(
-                f'epoch {epoch + 1}/{num_epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}'
-                f' | val loss {val["loss"]:.4f} acc {val["accuracy"]:.4f}'
-                f' ({val["num_examples"]} examples) | {record["epoch_time_s"]:.0f} s')
-            if stop:
-                stop_reason = f'early stopping at epoch {epoch + 1}'
-                break
+    # ----------------------------------------------------------- final evaluation
+    def _final_evaluation(self, wall_s: float) -> dict:
+        """The weights chosen by the final-weights rule, on validation and test."""
+        best = self.loop.best
+        steps_saved = self.ckpt.all_steps()
+        if self.rule.use_best and best is not None and best.step in steps_saved:
+            step, which = best.step, 'best'
+        elif self.rule.use_best and self.ckpt.best_step() is not None:
+            step, which = self.ckpt.best_step(), 'best'
         else:
-            stop_reason = stop_reason or 'completed'
-        state = runner.get(carried)
-        if step not in ckpt.all_steps() and stop_reason != 'completed':
-            save(state)
-        ckpt.wait_until_finished()
-        if preemption.requested:
-            writer.close()
-            log.warning('Stopped: %s. Rerun with the same --workdir to resume.', stop_reason)
-            return {'status': 'preempted', 'step': step}
-        results = _final_evaluation(exp, ckpt, evaluator, stop_reason, history,
-                                    time.time() - start)
-    writer.write_hparams(_flat(config.to_dict()), {
-        k: v for k, v in _flat(results).items() if isinstance(v, float)})
-    writer.close()
-    if jax.process_index() == 0:
-        (workdir / 'results.json').write_text(json.dumps(results, indent=2))
-    return results
+            step, which = steps_saved[-1], 'last'
+        state, _ = self.ckpt.restore(self.exp.state, step, mesh=self.mesh)
+        variables = eval_variables(state)
+        epoch = math.ceil(step / self.spe)
+        results = {
+            'stop_reason': self.loop.stop_reason, 'checkpoint': which, 'step': int(state.step),
+            'epoch': epoch,
+            'checkpoint_rule': self.rule.why if which == 'best' or not self.rule.use_best
+            else f'{self.rule.why}; no epoch had a finite {self.rule.metric}: the last weights',
+            'checkpoint_metric': ({self.rule.metric: best.value}
+                                  if which == 'best' and best is not None and best.step == step
+                                  else None),
+            'epochs_trained': len(self.loop.history), 'wall_time_s': round(wall_s, 1),
+            'class_names': list(self.exp.class_names)}
+        for role, data in (('val', self.exp.val_data), ('test', self.exp.test_data)):
+            if data is None:
+                results[role] = None
+                continue
+            summary = self.evaluator(variables, data)
+            results[role] = {
+                'loss': summary['loss'], 'accuracy': summary['accuracy'],
+                'num_examples': summary['num_examples'],
+                'per_class_accuracy': dict(zip(self.exp.class_names,
+                                               map(float, summary['per_class_accuracy'])))}
+        log.info('Final (%s checkpoint, step %d: %s): %s', which, results['step'],
+                 results['checkpoint_rule'],
+                 {r: results[r] and round(results[r]['accuracy'], 4) for r in ('val', 'test')})
+        return results
 
 
-def _final_evaluation(exp: Experiment, ckpt: Checkpointer, evaluator: Evaluator,
-                      stop_reason: str, history: list, wall_s: float) -> dict:
-    """The best checkpoint (by validation accuracy) on validation and test."""
-    which = 'best' if ckpt.best_step() is not None else 'latest'
-    state, _ = ckpt.restore(exp.state, which, mesh=exp.mesh)
-    variables = eval_variables(state)
-    results = {'stop_reason': stop_reason, 'checkpoint': which, 'step': int(state.step),
-               'epochs_trained': len(history), 'wall_time_s': round(wall_s, 1),
-               'class_names': list(exp.class_names)}
-    for role, data in (('val', exp.val_data), ('test', exp.test_data)):
-        if data is None:
-            results[role] = None
-            continue
-        summary = evaluator(variables, data)
-        results[role] = {
-            'loss': summary['loss'], 'accuracy': summary['accuracy'],
-            'num_examples': summary['num_examples'],
-            'per_class_accuracy': dict(zip(exp.class_names,
-                                           map(float, summary['per_class_accuracy'])))}
-    log.info('Final (%s checkpoint, step %d): %s', which, results['step'],
-             {r: results[r] and round(results[r]['accuracy'], 4) for r in ('val', 'test')})
-    return results
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
+    """Trains per `config` in `workdir` (resuming if it holds checkpoints); returns results.
+    SIGTERM is honoured from here on, data loading and compilation included."""
+    with Preemption() as preemption:
+        return Trainer(config, workdir, preemption).run()

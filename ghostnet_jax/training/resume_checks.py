@@ -1,0 +1,60 @@
+"""What a resume may change. A rerun in the same workdir continues the saved run; a
+changed batch size, model, data or seed would silently continue another experiment
+(a shifted LR schedule, another batch order), so those are refused, naming the fields.
+Changes that alter the rest of the run on purpose (optimizer, epochs, callbacks,
+augmentation) are allowed with a warning; bookkeeping (logging cadence, checkpoint
+retention, eval batch size, test split) silently."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import ml_collections
+
+log = logging.getLogger(__name__)
+
+# Fields whose change makes the saved state belong to another experiment.
+REFUSED = ('batch_size', 'seed', 'model.name', 'model.dropout_rate', 'data.source',
+           'data.train_split', 'data.val_split', 'data.image_size')
+# Fields whose change is deliberate but alters what follows.
+WARNED = ('optimizer', 'num_epochs', 'max_steps', 'label_smoothing', 'ema_decay', 'dtype',
+          'data.augment', 'callbacks', 'init_from')
+
+
+class ResumeMismatchError(ValueError):
+    """The config differs from the saved run's in a field a resume cannot change."""
+
+
+def _get(config: Mapping[str, Any], dotted: str) -> Any:
+    value: Any = config
+    for part in dotted.split('.'):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+
+
+def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The fields a resume compares, as JSON."""
+    d = config.to_dict()
+    return {field: _get(d, field) for field in REFUSED + WARNED}
+
+
+def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
+                 spec_differences: list[str]) -> None:
+    """Raises ResumeMismatchError for refused changes; warns about the others. `saved`
+    may be empty (a checkpoint from before identities were stored): nothing to compare."""
+    if not saved:
+        return
+    refused = [f'{f}: {saved.get(f)!r} -> {current.get(f)!r}' for f in REFUSED
+               if f in saved and saved.get(f) != current.get(f)]
+    refused += [f'training data {d}' for d in spec_differences]
+    if refused:
+        raise ResumeMismatchError(
+            'This workdir holds a run with another ' + '; '.join(refused) + '. Resuming would '
+            'continue a different experiment (another batch order, LR schedule or input '
+            'normalization). Use a new --workdir, or restore the original values.')
+    for f in WARNED:
+        if f in saved and saved.get(f) != current.get(f):
+            log.warning('Resuming with a changed %s (%r -> %r): the rest of the run uses the '
+                        'new value.', f, saved.get(f), current.get(f))

@@ -1,0 +1,34 @@
+"""A checkpoint written on 1 device resumes on 8 and one written on 8 resumes on 1
+(train_harness.job_device_counts), continuing the same run: the device count only changes
+the reduction order (test_train_parallel), so both end where the 1-device reference run
+ended, to float tolerance. The 1 -> 8 resume is also the pattern that used to abort in
+XLA's CPU all-reduce: a restore followed by evaluation in batches of 8 on 8 devices."""
+import json
+
+import numpy as np
+
+import train_harness as h
+
+
+def test_resume_across_device_counts(trainer, base_run):
+    ref_steps, ref_val = h.train_steps(base_run), h.val_epochs(base_run)
+    ref_final = h.state_arrays(base_run, h.TOTAL_STEPS)
+    for name, run in trainer.result('device_counts').items():
+        assert run.rc == 0, run.tail()
+        devices = 8 if name == '1to8' else 1
+        assert f'Devices: {devices} (cpu)' in run.output(), run.tail()
+        resumed_from = h.STEPS_PER_EPOCH if name == '1to8' else h.PARALLEL_STEPS
+        assert f'Resumed from step {resumed_from}' in run.output(), run.tail()
+        got = h.train_steps(run.workdir)
+        later = range(resumed_from + 1, h.TOTAL_STEPS + 1)
+        np.testing.assert_allclose([got[s]['loss'] for s in later],
+                                   [ref_steps[s]['loss'] for s in later], rtol=1e-3,
+                                   err_msg=name)
+        val = h.val_epochs(run.workdir)
+        for epoch in range(resumed_from // h.STEPS_PER_EPOCH + 1, h.EPOCHS + 1):
+            np.testing.assert_allclose(val[epoch]['loss'], ref_val[epoch]['loss'], rtol=1e-3)
+        h.assert_trees_close(h.state_arrays(run.workdir, h.TOTAL_STEPS), ref_final,
+                             f'{name}: final state', rtol=1e-3, atol=1e-4)
+        results = json.loads((run.workdir / 'results.json').read_text())
+        assert results['stop_reason'] == 'completed'
+        assert results['val']['num_examples'] == h.VAL_EXAMPLES

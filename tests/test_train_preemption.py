@@ -1,0 +1,41 @@
+"""Pod-wide preemption: workers are signalled at different moments, but all must stop at
+the same step and save once, together (train_harness.job_distributed_sigterm: two
+jax.distributed processes, SIGTERM to process 1 only). And pmap, which maps over one
+process's devices, is refused up front in a multi-process run."""
+import re
+
+import train_harness as h
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(trainer):
+    out = trainer.result('distributed_sigterm')
+    left = out['left']
+    assert left['rc'] == [0, 0], [p.tail() for p in out['procs']]
+    said = [re.findall(r'preempted \(SIGTERM\) at step (\d+)', o) for o in left['outputs']]
+    assert said[0] and said[1] and said[0][-1] == said[1][-1], said
+    stopped = int(said[0][-1])
+    assert h.STEPS_PER_EPOCH < stopped < h.DIST_STEPS, 'the run was not interrupted'
+    assert left['steps'][-1] == stopped, left['steps']
+    assert not left['results']
+
+    # Rerun: both resume from that step and end exactly where the uninterrupted
+    # two-process run (job_distributed) ended.
+    for p in out['reruns']:
+        assert p.rc == 0, p.tail()
+        assert f'Resumed from step {stopped}' in p.output(), p.tail()
+    uninterrupted = trainer.result('distributed')[0].workdir
+    workdir = out['procs'][0].workdir
+    h.assert_trees_equal(h.state_arrays(workdir, h.DIST_STEPS),
+                         h.state_arrays(uninterrupted, h.DIST_STEPS),
+                         'preempted + resumed vs uninterrupted, two processes')
+    got, ref = h.train_steps(workdir), h.train_steps(uninterrupted)
+    assert [got[s]['loss'] for s in range(1, h.DIST_STEPS + 1)] == \
+        [ref[s]['loss'] for s in range(1, h.DIST_STEPS + 1)]
+
+
+def test_pmap_with_two_processes_is_refused_before_compiling(trainer):
+    for p in trainer.result('distributed_sigterm')['pmap']:
+        assert p.rc == 2, p.tail()
+        assert "parallel='pmap' runs on one process only" in p.output(), p.tail()
+        assert 'Traceback' not in p.output()
+        assert not (p.workdir / 'checkpoints').exists()

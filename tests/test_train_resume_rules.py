@@ -1,0 +1,25 @@
+"""What a rerun in an existing workdir does (train_harness.job_resume_rules): a finished run
+says so and leaves its results alone; a resume that would continue another experiment
+(other seed, batch size) is refused before anything is written, naming the fields."""
+import train_harness as h
+
+
+def test_rerunning_a_finished_run_leaves_it_alone(trainer, base_run):
+    run = trainer.result('resume_rules')['finished']
+    assert run.rc == 0, run.tail()
+    assert 'This run is finished (completed)' in run.output(), run.tail()
+    assert (run.workdir / 'results.json').read_bytes() == (base_run / 'results.json').read_bytes()
+    assert h.finished_steps(run.workdir) == h.finished_steps(base_run)
+    assert len(h.metrics(run.workdir)) == len(h.metrics(base_run))   # nothing trained or logged
+
+
+def test_a_resume_that_changes_the_experiment_is_refused(trainer):
+    run = trainer.result('resume_rules')['changed']
+    assert run.rc == 2, run.tail()
+    last = [line for line in run.output().splitlines() if line.strip()][-1]
+    for needle in ('seed: 0 -> 1', 'batch_size: 8 -> 4', 'new --workdir'):
+        assert needle in last, (needle, run.tail())
+    assert 'Traceback' not in run.output()
+    # Nothing was written: no logs, no config, no new checkpoint.
+    assert sorted(p.name for p in run.workdir.iterdir()) == ['checkpoints']
+    assert h.finished_steps(run.workdir) == [h.STEPS_PER_EPOCH]
