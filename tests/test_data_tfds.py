@@ -194,3 +194,22 @@ def test_pod_prepares_once_on_process_0_and_the_others_wait(tmp_path):
     assert p0['fail']['error'] == p1['fail']['error'] == 'DatasetNotAvailableError'
     assert (p0['fail']['calls'], p1['fail']['calls']) == ([0], [])
     assert 'fake' in p0['fail']['message'] and 'process 0' in p1['fail']['message']
+
+
+# Wheels on PyPI (checked for Python 3.11): tensorflow-cpu for Linux x86_64, macOS x86_64 and
+# Windows AMD64 only; tensorflow also for macOS arm64 and Linux aarch64.
+@pytest.mark.parametrize('system,machine,want', [
+    ('Linux', 'x86_64', 'tensorflow-cpu'), ('Windows', 'AMD64', 'tensorflow-cpu'),
+    ('Darwin', 'x86_64', 'tensorflow-cpu'), ('Darwin', 'arm64', 'tensorflow'),
+    ('Linux', 'aarch64', 'tensorflow')])
+def test_prepare_extra_installs_one_tensorflow_with_wheels_for_the_platform(system, machine, want):
+    import tomllib
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+    extra = tomllib.loads((REPO / 'pyproject.toml').read_text())['project'][
+        'optional-dependencies']['prepare']
+    env = dict(default_environment(), platform_system=system, platform_machine=machine,
+               sys_platform={'Linux': 'linux', 'Windows': 'win32', 'Darwin': 'darwin'}[system])
+    chosen = [r.name for r in map(Requirement, extra) if r.marker is None or r.marker.evaluate(env)]
+    assert chosen == [want]
