@@ -299,6 +299,13 @@ def open_split(
                 name, builder.data_dir, f'it is prepared in a format other than array_record ({e})'
             )
         ) from e
+    except RuntimeError as e:  # array_record's reader failed to open a file.
+        hint = (' array_record cannot open gs:// files yet (google/array_record#120): copy the '
+                'prepared dataset folder to local disk and point data_dir there.'
+                if '://' in data_dir else '')
+        raise DatasetNotAvailableError(
+            _unavailable_message(name, builder.data_dir, f'its files cannot be opened ({e}).{hint}')
+        ) from e
     if not was_prepared:
         # Prepared just now (or mocked): the new info has the split sizes and class names.
         builder = _builder(name, data_dir)
