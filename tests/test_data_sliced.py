@@ -8,13 +8,13 @@ import os
 import jax
 import numpy as np
 import pytest
+from test_data_folder import _write_folder
 
 from ghostnet_jax import data as D
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data import placement
 from ghostnet_jax.data.arrays import stats_from_sums
 from ghostnet_jax.data.sliced import to_ranges
-from test_data_folder import _write_folder
 
 SPEC = 'train[:80%]'
 

@@ -3,8 +3,13 @@
 import pytest
 
 from ghostnet_jax.data import splits
-from ghostnet_jax.data.errors import (EXIT_CODE, DataError, InvalidSplitSpecError,
-                                     SplitNotFoundError, user_message)
+from ghostnet_jax.data.errors import (
+    EXIT_CODE,
+    DataError,
+    InvalidSplitSpecError,
+    SplitNotFoundError,
+    user_message,
+)
 
 
 def _ref_pct(pct: int, n: int) -> int:

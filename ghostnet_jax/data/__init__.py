@@ -29,9 +29,9 @@ from ghostnet_jax.data.loader import (
     load_split,
     parse_source,
 )
+from ghostnet_jax.data.metrics import add_counts, eval_counts, evaluate, summarize
 from ghostnet_jax.data.placement import LocalRows, global_channel_stats
 from ghostnet_jax.data.sliced import LazySplit, open_lazy_split
-from ghostnet_jax.data.metrics import add_counts, eval_counts, evaluate, summarize
 
 __all__ = [
     'ArraySplit',

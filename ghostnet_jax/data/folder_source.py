@@ -31,8 +31,12 @@ import numpy as np
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data import splits as splits_lib
 from ghostnet_jax.data.arrays import ArraySplit
-from ghostnet_jax.data.errors import (CorruptImageError, DataError, EmptyClassError,
-                                     SplitNotFoundError)
+from ghostnet_jax.data.errors import (
+    CorruptImageError,
+    DataError,
+    EmptyClassError,
+    SplitNotFoundError,
+)
 
 log = logging.getLogger(__name__)
 

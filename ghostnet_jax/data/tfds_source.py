@@ -120,7 +120,7 @@ def _split_sizes(builder: Any) -> dict[str, int]:
     """{split name: examples} from the prepared dataset's info (empty if not prepared or mocked)."""
     try:
         return {str(k): int(v.num_examples) for k, v in builder.info.splits.items()}
-    except Exception:  # noqa: BLE001  (mocked or half-written infos: nothing to check against)
+    except Exception:  # Mocked or half-written infos: nothing to check against.
         return {}
 
 
@@ -197,7 +197,7 @@ def prepare(
     log.info('Preparing tfds:%s in %s (array_record)', name, builder.data_dir)
     try:
         builder.download_and_prepare(download_dir=download_dir, download_config=config)
-    except Exception as e:  # noqa: BLE001  (network/archive/disk failures: all mean "not available")
+    except Exception as e:  # Network, archive and disk failures all mean "not available".
         raise DatasetNotAvailableError(_unavailable_message(
             name, builder.data_dir,
             f'download/preparation failed: {type(e).__name__}: {e}')) from e
