@@ -280,3 +280,11 @@ def test_damaged_cache_entry_is_rebuilt_with_a_warning(folder, tmp_path, caplog,
     # Rebuilt whole under the same name.
     with np.load(entry) as z:
         np.testing.assert_array_equal(z['images'], first.images)
+
+
+def test_skip_corrupt_images_when_nothing_is_readable_is_an_error(tmp_path):
+    root = _write_folder(tmp_path / 'ds', counts={'ant': 2}, jpeg_class=None)
+    for f in (root / 'train' / 'ant').iterdir():
+        f.write_bytes(b'junk')
+    with pytest.raises(D.CorruptImageError, match='none of its 2 files'):
+        D.load_split(f'folder:{root}', 'train', cache_dir=tmp_path / 'c', skip_corrupt_images=True)

@@ -22,7 +22,7 @@ from ghostnet_jax.data import cache as cache_lib
 from ghostnet_jax.data import folder_source, tfds_source
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data.arrays import ArraySplit
-from ghostnet_jax.data.errors import MixedImageSizeError
+from ghostnet_jax.data.errors import CorruptImageError, MixedImageSizeError
 from ghostnet_jax.data.sources import resolve_arguments
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,10 @@ def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
         tmp = list_path.with_suffix(f'.{os.getpid()}.tmp')
         tmp.write_text(json.dumps({'unreadable': skipped}))
         os.replace(tmp, list_path)  # Whole or absent, like the .npz entries.
+    if skipped and len(skipped) == len(plan.files):
+        # Skipping everything would only fail later, as an empty split, far from the cause.
+        raise CorruptImageError(f'{name}: none of its {len(skipped)} files can be decoded as an '
+                                f'image (e.g. {skipped[0]}); check the folder.')
     if skipped:
         log.warning('%s: skipped %d unreadable image file(s) (data.skip_corrupt_images=True): %s',
                     name, len(skipped), ', '.join(skipped))
