@@ -48,19 +48,23 @@ def _indices(ranges: Ranges) -> np.ndarray:
 class LazySplit:
     """A split that decodes only the rows asked for (same interface as ``ArraySplit``).
 
-    ``image_shape`` is found on first use (by decoding row 0) unless a read of rows
-    starting at row 0 came first, so reading the whole split decodes every row once.
+    ``image_shape`` is given, or a zero-argument function that finds it (by decoding row
+    0) on first use; a read of rows starting at row 0 that comes first provides it too, so
+    reading the whole split decodes every row exactly once.
     """
 
-    def __init__(self, name: str, num_examples: int, class_names: tuple[str, ...],
-                 decode: Callable[[Ranges], ArraySplit],
-                 first_shape: Callable[[], tuple[int, ...]] | None):
+    def __init__(self, name: str, num_examples: int, class_names: Sequence[str],
+                 image_shape: tuple[int, ...] | Callable[[], tuple[int, ...]] | None,
+                 _decode: Callable[[Ranges], ArraySplit]):
         self.name = name
         self.num_examples = num_examples
         self.class_names = tuple(class_names)
-        self._decode = decode
-        self._first_shape = first_shape
-        self._image_shape: tuple[int, ...] | None = None if num_examples else (0, 0, 3)
+        self._decode = _decode
+        self._first_shape = image_shape if callable(image_shape) else None
+        self._image_shape: tuple[int, ...] | None = (
+            None if callable(image_shape) or image_shape is None else tuple(image_shape))
+        if not num_examples:
+            self._image_shape = (0, 0, 3)
 
     def __repr__(self) -> str:
         return f'LazySplit({self.name!r}, num_examples={self.num_examples})'
@@ -229,6 +233,5 @@ def open_lazy_split(
         first = (lambda: tfds_source.read(handle, name, image_size, indices=[0]).image_shape) \
             if n else None
 
-    return LazySplit(name, n, tuple(class_names), _cached(cache_dir, key_parts, name, n, decode),
-                     first)
+    return LazySplit(name, n, class_names, first, _cached(cache_dir, key_parts, name, n, decode))
 
