@@ -165,3 +165,24 @@ def test_one_training_run_from_tfds_cifar10(prepared):
     assert results['test']['num_examples'] == NUM_TEST
     train_records = [r for r in h.metrics(workdir) if r['split'] == 'train' and 'loss' in r]
     assert max(r['step'] for r in train_records) == 48 // 16
+
+
+def test_manual_dir_archive_is_checked_against_the_registered_checksum(tmp_path):
+    # An archive handed over in --manual-dir is taken offline (no download attempt), but TFDS
+    # verifies it against the checksum it registers for the real file: this small one fails,
+    # as one paragraph with the data-error exit code.
+    download = tmp_path / 'downloads'
+    _write_archive(download)
+    manual = tmp_path / 'manual'
+    manual.mkdir()
+    (archive,) = [p for p in download.iterdir() if not p.name.endswith('.INFO')]
+    archive.rename(manual / 'cifar-10-binary.tar.gz')
+    proc = subprocess.run([sys.executable, '-m', 'ghostnet_jax.prepare_data', '--dataset', 'cifar10',
+                           '--data-dir', str(tmp_path / 'tfds'), '--manual-dir', str(manual),
+                           '--download-timeout', '1'],
+                          cwd=h.REPO, env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith('Data error')]
+    assert 'checksum' in line and 'cannot reach' not in line

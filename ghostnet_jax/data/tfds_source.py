@@ -78,11 +78,12 @@ class TfdsHandle:
 
 def _unavailable_message(name: str, data_dir: str, why: str) -> str:
     return (
-        f'TFDS dataset {name!r} is not available: {why}. Searched data_dir={data_dir} '
-        '(set by the data_dir argument or $TFDS_DATA_DIR). Either prepare it there in array_record '
-        f'format on a machine with internet (tfds.data_source({name!r}, data_dir=..., '
-        "builder_kwargs={'file_format': 'array_record'})), or use an image folder instead: "
-        "source='folder:PATH' with PATH/<split>/<class_name>/*.jpg|png."
+        f'TFDS dataset {name!r} is not available: {why.rstrip(".")}. Searched data_dir={data_dir} '
+        '(set by data.data_dir or $TFDS_DATA_DIR). Either prepare it there once, with TensorFlow '
+        f'installed (pip install -e \'.[prepare]\'): python -m ghostnet_jax.prepare_data '
+        f'--dataset {name} --data-dir {data_dir} (online, or offline with the downloaded archive in '
+        "--manual-dir DIR); or use an image folder instead: source='folder:PATH' with "
+        'PATH/<split>/<class_name>/*.jpg|png.'
     )
 
 
@@ -187,10 +188,10 @@ def prepare(
     ok, why = _downloads_reachable(missing, download_timeout)
     if not ok:
         raise DatasetNotAvailableError(_unavailable_message(
-            name, builder.data_dir, f'it is not prepared and the download failed: {why}'))
+            name, data_dir, f'it is not prepared and the download failed: {why}'))
     if importlib.util.find_spec('tensorflow') is None:
         raise DatasetNotAvailableError(_unavailable_message(
-            name, builder.data_dir,
+            name, data_dir,
             'it is not prepared, and preparing it (a one-time download and conversion) needs '
             "TensorFlow: pip install 'ghostnet_jax[prepare]'"))
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
@@ -199,7 +200,7 @@ def prepare(
         builder.download_and_prepare(download_dir=download_dir, download_config=config)
     except Exception as e:  # Network, archive and disk failures all mean "not available".
         raise DatasetNotAvailableError(_unavailable_message(
-            name, builder.data_dir,
+            name, data_dir,
             f'download/preparation failed: {type(e).__name__}: {e}')) from e
     return os.fspath(builder.data_path)
 
@@ -296,7 +297,7 @@ def open_split(
     except NotImplementedError as e:  # Prepared, but as TFRecord: unreadable without TensorFlow.
         raise DatasetNotAvailableError(
             _unavailable_message(
-                name, builder.data_dir, f'it is prepared in a format other than array_record ({e})'
+                name, data_dir, f'it is prepared in a format other than array_record ({e})'
             )
         ) from e
     except RuntimeError as e:  # array_record's reader failed to open a file.
@@ -304,7 +305,7 @@ def open_split(
                 'prepared dataset folder to local disk and point data_dir there.'
                 if '://' in data_dir else '')
         raise DatasetNotAvailableError(
-            _unavailable_message(name, builder.data_dir, f'its files cannot be opened ({e}).{hint}')
+            _unavailable_message(name, data_dir, f'its files cannot be opened ({e}).{hint}')
         ) from e
     if not was_prepared:
         # Prepared just now (or mocked): the new info has the split sizes and class names.
