@@ -36,6 +36,9 @@ def get_config() -> ml_collections.ConfigDict:
         val_split='train[90%:]',
         test_split='test',         # '' to skip the final test evaluation
         image_size=config_dict.placeholder(int),
+        # folder sources: leave out (and log by name, with a count) files that cannot be
+        # decoded, instead of stopping with an error naming the first one.
+        skip_corrupt_images=False,
         augment=ml_collections.ConfigDict(dict(
             crop_padding=4, padding_mode='reflect', flip=True, cutout=0)),
     ))

@@ -72,7 +72,8 @@ def evaluate_checkpoint(workdir: str | epath.Path, checkpoint: str | int = 'best
         raise ValueError(f'This run has no {split} split configured; pass a split spec, '
                          "e.g. --split 'train[90%:]'.")
     data_kwargs = dict(data_dir=config.data.data_dir, cache_dir=config.data.cache_dir,
-                       image_size=config.data.image_size)
+                       image_size=config.data.image_size,
+                       skip_corrupt_images=config.data.get('skip_corrupt_images', False))
     mesh = make_mesh()
     with Checkpointer.from_config(workdir, config.checkpoint, read_only=True) as ckpt:
         step, host = ckpt.read_host(checkpoint)

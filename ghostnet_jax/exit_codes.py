@@ -23,6 +23,7 @@ import traceback
 from typing import Callable
 
 OK, UNEXPECTED, USAGE, NONFINITE, DATA, CHECKPOINT, STORAGE = 0, 1, 2, 3, 4, 5, 6
+# DATA is ghostnet_jax.data.errors.EXIT_CODE (the data package documents its own code).
 
 _STORAGE_HINTS = {
     errno.ENOSPC: 'the disk is full: free space',
@@ -37,7 +38,7 @@ _STORAGE_HINTS = {
 def classify(error: BaseException) -> tuple[int, str] | None:
     """(exit code, one-paragraph message) for an expected failure, else None."""
     # Imported here: each tool pays only for what it imports itself.
-    from ghostnet_jax.data.errors import DataError
+    from ghostnet_jax.data.errors import EXIT_CODE, DataError, user_message
     from ghostnet_jax.training.checkpoints import CheckpointError
     from ghostnet_jax.training.config_checks import ConfigError
     from ghostnet_jax.training.resume_checks import ResumeMismatchError
@@ -49,7 +50,7 @@ def classify(error: BaseException) -> tuple[int, str] | None:
     if isinstance(error, NonFiniteLossError):
         return NONFINITE, str(error)
     if isinstance(error, DataError):
-        return DATA, f'Data error: {error}'
+        return EXIT_CODE, user_message(error)
     if isinstance(error, (CheckpointError, ModelSpecError)):
         return CHECKPOINT, f'Checkpoint error: {error}'
     if isinstance(error, OSError) and error.errno in _STORAGE_HINTS:

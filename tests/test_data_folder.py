@@ -1,5 +1,7 @@
-"""folder: sources — layout, labels, per-class TFDS slicing, cache, and the specific errors."""
+"""folder: sources — layout, labels, interleaved order and TFDS slicing, cache, skipping
+unreadable files, and the specific errors."""
 
+import logging
 import os
 
 import numpy as np
@@ -43,57 +45,88 @@ def _ids(split):
     return [tuple(int(v) for v in x[0, 0, :2]) for x in split.images]
 
 
+# The interleaved order of the 18 train files, hand-computed: file i of a class with n files
+# sits at (i + 0.5) / n (ties: class ant < cat < dog), e.g. cat0 .05, dog0 .1, cat1 .15,
+# ant0 .167, cat2 .25, dog1 .3, ..., ant1 .5 = dog2 .5, ..., cat9 .95.
+ORDER = [(1, 0), (2, 0), (1, 1), (0, 0), (1, 2), (2, 1), (1, 3), (1, 4), (0, 1), (2, 2),
+         (1, 5), (1, 6), (2, 3), (1, 7), (0, 2), (1, 8), (2, 4), (1, 9)]
+
+
+def _check_rows(s, expected):
+    """Labels of every row, the marker pixel of PNG rows and the value of JPEG rows."""
+    np.testing.assert_array_equal(s.labels, [c for c, _ in expected])
+    assert [i for i, y in zip(_ids(s), s.labels) if y != 2] == [e for e in expected if e[0] != 2]
+    dog = s.images[s.labels == 2][:, 2, 2, 0].astype(int)
+    want = np.array([_value(2, i, jpeg=True) for c, i in expected if c == 2])
+    assert dog.shape == want.shape and np.abs(dog - want).max(initial=0) <= 3
+
+
 def test_layout_labels_and_decoding(folder, tmp_path):
     s = D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c')
     assert s.class_names == ('ant', 'cat', 'dog')
     assert s.images.shape == (18, 5, 6, 3) and s.images.dtype == np.uint8
     assert s.labels.dtype == np.int32
-    np.testing.assert_array_equal(s.labels, [0] * 3 + [1] * 10 + [2] * 5)
+    _check_rows(s, ORDER)
+    # PNG pixels are exact: the constant value identifies the file too.
     png = s.labels != 2
-    # PNG pixels are exact: the marker pixel says which file, in sorted order.
-    assert [i for i, y in zip(_ids(s), s.labels) if y != 2] == [(0, i) for i in range(3)] + [
-        (1, i) for i in range(10)
-    ]
-    np.testing.assert_array_equal(
-        s.images[png][:, 2, 3, 0],
-        [_value(0, i) for i in range(3)] + [_value(1, i) for i in range(10)],
-    )
-    # JPEG is lossy: compare with the written value within a tolerance.
-    jpg = s.images[~png].astype(int)
-    expected = np.array([_value(2, i, jpeg=True) for i in range(5)])[:, None, None, None]
-    assert np.abs(jpg - expected).max() <= 3
+    np.testing.assert_array_equal(s.images[png][:, 2, 3, 0],
+                                  [_value(c, i) for c, i in ORDER if c != 2])
     assert s.name == f'folder:{folder} train'
 
 
 @pytest.mark.parametrize(
-    'spec,per_class',
+    'spec,rows',
     [
-        # Hand-computed with TFDS's rule round(pct * n / 100) (Python round: half to even).
-        # n = 3 (ant), 10 (cat), 5 (dog).
-        ('train[:50%]', {0: range(0, 2), 1: range(0, 5), 2: range(0, 2)}),  # 1.5->2, 5, 2.5->2
-        ('train[50%:]', {0: range(2, 3), 1: range(5, 10), 2: range(2, 5)}),
-        ('train[:90%]', {0: range(0, 3), 1: range(0, 9), 2: range(0, 4)}),  # 2.7->3, 9, 4.5->4
-        ('train[90%:]', {0: range(3, 3), 1: range(9, 10), 2: range(4, 5)}),
-        ('train[1:3]', {0: range(1, 3), 1: range(1, 3), 2: range(1, 3)}),
-        ('train[-2:]', {0: range(1, 3), 1: range(8, 10), 2: range(3, 5)}),
+        # TFDS's rule on the whole split (N = 18): round(pct * 18 / 100), Python round
+        # (half to even); absolute bounds count examples, not examples per class.
+        ('train[:50%]', range(0, 9)),  # 9.0
+        ('train[50%:]', range(9, 18)),
+        ('train[:90%]', range(0, 16)),  # 16.2 -> 16
+        ('train[90%:]', range(16, 18)),
+        ('train[:25%]', range(0, 4)),  # 4.5 -> 4
+        ('train[1:3]', range(1, 3)),
+        ('train[:10]', range(0, 10)),
+        ('train[-2:]', range(16, 18)),
+        ('train[5:7]+train[:1]', [5, 6, 0]),
     ],
 )
-def test_per_class_slicing_matches_tfds_rule(folder, tmp_path, spec, per_class):
+def test_slices_follow_tfds_on_the_interleaved_order(folder, tmp_path, spec, rows):
     s = D.load_split(f'folder:{folder}', spec, cache_dir=tmp_path / 'c')
-    expected_labels = [c for c in sorted(per_class) for _ in per_class[c]]
-    np.testing.assert_array_equal(s.labels, expected_labels)
-    got = [i for i, y in zip(_ids(s), s.labels) if y != 2]  # dog is JPEG: marker not exact.
-    assert got == [(c, i) for c in (0, 1) for i in per_class[c]]
-    dog = s.images[s.labels == 2][:, 2, 2, 0].astype(int)
-    assert (
-        np.abs(dog - np.array([_value(2, i, jpeg=True) for i in per_class[2]])).max(initial=0) <= 3
-    )
+    assert len(s) == len(rows)
+    _check_rows(s, [ORDER[r] for r in rows])
+
+
+def test_slices_are_balanced(tmp_path):
+    # 3 equally large classes: every slice is round-robin, so class counts differ by <= 1.
+    root = _write_folder(tmp_path / 'ds', counts={'ant': 10, 'cat': 10, 'dog': 10},
+                         jpeg_class=None)
+    for spec, counts in (('train[:5]', [2, 2, 1]), ('train[:80%]', [8, 8, 8]),
+                         ('train[80%:]', [2, 2, 2]), ('train[10:20]', [3, 4, 3]),  # rows 10..19: r % 3
+                         ('train[:50%]', [5, 5, 5])):
+        s = D.load_split(f'folder:{root}', spec, cache_dir=tmp_path / 'c')
+        assert np.bincount(s.labels, minlength=3).tolist() == counts, spec
+
+
+def test_imbalanced_percent_slices_are_stratified(folder, tmp_path):
+    tr = D.load_split(f'folder:{folder}', 'train[:50%]', cache_dir=tmp_path / 'c')
+    va = D.load_split(f'folder:{folder}', 'train[50%:]', cache_dir=tmp_path / 'c')
+    # Halves of 3 / 10 / 5 files: 2 + 1, 5 + 5, 2 + 3 (each within 1 of n / 2).
+    assert np.bincount(tr.labels, minlength=3).tolist() == [2, 5, 2]
+    assert np.bincount(va.labels, minlength=3).tolist() == [1, 5, 3]
+
+
+def test_unsatisfiable_spec_names_the_split_size(folder, tmp_path):
+    with pytest.raises(D.InvalidSplitSpecError, match="'train' has 18 examples"):
+        D.load_split(f'folder:{folder}', 'train[:19]', cache_dir=tmp_path / 'c')
+    with pytest.raises(D.InvalidSplitSpecError, match='train'):
+        D.load_split(f'folder:{folder}', 'train[::2]', cache_dir=tmp_path / 'c')
 
 
 def test_train_and_validation_are_disjoint_and_complete(folder, tmp_path):
     tr = D.load_split(f'folder:{folder}', 'train[:80%]', cache_dir=tmp_path / 'c')
     va = D.load_split(f'folder:{folder}', 'train[80%:]', cache_dir=tmp_path / 'c')
     everything = D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c')
+    assert (len(tr), len(va)) == (14, 4)  # round(0.8 * 18) = round(14.4)
     assert len(tr) + len(va) == len(everything) == 18
     key = lambda s: sorted(x.tobytes() for x in s.images)
     assert not set(key(tr)) & set(key(va))
@@ -105,7 +138,7 @@ def test_class_ids_shared_across_splits(tmp_path):
     _write_folder(root, split='test', counts={'cat': 2, 'dog': 1})  # 'ant' missing in test.
     te = D.load_split(f'folder:{root}', 'test', cache_dir=tmp_path / 'c')
     assert te.class_names == ('ant', 'cat', 'dog')
-    np.testing.assert_array_equal(te.labels, [1, 1, 2])
+    np.testing.assert_array_equal(te.labels, [1, 2, 1])  # cat0 .25, dog0 .5, cat1 .75
 
 
 def test_cache_hit_skips_decoding_and_file_change_invalidates(folder, tmp_path, monkeypatch):
@@ -184,3 +217,74 @@ def test_data_errors_are_value_errors():
         D.BatchConfigError,
     ):
         assert issubclass(cls, D.DataError) and issubclass(cls, ValueError)
+
+
+def _damage(folder):
+    """Two unreadable files: cat 0003 (not an image at all) and dog 0001 (a truncated JPEG)."""
+    (folder / 'train' / 'cat' / '0003.png').write_bytes(b'not an image at all')
+    jpg = folder / 'train' / 'dog' / '0001.jpg'
+    jpg.write_bytes(jpg.read_bytes()[:200])
+    return [(1, 3), (2, 1)]
+
+
+def test_skip_corrupt_images_leaves_them_out_and_logs_them(folder, tmp_path, caplog,
+                                                           monkeypatch):
+    bad = _damage(folder)
+    with pytest.raises(D.CorruptImageError, match='0001.jpg|0003.png'):
+        D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c')
+    with caplog.at_level(logging.WARNING):
+        s = D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c',
+                         skip_corrupt_images=True)
+    _check_rows(s, [o for o in ORDER if o not in bad])
+    summary = [r.getMessage() for r in caplog.records if 'skipped 2 unreadable' in r.getMessage()]
+    assert len(summary) == 1 and 'cat/0003.png' in summary[0] and 'dog/0001.jpg' in summary[0]
+    # The slice is taken first, then unreadable files are left out: train[:8] holds
+    # ORDER[0:8], of which cat 0003 (row 6) is unreadable.
+    head = D.load_split(f'folder:{folder}', 'train[:8]', cache_dir=tmp_path / 'c',
+                        skip_corrupt_images=True)
+    _check_rows(head, [o for o in ORDER[:8] if o not in bad])
+    # The list of unreadable files and the decoded split are cached: nothing is decoded again,
+    # neither eagerly nor through the lazy path of multi-process runs.
+    monkeypatch.setattr(images_lib, 'decode_file', lambda *_: 1 / 0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c',
+                             skip_corrupt_images=True)
+    np.testing.assert_array_equal(again.images, s.images)
+    assert any('skipped 2 unreadable' in r.getMessage() for r in caplog.records)
+    lazy = D.open_lazy_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c',
+                             skip_corrupt_images=True)
+    assert len(lazy) == 16
+    np.testing.assert_array_equal(lazy.read_all().labels, s.labels)
+
+
+def test_skip_corrupt_images_is_a_data_config_field():
+    from ghostnet_jax.configs import default
+    assert default.get_config().data.skip_corrupt_images is False
+
+
+@pytest.mark.parametrize('damage', ['half', 'empty', 'garbage'])
+def test_damaged_cache_entry_is_rebuilt_with_a_warning(folder, tmp_path, caplog, damage):
+    cache = tmp_path / 'c'
+    first = D.load_split(f'folder:{folder}', 'train[:50%]', cache_dir=cache)
+    (entry,) = cache.glob('*.npz')
+    data = entry.read_bytes()
+    entry.write_bytes({'half': data[: len(data) // 2], 'empty': b'',
+                       'garbage': b'PK\x03\x04' + bytes(100)}[damage])
+    with caplog.at_level(logging.WARNING, logger='ghostnet_jax.data.cache'):
+        second = D.load_split(f'folder:{folder}', 'train[:50%]', cache_dir=cache)
+    np.testing.assert_array_equal(second.images, first.images)
+    np.testing.assert_array_equal(second.labels, first.labels)
+    assert any(entry.name in r.getMessage() and 'unreadable' in r.getMessage()
+               for r in caplog.records)
+    # Rebuilt whole under the same name.
+    with np.load(entry) as z:
+        np.testing.assert_array_equal(z['images'], first.images)
+
+
+def test_skip_corrupt_images_when_nothing_is_readable_is_an_error(tmp_path):
+    root = _write_folder(tmp_path / 'ds', counts={'ant': 2}, jpeg_class=None)
+    for f in (root / 'train' / 'ant').iterdir():
+        f.write_bytes(b'junk')
+    with pytest.raises(D.CorruptImageError, match='none of its 2 files'):
+        D.load_split(f'folder:{root}', 'train', cache_dir=tmp_path / 'c', skip_corrupt_images=True)

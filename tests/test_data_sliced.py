@@ -3,17 +3,18 @@ statistics summed from pieces. (Per-process placement over 8 fake devices is che
 test_data_multidevice; two real processes in test_train_distributed.)"""
 
 import logging
+import os
 
 import jax
 import numpy as np
 import pytest
+from test_data_folder import _write_folder
 
 from ghostnet_jax import data as D
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data import placement
 from ghostnet_jax.data.arrays import stats_from_sums
 from ghostnet_jax.data.sliced import to_ranges
-from test_data_folder import _write_folder
 
 SPEC = 'train[:80%]'
 
@@ -23,21 +24,43 @@ def folder(tmp_path):
     return f"folder:{_write_folder(tmp_path / 'ds', jpeg_class=None)}"
 
 
-def test_open_decodes_nothing_but_row_zero(folder, tmp_path, monkeypatch):
+def test_open_decodes_nothing_until_rows_or_the_shape_are_asked_for(folder, tmp_path,
+                                                                     monkeypatch):
     calls = []
     real = images_lib.decode_file
     monkeypatch.setattr(images_lib, 'decode_file', lambda f, s=None: calls.append(f) or real(f, s))
     lazy = D.open_lazy_split(folder, SPEC, cache_dir=tmp_path / 'c')
+    assert calls == [] and len(lazy) == 14 and lazy.class_names == ('ant', 'cat', 'dog')
+    assert lazy.image_shape == (5, 6, 3)
+    # Row 0 of the interleaved order is cat's first file (see test_data_folder.ORDER).
+    assert [os.path.relpath(f, folder[len('folder:'):]) for f in calls] == ['train/cat/0000.png']
+
+
+def test_eager_loading_is_lazy_loading_of_every_row(folder, tmp_path, monkeypatch):
+    calls = []
+    real = images_lib.decode_file
+    monkeypatch.setattr(images_lib, 'decode_file', lambda f, s=None: calls.append(f) or real(f, s))
     full = D.load_split(folder, SPEC, cache_dir=tmp_path / 'c')
-    assert len(calls) == 1 + len(full)
-    assert (len(lazy), lazy.class_names, lazy.image_shape) == (
-        len(full), full.class_names, full.image_shape)
+    # Each selected file decoded exactly once: no extra decode of row 0 for the shape.
+    assert len(calls) == len(set(calls)) == len(full) == 14
+    # One path, one cache: reading all rows lazily afterwards is a cache hit, and so is
+    # eager loading after a lazy read of all rows (other cache folder, other order).
+    monkeypatch.setattr(images_lib, 'decode_file', lambda *_: 1 / 0)
+    lazy_all = D.open_lazy_split(folder, SPEC, cache_dir=tmp_path / 'c').read_all()
+    monkeypatch.setattr(images_lib, 'decode_file', real)
+    first = D.open_lazy_split(folder, SPEC, cache_dir=tmp_path / 'c2').read_rows([(0, 14)])
+    monkeypatch.setattr(images_lib, 'decode_file', lambda *_: 1 / 0)
+    eager = D.load_split(folder, SPEC, cache_dir=tmp_path / 'c2')
+    for other in (lazy_all, first, eager):
+        np.testing.assert_array_equal(other.images, full.images)
+        np.testing.assert_array_equal(other.labels, full.labels)
+        assert (other.name, other.class_names) == (full.name, full.class_names)
 
 
 @pytest.mark.parametrize('ranges', [[(0, 14)], [(2, 5)], [(0, 1), (6, 9), (12, 14)], []])
 def test_row_ranges_equal_slices_of_the_full_split(folder, tmp_path, ranges):
     full = D.load_split(folder, SPEC, cache_dir=tmp_path / 'c')
-    assert len(full) == 14  # 80% of 3 + 10 + 5 files per class, per class: 2 + 8 + 4
+    assert len(full) == 14  # round(0.8 * 18) of the 3 + 10 + 5 interleaved files
     part = D.open_lazy_split(folder, SPEC, cache_dir=tmp_path / 'c').read_rows(ranges)
     rows = np.concatenate([np.arange(a, b) for a, b in ranges] or [np.zeros(0, int)])
     np.testing.assert_array_equal(part.images, full.images[rows])

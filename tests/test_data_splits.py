@@ -3,7 +3,13 @@
 import pytest
 
 from ghostnet_jax.data import splits
-from ghostnet_jax.data.errors import DataError, SplitNotFoundError
+from ghostnet_jax.data.errors import (
+    EXIT_CODE,
+    DataError,
+    InvalidSplitSpecError,
+    SplitNotFoundError,
+    user_message,
+)
 
 
 def _ref_pct(pct: int, n: int) -> int:
@@ -55,9 +61,21 @@ def test_concatenated_specs():
 
 
 def test_errors():
-    with pytest.raises(SplitNotFoundError, match='validation'):
+    with pytest.raises(SplitNotFoundError, match="'validation'.*'train' has 10 examples"):
         splits.absolute_ranges('validation', {'train': 10})
-    with pytest.raises(DataError, match='train'):
+    # An unsatisfiable spec names the size of the split it asks too much of.
+    with pytest.raises(InvalidSplitSpecError, match="'train' has 100 examples"):
         splits.absolute_ranges('train[:5000]', {'train': 100})
-    with pytest.raises(DataError):
+    with pytest.raises(InvalidSplitSpecError, match="'test' has 3 examples"):
+        splits.absolute_ranges('train[:5]+test[2:9]', {'train': 100, 'test': 3})
+    with pytest.raises(InvalidSplitSpecError, match=r"train\[:90%\]"):
         splits.split_names('train[::2]')
+    assert issubclass(InvalidSplitSpecError, DataError)
+
+
+def test_cli_contract_of_data_errors():
+    # The CLIs exit with 4 on a data error (2: bad config, 3: non-finite loss) and print one
+    # paragraph: the kind and the message, whatever line breaks it had.
+    assert EXIT_CODE == 4 and DataError.exit_code == 4 and SplitNotFoundError('x').exit_code == 4
+    text = user_message(SplitNotFoundError('Split folder /d/test not found;\n  the splits are x.'))
+    assert text == 'Data error (SplitNotFoundError): Split folder /d/test not found; the splits are x.'

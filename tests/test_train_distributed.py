@@ -19,9 +19,9 @@ def test_two_processes_match_the_single_process_run(trainer, base_run):
     for p in procs:
         assert p.rc == 0, p.tail()
     assert 'Devices: 2 (cpu), processes: 2' in procs[0].output(), procs[0].tail()
-    # Each process decoded only the rows its device holds: train rows [0, 20) / [20, 39) of
-    # the padded 40, and its half of every eval batch's columns (0-3 and 8 / 4-7 of 9).
-    for p, train_rows, val_rows in ((procs[0], 20, 5), (procs[1], 19, 4)):
+    # Each process decoded only the rows its device holds: train rows [0, 19) / [19, 38) of
+    # 38, and its half of every eval batch's columns (0-3 and 8-9 / 4-7 of 10).
+    for p, train_rows, val_rows in ((procs[0], 19, 6), (procs[1], 19, 4)):
         out = p.output()
         assert f'train[:80%]: this process reads {train_rows} of {h.TRAIN_EXAMPLES} rows' in out, p.tail()
         assert f'train[80%:]: this process reads {val_rows} of {h.VAL_EXAMPLES} rows' in out, p.tail()

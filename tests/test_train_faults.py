@@ -63,3 +63,15 @@ def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(trainer, base_
     step = 3 * EPOCH
     h.assert_trees_equal(h.state_arrays(run.workdir, step), h.state_arrays(base_run, step),
                          'resumed from the previous checkpoint vs reference')
+
+
+def test_corrupt_image_is_named_or_skipped_by_choice(trainer):
+    faults = trainer.result('faults')
+    run = faults['corrupt']
+    assert run.rc == 4, run.tail()
+    last = [line for line in run.output().splitlines() if line.strip()][-1]
+    assert '05.png' in last and 'skip_corrupt_images' in last, run.tail()
+    assert 'Traceback' not in run.output()
+    skipped = faults['corrupt_skipped']
+    assert skipped.rc == 0, skipped.tail()
+    assert '05.png' in skipped.output(), skipped.tail()   # logged by name

@@ -32,8 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / 'configs' / 'smoke.py')
 
 NUM_CLASSES, PER_CLASS, IMAGE_SIZE = 3, 16, 16
-# configs/smoke.py splits train[:80%] / train[80%:] per class: 13 + 3 files of each class.
-TRAIN_EXAMPLES, VAL_EXAMPLES = 3 * 13, 3 * 3
+# configs/smoke.py splits train[:80%] / train[80%:] of the 48 interleaved (round-robin) files
+# as TFDS would: round(0.8 * 48) = round(38.4) = 38 (13 + 13 + 12 per class) and 10.
+TRAIN_EXAMPLES, VAL_EXAMPLES = 38, 10
 BATCH = 8                                   # smoke.py's global batch
 STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH   # 4 (last partial batch dropped)
 EPOCHS = 6                                  # every 1-device run uses the same schedule
@@ -513,6 +514,13 @@ def job_faults(t: Trainer, root: Path) -> dict:
         if f.is_file() and f.stat().st_size > 1000:
             f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])   # truncated array data
     out['damaged'] = t.run(damaged, *BASE_FLAGS, f'--config.max_steps={3 * STEPS_PER_EPOCH}')
+    bad = root / 'bad_data'
+    shutil.copytree(t.data, bad)
+    (bad / 'train' / 'c1' / '05.png').write_bytes(b'not a png at all')
+    out['corrupt'] = t.run(root / 'corrupt', f'--config.data.source=folder:{bad}',
+                           '--config.max_steps=2')
+    out['corrupt_skipped'] = t.run(root / 'corrupt_skipped', f'--config.data.source=folder:{bad}',
+                                   '--config.data.skip_corrupt_images=True', '--config.max_steps=2')
     return out
 
 

@@ -1,8 +1,8 @@
 """Data pipeline: CIFAR-style image classification from TFDS or an image folder onto devices.
 
-Host side: ``load_split`` decodes a split once (cached as .npz) into an
-``ArraySplit``; in multi-process runs ``open_lazy_split`` gives a ``LazySplit`` of
-which each process decodes only the rows its devices hold. Device side: ``DeviceTrainData`` / ``DeviceEvalData`` keep the
+Host side: ``open_lazy_split`` gives a ``LazySplit`` that decodes only the rows asked
+for (in multi-process runs, each process's own rows), cached as .npz; ``load_split``
+is the same path reading every row into an ``ArraySplit``. Device side: ``DeviceTrainData`` / ``DeviceEvalData`` keep the
 uint8 split on the devices and shuffle, augment and normalize inside jit.
 """
 
@@ -15,6 +15,7 @@ from ghostnet_jax.data.errors import (
     DataError,
     DatasetNotAvailableError,
     EmptyClassError,
+    InvalidSplitSpecError,
     MixedImageSizeError,
     SplitNotFoundError,
     UnknownDatasetError,
@@ -53,6 +54,7 @@ __all__ = [
     'DataError',
     'DatasetNotAvailableError',
     'EmptyClassError',
+    'InvalidSplitSpecError',
     'MixedImageSizeError',
     'SplitNotFoundError',
     'UnknownDatasetError',

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable
@@ -20,8 +21,11 @@ import numpy as np
 
 from ghostnet_jax.data.arrays import ArraySplit
 
+log = logging.getLogger(__name__)
+
 # Bump when the decoding semantics change, so old entries are not reused.
-_FORMAT_VERSION = 1
+# 2: folder examples are interleaved over classes; every entry is keyed by its row ranges.
+_FORMAT_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -44,20 +48,37 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-def load(cache_dir: Path, key: str) -> ArraySplit | None:
+def load(cache_dir: Path, key: str, num_examples: int | None = None) -> ArraySplit | None:
+    """The cached split under ``key``, or None when there is none or it is unusable.
+
+    An entry that cannot be read back whole (a truncated copy, a full disk during an
+    older save, a file from something else) is a cache miss, never a crash: it is
+    removed with a warning and the caller decodes and saves it again. ``num_examples``,
+    when given, is checked too, so an entry with the wrong number of rows is rebuilt.
+    """
     path = Path(cache_dir) / f'{key}.npz'
     if not path.exists():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return ArraySplit(
+            split = ArraySplit(
                 images=z['images'],
                 labels=z['labels'],
                 class_names=tuple(str(c) for c in z['class_names']),
                 name=str(z['name']),
             )
-    except (OSError, ValueError, KeyError):
-        # A truncated or foreign file is treated as a miss and overwritten later.
+        if num_examples is not None and len(split) != num_examples:
+            raise ValueError(f'{len(split)} rows cached, {num_examples} expected')
+        return split
+    # A damaged zip shows up as BadZipFile, EOFError, zlib.error, OSError, ValueError or
+    # KeyError depending on where it was cut: all mean "rebuild this entry".
+    except Exception as e:
+        log.warning('Decode cache entry %s is unreadable (%s: %s); removing it and decoding '
+                    'the split again.', path, type(e).__name__, e)
+        try:
+            path.unlink()
+        except OSError:
+            pass  # Read-only or already replaced by a concurrent writer: save() overwrites it.
         return None
 
 

@@ -3,13 +3,23 @@
 All derive from ``DataError`` (a ``ValueError``) so a caller can catch every
 "your data/configuration is wrong" problem at once, while tests and the trainer
 can still tell the specific causes apart.
+
+Every message is written for the person running a command: it names what was asked
+for (source, split, file), what was found, and what to do. A CLI prints it as one
+paragraph and exits with ``EXIT_CODE`` instead of showing a traceback: these are
+expected failures, and the traceback only hides the message (see ``user_message``).
 """
 
 from __future__ import annotations
 
+# The documented exit status of the CLIs for a data error (2 = bad config, 3 = non-finite loss).
+EXIT_CODE = 4
+
 
 class DataError(ValueError):
     """Base class: the requested data cannot be provided as configured."""
+
+    exit_code = EXIT_CODE
 
 
 class UnknownSourceError(DataError):
@@ -28,6 +38,11 @@ class SplitNotFoundError(DataError):
     """The split named in the split spec does not exist (e.g. no ``PATH/test``)."""
 
 
+class InvalidSplitSpecError(DataError):
+    """The split spec is malformed or selects more examples than the split has; the message
+    names the split sizes."""
+
+
 class EmptyClassError(DataError):
     """A class folder contains no images."""
 
@@ -42,3 +57,14 @@ class MixedImageSizeError(DataError):
 
 class BatchConfigError(DataError):
     """The batch size does not fit the device count or the split size."""
+
+
+def user_message(error: BaseException) -> str:
+    """The one paragraph a CLI prints for an expected data failure (no traceback).
+
+    Chained causes (``raise DataError(...) from e``) stay reachable for ``--verbose``
+    through ``__cause__``; the paragraph itself is the error's own message with its kind.
+    """
+    kind = type(error).__name__
+    text = ' '.join(str(error).split())  # One paragraph, whatever line breaks the message had.
+    return f'Data error ({kind}): {text}'

@@ -1,15 +1,16 @@
 """``open_lazy_split``: a split's size, classes and row order without decoding it.
 
-In a multi-process run each process only needs the rows its own devices hold
-(see ``placement.LocalRows``). A ``LazySplit`` knows the global size and order of
-a split from cheap metadata (folder: the sliced per-class file list; tfds:
-``len`` of the random-access data source) and decodes only requested row
-ranges, each set of ranges cached under its own key.
+This is the one path by which every split is read. A ``LazySplit`` knows the global
+size and order of a split from cheap metadata (folder: the interleaved, sliced file
+list; tfds: ``len`` of the random-access data source) and decodes only requested
+row ranges, each set of ranges cached under its own key. In a multi-process run each
+process reads only the rows its own devices hold (see ``placement.LocalRows``);
+``load_split`` (eager loading) is ``open_lazy_split(...).read_all()``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -21,8 +22,8 @@ from ghostnet_jax.data import cache as cache_lib
 from ghostnet_jax.data import folder_source, tfds_source
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data.arrays import ArraySplit
-from ghostnet_jax.data.errors import MixedImageSizeError
-from ghostnet_jax.data.loader import resolve_arguments
+from ghostnet_jax.data.errors import CorruptImageError, MixedImageSizeError
+from ghostnet_jax.data.sources import resolve_arguments
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +45,29 @@ def _indices(ranges: Ranges) -> np.ndarray:
     return np.concatenate([np.arange(a, b) for a, b in ranges] or [np.zeros(0, np.int64)])
 
 
-@dataclasses.dataclass(frozen=True)
 class LazySplit:
-    """A split that decodes only the rows asked for (same interface as ``ArraySplit``)."""
+    """A split that decodes only the rows asked for (same interface as ``ArraySplit``).
 
-    name: str
-    num_examples: int
-    class_names: tuple[str, ...]
-    image_shape: tuple[int, ...]
-    # Decodes the given row indices (sorted) into an ArraySplit; may cache.
-    _decode: Callable[[Ranges], ArraySplit] = dataclasses.field(repr=False, compare=False)
+    ``image_shape`` is given, or a zero-argument function that finds it (by decoding row
+    0) on first use; a read of rows starting at row 0 that comes first provides it too, so
+    reading the whole split decodes every row exactly once.
+    """
+
+    def __init__(self, name: str, num_examples: int, class_names: Sequence[str],
+                 image_shape: tuple[int, ...] | Callable[[], tuple[int, ...]] | None,
+                 _decode: Callable[[Ranges], ArraySplit]):
+        self.name = name
+        self.num_examples = num_examples
+        self.class_names = tuple(class_names)
+        self._decode = _decode
+        self._first_shape = image_shape if callable(image_shape) else None
+        self._image_shape: tuple[int, ...] | None = (
+            None if callable(image_shape) or image_shape is None else tuple(image_shape))
+        if not num_examples:
+            self._image_shape = (0, 0, 3)
+
+    def __repr__(self) -> str:
+        return f'LazySplit({self.name!r}, num_examples={self.num_examples})'
 
     def __len__(self) -> int:
         return self.num_examples
@@ -61,6 +75,17 @@ class LazySplit:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """(H, W, C) of row 0; every process sizes the global arrays from it."""
+        if self._image_shape is None:
+            self._image_shape = tuple(int(d) for d in self._first_shape())
+        return self._image_shape
+
+    def read_all(self) -> ArraySplit:
+        """Every row, decoded (eager loading)."""
+        return self.read_rows([(0, self.num_examples)])
 
     def read_rows(self, ranges: Sequence[tuple[int, int]]) -> ArraySplit:
         """Decoded rows of the sorted, disjoint ``[start, stop)`` ranges, concatenated."""
@@ -71,6 +96,8 @@ class LazySplit:
             return ArraySplit(np.zeros((0,) + self.image_shape, np.uint8), np.zeros(0, np.int32),
                               self.class_names, self.name)
         split = self._decode(ranges)
+        if self._image_shape is None and ranges[0][0] == 0:
+            self._image_shape = split.image_shape  # Row 0 was just decoded: no second decode.
         if split.image_shape != self.image_shape:
             # Other processes size their arrays from row 0: a different local size would not fit.
             raise MixedImageSizeError(
@@ -86,9 +113,11 @@ def _cached(cache_dir: Path, key_parts: dict | None, name: str, n: int,
 
     def read(ranges: Ranges) -> ArraySplit:
         rows = _indices(ranges)
-        slice_name = f'{name} rows {ranges[0][0]}..{ranges[-1][1]} ({len(ranges)} ranges)'
+        whole = ranges == ((0, n),)
+        slice_name = name if whole else (
+            f'{name} rows {ranges[0][0]}..{ranges[-1][1]} ({len(ranges)} ranges)')
         key = cache_lib.cache_key(**key_parts, rows=ranges) if key_parts is not None else None
-        split = cache_lib.load(cache_dir, key) if key is not None else None
+        split = cache_lib.load(cache_dir, key, rows.size) if key is not None else None
         how = 'from cache'
         if split is None:
             split = decode(rows, slice_name)
@@ -102,6 +131,51 @@ def _cached(cache_dir: Path, key_parts: dict | None, name: str, n: int,
     return read
 
 
+def _without(key_parts: dict, skipped: Sequence[str]) -> dict:
+    """Key parts of a split whose rows leave out ``skipped`` files (unchanged if none are)."""
+    return {**key_parts, 'skipped': sorted(skipped)} if skipped else key_parts
+
+
+def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
+                     key_parts: dict, image_size: int | None,
+                     num_threads: int | None) -> tuple[folder_source.FolderPlan, list[str]]:
+    """The plan without its unreadable files, which are logged by name with their count.
+
+    Finding them means decoding every planned file once; the list is cached (keyed by the
+    files' fingerprints) so later runs and the other processes of a pod do not decode
+    again, and the decoded images are saved as the whole split's cache entry, so eager
+    loading right after this reads them from the cache instead of decoding twice.
+    """
+    list_key = cache_lib.cache_key(**key_parts, unreadable=True)
+    list_path = cache_dir / f'{list_key}.json'
+    skipped: list[str] | None = None
+    try:
+        skipped = json.loads(list_path.read_text())['unreadable']
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # No list yet (or a damaged one): scan the files.
+    if skipped is None:
+        readable, images, skipped = folder_source.decode_readable(plan, image_size, num_threads)
+        whole = ArraySplit(images_lib.stack(images, readable.files, context=name),
+                           readable.labels, readable.class_names, name)
+        if len(whole):
+            cache_lib.save(cache_dir, cache_lib.cache_key(**_without(key_parts, skipped),
+                                                          rows=((0, len(whole)),)), whole)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = list_path.with_suffix(f'.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps({'unreadable': skipped}))
+        os.replace(tmp, list_path)  # Whole or absent, like the .npz entries.
+    if skipped and len(skipped) == len(plan.files):
+        # Skipping everything would only fail later, as an empty split, far from the cause.
+        raise CorruptImageError(f'{name}: none of its {len(skipped)} files can be decoded as an '
+                                f'image (e.g. {skipped[0]}); check the folder.')
+    if skipped:
+        log.warning('%s: skipped %d unreadable image file(s) (data.skip_corrupt_images=True): %s',
+                    name, len(skipped), ', '.join(skipped))
+    bad = set(skipped)
+    return folder_source.subset(plan, [i for i, f in enumerate(plan.files) if f not in bad]), \
+        skipped
+
+
 def open_lazy_split(
     source: str,
     split: str,
@@ -112,8 +186,15 @@ def open_lazy_split(
     download: bool = True,
     download_timeout: float = 10.0,
     num_threads: int | None = None,
+    skip_corrupt_images: bool = False,
 ) -> LazySplit:
-    """Like ``load_split`` (same arguments), but decodes nothing except row 0 (for the shape)."""
+    """Like ``load_split`` (same arguments), but decodes nothing until rows (or the image
+    shape) are asked for.
+
+    With ``skip_corrupt_images`` (folder sources), every selected file is decoded once
+    here, because the split's size must be known, and equal on every process, before
+    any rows are placed.
+    """
     kind, arg, cache_dir = resolve_arguments(source, image_size, cache_dir)
 
     if kind == 'folder':
@@ -123,14 +204,18 @@ def open_lazy_split(
         key_parts = dict(source=f'folder:{root}', split=split, image_size=image_size,
                          files=cache_lib.file_fingerprints(plan.files),
                          class_names=plan.class_names)
+        if skip_corrupt_images:
+            plan, skipped = _skip_unreadable(plan, name, cache_dir, key_parts, image_size,
+                                             num_threads)
+            # The rows are now those of the readable files: key the entries by what was left out.
+            key_parts = _without(key_parts, skipped)
 
         def decode(rows: np.ndarray, slice_name: str) -> ArraySplit:
-            sub = folder_source.FolderPlan(tuple(plan.files[i] for i in rows), plan.labels[rows],
-                                           plan.class_names)
-            return folder_source.decode(sub, slice_name, image_size, num_threads)
+            return folder_source.decode(folder_source.subset(plan, rows), slice_name, image_size,
+                                        num_threads)
 
         n, class_names = len(plan.files), plan.class_names
-        first = (lambda: images_lib.decode_file(plan.files[0], image_size)) if n else None
+        first = (lambda: images_lib.decode_file(plan.files[0], image_size).shape) if n else None
     else:
         name = f'tfds:{arg} {split}'
         handle = tfds_source.open_split(arg, split, data_dir, download=download,
@@ -145,9 +230,8 @@ def open_lazy_split(
             return tfds_source.read(handle, slice_name, image_size, indices=[int(i) for i in rows])
 
         n, class_names = len(handle.source), handle.class_names
-        first = (lambda: tfds_source.read(handle, name, image_size, indices=[0]).images[0]) if n else None
+        first = (lambda: tfds_source.read(handle, name, image_size, indices=[0]).image_shape) \
+            if n else None
 
-    # Every process must size the global arrays identically before decoding its own rows.
-    image_shape = tuple(int(d) for d in first().shape) if first else (0, 0, 3)
-    return LazySplit(name, n, tuple(class_names), image_shape,
-                     _cached(cache_dir, key_parts, name, n, decode))
+    return LazySplit(name, n, class_names, first, _cached(cache_dir, key_parts, name, n, decode))
+

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from tensorflow_datasets.core import splits as tfds_splits
 
-from ghostnet_jax.data.errors import DataError, SplitNotFoundError
+from ghostnet_jax.data.errors import InvalidSplitSpecError, SplitNotFoundError
 
 
 def split_names(spec: str) -> list[str]:
@@ -19,7 +19,9 @@ def split_names(spec: str) -> list[str]:
     try:
         tfds_splits.AbstractSplit.from_spec(spec)  # Validates the syntax with TFDS's parser.
     except ValueError as e:
-        raise DataError(f'Invalid split spec {spec!r}: {e}') from e
+        raise InvalidSplitSpecError(
+            f"Invalid split spec {spec!r}: {' '.join(str(e).split())} Use TFDS slicing syntax, e.g. 'train', "
+            "'train[:90%]', 'train[90%:]', 'train[10:20]', 'train[:100]+test'.") from e
     names: list[str] = []
     for part in str(spec).split('+'):
         name = part.strip().split('[')[0]
@@ -32,7 +34,8 @@ def absolute_ranges(spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int,
     """Resolves ``spec`` to ``[(split_name, start, stop), ...]`` given each base split's size.
 
     Raises SplitNotFoundError if a named split is missing from ``sizes`` and
-    DataError if the slice does not fit (e.g. ``train[:5000]`` of 100 examples).
+    InvalidSplitSpecError, naming the split sizes, if the slice does not fit (e.g.
+    ``train[:5000]`` of 100 examples).
     """
     infos = {
         name: tfds_splits.SplitInfo(name=name, shard_lengths=[int(n)], num_bytes=0)
@@ -41,13 +44,15 @@ def absolute_ranges(spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int,
     for name in split_names(spec):
         if name not in infos:
             raise SplitNotFoundError(
-                f'Split {name!r} (from spec {spec!r}) not found; available: {sorted(sizes)}.'
+                f'Split {name!r} (from spec {spec!r}) not found; available: '
+                f'{_describe(sizes)}.'
             )
     try:
         instructions = tfds_splits.AbstractSplit.from_spec(spec).to_absolute(infos)
     except ValueError as e:
-        raise DataError(
-            f'Cannot apply split spec {spec!r} to split sizes {dict(sizes)}: {e}'
+        raise InvalidSplitSpecError(
+            f'Split spec {spec!r} cannot be satisfied: '
+            f'{_describe({n: sizes[n] for n in split_names(spec)})} ({e}).'
         ) from e
     ranges = []
     for instr in instructions:
@@ -56,3 +61,9 @@ def absolute_ranges(spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int,
         stop = n if instr.to is None else instr.to
         ranges.append((instr.splitname, start, max(start, stop)))
     return ranges
+
+
+def _describe(sizes: Mapping[str, int]) -> str:
+    """``'train' has 48 examples, 'test' has 10 examples`` (what a user needs to fix a spec)."""
+    return ', '.join(f'{name!r} has {int(n)} examples' for name, n in sorted(sizes.items())) or \
+        'no splits'

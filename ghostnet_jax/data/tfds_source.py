@@ -5,16 +5,23 @@ Without TensorFlow, TFDS can still serve prepared datasets through
 dataset is read record by record into one uint8 array. ``tfds.load`` and
 ``tfds.as_numpy`` would need TensorFlow.
 
-Downloads: when the dataset is not prepared in ``data_dir``, TFDS would retry an
-unreachable download for ~200 s before failing. We first check, with a short
-timeout, that the download URLs answer an HTTP HEAD request, and fail fast with
-an actionable message otherwise.
+Preparing (``prepare``, also ``python -m ghostnet_jax.prepare_data``): when the
+dataset is not prepared in ``data_dir``, TFDS would retry an unreachable download
+for ~200 s before failing. We first check, with a short timeout, that the download
+URLs of archives not already on the machine answer an HTTP HEAD request, and fail
+fast with an actionable message otherwise. In a multi-process run only process 0
+prepares; the others wait for its outcome (``_ensure_prepared``).
+
+Split specs are checked against the prepared dataset's own split sizes first, so a
+missing split or an oversized slice is a ``SplitNotFoundError`` /
+``InvalidSplitSpecError`` naming the sizes, not a TFDS KeyError.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,10 +30,30 @@ from typing import Any
 import numpy as np
 import requests
 import tensorflow_datasets as tfds
+from etils import epath
 
 from ghostnet_jax.data import images as images_lib
+from ghostnet_jax.data import splits as splits_lib
 from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.errors import DataError, DatasetNotAvailableError, UnknownDatasetError
+
+log = logging.getLogger(__name__)
+
+
+class _NoVariantFolderWarning(logging.Filter):
+    """Drops TFDS's "Variant folder ... has no dataset_info.json" warning.
+
+    TFDS logs it (even for a folder that does not exist) every time it checks whether a
+    dataset is prepared; for a user it is noise before our own message, which says what
+    is missing and what to do.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith('Variant folder')
+                    and 'has no' in record.msg)
+
+
+logging.getLogger('absl').addFilter(_NoVariantFolderWarning())
 
 _FILE_FORMAT = 'array_record'  # The only random-access format readable without TensorFlow.
 
@@ -51,11 +78,12 @@ class TfdsHandle:
 
 def _unavailable_message(name: str, data_dir: str, why: str) -> str:
     return (
-        f'TFDS dataset {name!r} is not available: {why}. Searched data_dir={data_dir} '
-        '(set by the data_dir argument or $TFDS_DATA_DIR). Either prepare it there in array_record '
-        f'format on a machine with internet (tfds.data_source({name!r}, data_dir=..., '
-        "builder_kwargs={'file_format': 'array_record'})), or use an image folder instead: "
-        "source='folder:PATH' with PATH/<split>/<class_name>/*.jpg|png."
+        f'TFDS dataset {name!r} is not available: {why.rstrip(".")}. Searched data_dir={data_dir} '
+        '(set by data.data_dir or $TFDS_DATA_DIR). Either prepare it there once, with TensorFlow '
+        f'installed (pip install -e \'.[prepare]\'): python -m ghostnet_jax.prepare_data '
+        f'--dataset {name} --data-dir {data_dir} (online, or offline with the downloaded archive in '
+        "--manual-dir DIR); or use an image folder instead: source='folder:PATH' with "
+        'PATH/<split>/<class_name>/*.jpg|png.'
     )
 
 
@@ -79,6 +107,161 @@ def _builder_kwargs() -> dict[str, Any]:
     return {'file_format': _FILE_FORMAT}
 
 
+def _builder(name: str, data_dir: str) -> Any:
+    try:
+        return tfds.builder(name, data_dir=data_dir, **_builder_kwargs())
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise UnknownDatasetError(
+            f'TFDS has no dataset named {name!r} (source tfds:{name}). Check the spelling against '
+            "tfds.list_builders(), or use source='folder:PATH' for your own images."
+        ) from e
+
+
+def _split_sizes(builder: Any) -> dict[str, int]:
+    """{split name: examples} from the prepared dataset's info (empty if not prepared or mocked)."""
+    try:
+        return {str(k): int(v.num_examples) for k, v in builder.info.splits.items()}
+    except Exception:  # Mocked or half-written infos: nothing to check against.
+        return {}
+
+
+def _check_spec(name: str, spec: str, builder: Any) -> None:
+    """Raises SplitNotFoundError / InvalidSplitSpecError naming the prepared splits' sizes.
+
+    TFDS itself would report a missing split as a KeyError that reads like "not
+    prepared", and an oversized slice deep inside its reader; checking first against
+    the dataset's own split sizes gives the same answer as TFDS's slicing, in words.
+    """
+    sizes = _split_sizes(builder)
+    if sizes:
+        try:
+            splits_lib.absolute_ranges(spec, sizes)
+        except DataError as e:
+            raise type(e)(f'tfds:{name}: {e}') from e
+
+
+def _missing_downloads(builder: Any, download_dir: str | None,
+                       manual_dir: str | None) -> list[str]:
+    """URLs of the builder's registered downloads that are not already on this machine.
+
+    A file counts as present in TFDS's manual dir (under its registered file name) or in
+    its download cache (the name TFDS derives from URL and checksum, with its .INFO file):
+    where TFDS itself would take it from instead of downloading.
+    """
+    from tensorflow_datasets.core.download import resource as resource_lib
+
+    infos = getattr(type(builder), 'url_infos', None) or {}
+    root = epath.Path(download_dir) if download_dir else builder.data_dir_root / 'downloads'
+    manual = epath.Path(manual_dir) if manual_dir else root / 'manual'
+    missing = []
+    for url, info in infos.items():
+        if info.filename and (manual / info.filename).exists():
+            continue
+        if resource_lib.is_locally_cached(root / resource_lib.get_dl_fname(url, info.checksum)):
+            continue
+        missing.append(url)
+    return missing
+
+
+def prepare(
+    name: str,
+    data_dir: str | None = None,
+    *,
+    download_dir: str | None = None,
+    manual_dir: str | None = None,
+    download_timeout: float = 10.0,
+) -> str:
+    """Downloads and prepares a TFDS dataset as array_record in ``data_dir``; returns its path.
+
+    Needs TensorFlow (TFDS's builders read the archives and encode images with it) and,
+    unless the archives are already in ``manual_dir`` / ``download_dir``, the internet.
+    Fails fast with ``DatasetNotAvailableError`` when the download hosts cannot be
+    reached, instead of TFDS's minutes of retries. Does nothing if already prepared.
+    Prepared copies on TFDS's GCS bucket are not used: they are TFRecord, which cannot be
+    read without TensorFlow.
+    """
+    data_dir = resolve_data_dir(data_dir)
+    builder = _builder(name, data_dir)
+    if builder.is_prepared():
+        return os.fspath(builder.data_path)
+    missing = _missing_downloads(builder, download_dir, manual_dir)
+    ok, why = _downloads_reachable(missing, download_timeout)
+    if not ok:
+        raise DatasetNotAvailableError(_unavailable_message(
+            name, data_dir, f'it is not prepared and the download failed: {why}'))
+    if importlib.util.find_spec('tensorflow') is None:
+        raise DatasetNotAvailableError(_unavailable_message(
+            name, data_dir,
+            'it is not prepared, and preparing it (a one-time download and conversion) needs '
+            "TensorFlow: pip install 'ghostnet_jax[prepare]'"))
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    log.info('Preparing tfds:%s in %s (array_record)', name, builder.data_dir)
+    try:
+        builder.download_and_prepare(download_dir=download_dir, download_config=config)
+    except Exception as e:  # Network, archive and disk failures all mean "not available".
+        raise DatasetNotAvailableError(_unavailable_message(
+            name, data_dir,
+            f'download/preparation failed: {type(e).__name__}: {e}')) from e
+    return os.fspath(builder.data_path)
+
+
+def _ensure_prepared(name: str, data_dir: str, open_: Any, *, download: bool,
+                     download_timeout: float) -> Any:
+    """``open_()`` (the data source), preparing the dataset first if needed and allowed.
+
+    One process: prepare if it cannot be opened. Several processes (a pod): process 0
+    alone prepares, then tells the others through a collective whether it succeeded,
+    so they neither race it on a shared data_dir (gs://) nor wait forever when it failed.
+    Every process must therefore open the same splits in the same order (the trainer does);
+    a process whose data_dir is not shared with process 0 prepares its own copy.
+    """
+    import jax
+
+    def try_open() -> tuple[Any, BaseException | None]:
+        try:
+            return open_(), None
+        except (AssertionError, KeyError, FileNotFoundError) as e:  # Not prepared locally.
+            return None, e
+
+    def not_available(why: str) -> DatasetNotAvailableError:
+        return DatasetNotAvailableError(_unavailable_message(name, data_dir, why))
+
+    if jax.process_count() == 1 or not download:
+        source, cause = try_open()
+        if source is not None:
+            return source
+        if not download:
+            raise not_available('it is not prepared locally and download=False') from cause
+        prepare(name, data_dir, download_timeout=download_timeout)
+        return open_()
+
+    from jax.experimental import multihost_utils
+
+    error: DataError | None = None
+    if jax.process_index() == 0:
+        source, _ = try_open()
+        if source is None:
+            try:
+                prepare(name, data_dir, download_timeout=download_timeout)
+            except DataError as e:
+                error = e
+    # Also the barrier: nobody opens before process 0 has finished preparing.
+    ok = bool(multihost_utils.broadcast_one_to_all(np.int32(error is None)))
+    if error is not None:
+        raise error
+    if not ok:
+        raise not_available(
+            'process 0 of this multi-process run could not prepare it (its log says why)')
+    source, cause = try_open()
+    if source is None:
+        log.warning('tfds:%s: data_dir %s is not shared with process 0, which prepared its own '
+                    'copy; this process prepares another. Use one shared data_dir (e.g. '
+                    'gs://BUCKET/tensorflow_datasets) to prepare once.', name, data_dir)
+        prepare(name, data_dir, download_timeout=download_timeout)
+        source = open_()
+    return source
+
+
 def open_split(
     name: str,
     split: str,
@@ -88,79 +271,47 @@ def open_split(
     download_timeout: float = 10.0,
 ) -> TfdsHandle:
     data_dir = resolve_data_dir(data_dir)
-    try:
-        builder = tfds.builder(name, data_dir=data_dir, **_builder_kwargs())
-    except tfds.core.registered.DatasetNotFoundError as e:
-        raise UnknownDatasetError(
-            f'TFDS has no dataset named {name!r} (source tfds:{name}). Check the spelling against '
-            "tfds.list_builders(), or use source='folder:PATH' for your own images."
-        ) from e
+    builder = _builder(name, data_dir)
     features = builder.info.features
     if 'image' not in features or 'label' not in features:
         raise DataError(
             f'TFDS dataset {name!r} has features {list(features)}; an image-classification '
             "dataset with 'image' and 'label' features is required."
         )
+    # A prepared dataset answers split questions before any reader is built.
+    was_prepared = bool(_split_sizes(builder))
+    _check_spec(name, split, builder)
 
-    def _open(download_now: bool):
+    def open_():
         return tfds.data_source(
             name,
             split=split,
             data_dir=data_dir,
-            download=download_now,
+            download=False,
             builder_kwargs=_builder_kwargs(),
         )
 
     try:
-        source = _open(False)
+        source = _ensure_prepared(name, data_dir, open_, download=download,
+                                  download_timeout=download_timeout)
     except NotImplementedError as e:  # Prepared, but as TFRecord: unreadable without TensorFlow.
         raise DatasetNotAvailableError(
             _unavailable_message(
-                name, builder.data_dir, f'it is prepared in a format other than array_record ({e})'
+                name, data_dir, f'it is prepared in a format other than array_record ({e})'
             )
         ) from e
-    except (AssertionError, KeyError, FileNotFoundError) as e:
-        # Not prepared locally (TFDS raises AssertionError or KeyError depending on the path taken).
-        if not download:
-            raise DatasetNotAvailableError(
-                _unavailable_message(
-                    name, builder.data_dir, 'it is not prepared locally and download=False'
-                )
-            ) from e
-        urls = list(getattr(type(builder), 'url_infos', None) or {})
-        ok, why = _downloads_reachable(urls, download_timeout)
-        if not ok:
-            raise DatasetNotAvailableError(
-                _unavailable_message(
-                    name,
-                    builder.data_dir,
-                    f'it is not prepared locally and the download failed: {why}',
-                )
-            ) from e
-        if importlib.util.find_spec('tensorflow') is None:
-            # TFDS's builders (cifar10's included) read the downloaded archives and encode images
-            # with TensorFlow; only reading prepared array_record files works without it.
-            raise DatasetNotAvailableError(
-                _unavailable_message(
-                    name,
-                    builder.data_dir,
-                    'it is not prepared locally, and preparing it (a one-time '
-                    "download and conversion) needs TensorFlow: pip install 'ghostnet_jax[prepare]' "
-                    '(tensorflow-cpu)',
-                )
-            ) from e
-        try:
-            source = _open(True)
-        except (
-            Exception
-        ) as e2:  # Network/preparation failures come in many types; all mean "not available".
-            raise DatasetNotAvailableError(
-                _unavailable_message(
-                    name,
-                    builder.data_dir,
-                    f'download/preparation failed: {type(e2).__name__}: {e2}',
-                )
-            ) from e2
+    except RuntimeError as e:  # array_record's reader failed to open a file.
+        hint = (' array_record cannot open gs:// files yet (google/array_record#120): copy the '
+                'prepared dataset folder to local disk and point data_dir there.'
+                if '://' in data_dir else '')
+        raise DatasetNotAvailableError(
+            _unavailable_message(name, data_dir, f'its files cannot be opened ({e}).{hint}')
+        ) from e
+    if not was_prepared:
+        # Prepared just now (or mocked): the new info has the split sizes and class names.
+        builder = _builder(name, data_dir)
+        features = builder.info.features
+        _check_spec(name, split, builder)
 
     names = tuple(
         getattr(features['label'], 'names', None)

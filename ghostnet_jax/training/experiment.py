@@ -41,7 +41,8 @@ def load_splits(data_cfg: ml_collections.ConfigDict,
     (`LazySplit`): each process then decodes just the rows its devices hold when the
     device data is built."""
     kwargs = dict(data_dir=data_cfg.data_dir, cache_dir=data_cfg.cache_dir,
-                  image_size=data_cfg.image_size)
+                  image_size=data_cfg.image_size,
+                  skip_corrupt_images=data_cfg.get('skip_corrupt_images', False))
     if sliced is None:
         sliced = jax.process_count() > 1
     load = open_lazy_split if sliced else load_split
