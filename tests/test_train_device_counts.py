@@ -4,6 +4,8 @@ the reduction order (test_train_parallel), so both end where the 1-device refere
 ended, to float tolerance. The 1 -> 8 resume is also the pattern that used to abort in
 XLA's CPU all-reduce: a restore followed by evaluation in batches of 8 on 8 devices."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 
@@ -27,8 +29,27 @@ def test_resume_across_device_counts(trainer, base_run):
         val = h.val_epochs(run.workdir)
         for epoch in range(resumed_from // h.STEPS_PER_EPOCH + 1, h.EPOCHS + 1):
             np.testing.assert_allclose(val[epoch]['loss'], ref_val[epoch]['loss'], rtol=1e-3)
+        # 16-20 more SGD steps with another reduction order: weights drift by ~1e-3.
         h.assert_trees_close(h.state_arrays(run.workdir, h.TOTAL_STEPS), ref_final,
-                             f'{name}: final state', rtol=1e-3, atol=1e-4)
+                             f'{name}: final state', rtol=1e-2, atol=5e-3)
         results = json.loads((run.workdir / 'results.json').read_text())
         assert results['stop_reason'] == 'completed'
         assert results['val']['num_examples'] == h.VAL_EXAMPLES
+
+
+def test_evaluate_restores_across_device_counts(trainer, base_run):
+    """The same checkpoint evaluated on the other device count gives the numbers its run
+    logged: the 8-device run's step-8 weights on 1 device, the reference's best on 8."""
+    eight = trainer.result('parallel')['jit'].workdir
+    for workdir, devices, step, logged in (
+            (eight, 1, h.PARALLEL_STEPS, h.val_epochs(eight)[2]),
+            (base_run, 8, None, json.loads((base_run / 'results.json').read_text())['val'])):
+        checkpoint = str(step) if step else 'best'
+        out = subprocess.run([sys.executable, '-m', 'ghostnet_jax.evaluate', '--workdir',
+                              str(workdir), '--checkpoint', checkpoint, '--split', 'val'],
+                             env=trainer.env(devices), capture_output=True, text=True,
+                             timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        got = json.loads((workdir / f'eval-val-{checkpoint}.json').read_text())
+        assert got['accuracy'] == logged['accuracy'], (devices, got, logged)
+        np.testing.assert_allclose(got['loss'], logged['loss'], rtol=1e-5)

@@ -31,7 +31,9 @@ def decode_file(path: str, image_size: int | None = None) -> np.ndarray:
             img.load()  # Forces the full decode: truncated files fail here, not later.
             array = np.asarray(img.convert('RGB'), dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f'Cannot decode image {path}: {type(e).__name__}: {e}') from e
+        raise CorruptImageError(
+            f'Cannot decode image {path}: {type(e).__name__}: {e}. Replace or remove the file, '
+            'or set data.skip_corrupt_images=True to leave unreadable files out.') from e
     return resize(array, image_size) if image_size else array
 
 
