@@ -130,7 +130,10 @@ def _check_new_augmentations(split, one, eight, mean, std):
         assert y['label'].shape == (16, 10) and y['label'].sharding.spec == P('data')
         np.testing.assert_allclose(np.asarray(y['label']).sum(-1), 1.0, rtol=1e-6)
         np.testing.assert_array_equal(np.asarray(x['label']), np.asarray(y['label']))
-        np.testing.assert_array_equal(np.asarray(x['image']), np.asarray(y['image']))
+        # Every draw and every uint8 op is identical; the float mixup arithmetic after
+        # normalization may be fused differently by the 8-way partitioner (1 ulp apart).
+        np.testing.assert_allclose(np.asarray(x['image']), np.asarray(y['image']), rtol=0,
+                                   atol=1e-6)
 
 
 def _check_process_slices(split, mesh, mean, std):

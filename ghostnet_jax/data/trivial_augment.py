@@ -223,10 +223,13 @@ def apply_ops(images: jax.Array, ops: jax.Array, magnitudes: jax.Array,
     """
     _, h, w, _ = images.shape
     m = magnitudes.astype(jnp.float32)
-    images = affine_nearest(images, _geometry_matrix(ops, m, h, w), fill)
+    # One op per image, so the stage order does not change any result; this order is the
+    # fast one: the LUT stage's histograms and min/max read the input batch, and on XLA:CPU
+    # the same reductions over an in-program blend output ran 4-8x slower.
+    images = _lookup(images, ops, m)
     enhance = (ops >= OP['brightness']) & (ops <= OP['sharpness'])
     images = blend(_degenerate(images, ops), images, jnp.where(enhance, 1.0 + m, 1.0))
-    return _lookup(images, ops, m)
+    return affine_nearest(images, _geometry_matrix(ops, m, h, w), fill)
 
 
 def trivial_augment_wide(images: jax.Array, key: jax.Array, fill: jax.Array | int = 0) -> jax.Array:
