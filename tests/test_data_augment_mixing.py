@@ -6,9 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ghostnet_jax.configs import default
 
 from ghostnet_jax import data as D
-from ghostnet_jax.configs import default
 from ghostnet_jax.data import mixing as M
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.config_checks import ConfigError, validate_config
@@ -180,7 +180,7 @@ def test_new_ops_leave_the_crop_flip_cutout_draws_alone():
 
 
 def test_augment_config_rejects_bad_values():
-    for bad in (dict(random_erasing=1.5), dict(mix_prob=-0.1), dict(mixup_alpha=-1.0)):
+    for bad in ({'random_erasing': 1.5}, {'mix_prob': -0.1}, {'mixup_alpha': -1.0}):
         with pytest.raises(ValueError):
             D.AugmentConfig(**bad)
     assert not D.AugmentConfig(mixup_alpha=1.0, mix_prob=0.0).mixes

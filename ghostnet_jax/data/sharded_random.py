@@ -7,7 +7,8 @@ depend on how the batch is split over devices; this module only places them.
 from __future__ import annotations
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 
 def batch_like(values: jax.Array, images: jax.Array) -> jax.Array:

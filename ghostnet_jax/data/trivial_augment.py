@@ -68,7 +68,7 @@ def affine_nearest(images: jax.Array, matrix: jax.Array, fill: jax.Array | int =
     ``matrix`` (B, 6) = (a, b, c, d, e, f) maps output pixel centres (x + .5, y + .5) to
     input coordinates (a x + b y + c, d x + e y + f), floored; outside is ``fill``.
     """
-    b, h, w, c = images.shape
+    _, h, w, c = images.shape
     m = matrix.astype(jnp.float32)[:, :, None, None]
     xs = jnp.arange(w, dtype=jnp.float32)[None, None, :] + 0.5
     ys = jnp.arange(h, dtype=jnp.float32)[None, :, None] + 0.5
@@ -129,7 +129,7 @@ def smooth(images: jax.Array) -> jax.Array:
     """PIL ``ImageFilter.SMOOTH`` (3x3 kernel, centre 5, others 1, /13, rounded); the
     one-pixel border keeps its input values, as PIL's 3x3 filter does."""
     x = images.astype(jnp.int32)
-    b, h, w, c = x.shape
+    _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     total = sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) + 4 * x
     out = (2 * total + 13) // 26  # round(total / 13); never exactly halfway
