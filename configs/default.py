@@ -39,8 +39,18 @@ def get_config() -> ml_collections.ConfigDict:
         # folder sources: leave out (and log by name, with a count) files that cannot be
         # decoded, instead of stopping with an error naming the first one.
         skip_corrupt_images=False,
+        # On-device training augmentation, in this order (see README, Training):
         augment=ml_collections.ConfigDict(dict(
-            crop_padding=4, padding_mode='reflect', flip=True, cutout=0)),
+            crop_padding=4,        # pad by 4 and crop back at a random offset (0 = off)
+            padding_mode='reflect',  # or 'zero'
+            flip=True,             # random horizontal flip
+            trivial_augment=False,  # TrivialAugment-Wide: one random op per image
+            cutout=0,              # side of a square set to the dataset mean (0 = off)
+            random_erasing=0.0,    # probability of erasing a random rectangle per image
+            mixup_alpha=0.0,       # mixup, lambda ~ Beta(a, a) per batch (0 = off)
+            cutmix_alpha=0.0,      # cutmix, box area ~ Beta(a, a) per batch (0 = off)
+            mix_prob=1.0,          # probability a batch is mixed when an alpha is > 0
+        )),
     ))
 
     config.batch_size = 128        # global, over all devices
@@ -48,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.num_epochs = 200
     config.label_smoothing = 0.0
     config.ema_decay = 0.0         # > 0 evaluates an exponential moving average of params
+    config.eval_flip = False       # evaluate on the mean softmax of each image and its mirror
     config.dtype = 'auto'          # auto: bfloat16 on TPU/GPU, float32 on CPU
     config.parallel = 'jit'        # or 'pmap'
     config.init_from = config_dict.placeholder(str)   # checkpoint / converted weights dir

@@ -96,7 +96,7 @@ def evaluate_checkpoint(workdir: str | epath.Path, checkpoint: str | int = 'best
         raise ValueError(
             f'{target.name} holds {target.image_shape} images, the model was trained on '
             f'{model_spec.image_shape}; the run resized images to {model_spec.resize}.')
-    summary = Evaluator(model, model_spec.num_classes)(
+    summary = Evaluator(model, model_spec.num_classes, flip=config.get('eval_flip', False))(
         eval_variables(state),
         build_eval_data(target, mesh, config, model_spec.mean, model_spec.std))
     return {

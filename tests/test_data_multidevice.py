@@ -63,6 +63,10 @@ def _checks():
                 np.testing.assert_array_equal(np.asarray(x['image']), np.asarray(y['image']))
         print(f'{kind}: train batches identical on 1 and 8 devices')
 
+        if kind == 'explicit':  # once: both kinds share the code, and it compiles slowly
+            _check_new_augmentations(split, one, eight, mean, std)
+            print(f'{kind}: TrivialAugment, erasing, mixup/cutmix batches identical on 1 and 8')
+
         for m, b_size in ((37, 8), (37, 16), (5, 8), (64, 32)):
             sub = D.ArraySplit(
                 split.images[:m], split.labels[:m] % 10, tuple(map(str, range(10))), 'eval'
@@ -105,6 +109,31 @@ def _checks():
         else:
             raise AssertionError('eval batch 4 on 8 devices was accepted')
     print('ALL OK')
+
+
+def _check_new_augmentations(split, one, eight, mean, std):
+    """TrivialAugment-Wide, random erasing, mixup and cutmix: same batch on 1 and 8 devices,
+    soft targets sharded like the images and summing to one."""
+    import numpy as np
+    from jax.sharding import PartitionSpec as P
+
+    from ghostnet_jax import data as D
+
+    aug = D.AugmentConfig(crop_padding=2, trivial_augment=True, random_erasing=0.5,
+                          mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.9)
+    labelled = D.ArraySplit(split.images, split.labels % 10, tuple(map(str, range(10))), 'mix')
+    a = D.DeviceTrainData(labelled, one, 16, seed=5, augment=aug, mean=mean, std=std)
+    b = D.DeviceTrainData(labelled, eight, 16, seed=5, augment=aug, mean=mean, std=std)
+    ea, eb = a.epoch(2), b.epoch(2)
+    for step in range(a.steps_per_epoch):
+        x, y = a.batch(ea, step), b.batch(eb, step)
+        assert y['label'].shape == (16, 10) and y['label'].sharding.spec == P('data')
+        np.testing.assert_allclose(np.asarray(y['label']).sum(-1), 1.0, rtol=1e-6)
+        np.testing.assert_array_equal(np.asarray(x['label']), np.asarray(y['label']))
+        # Every draw and every uint8 op is identical; the float mixup arithmetic after
+        # normalization may be fused differently by the 8-way partitioner (1 ulp apart).
+        np.testing.assert_allclose(np.asarray(x['image']), np.asarray(y['image']), rtol=0,
+                                   atol=1e-6)
 
 
 def _check_process_slices(split, mesh, mean, std):

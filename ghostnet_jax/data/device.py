@@ -26,10 +26,12 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.augment import AugmentConfig, augment_batch, normalize
 from ghostnet_jax.data.errors import BatchConfigError
+from ghostnet_jax.data.mixing import mix_batch
 from ghostnet_jax.data.placement import LocalRows, global_channel_stats
 from ghostnet_jax.data.sliced import LazySplit
 
 AXIS = 'data'
+_MIX_SALT = 3  # mixing draws from fold_in(step key, 3); augment_batch uses salts 1 and 2.
 
 
 def _check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
@@ -146,10 +148,21 @@ class DeviceTrainData:
 
         batch_sharding = NamedSharding(mesh, P(AXIS))
 
+        num_classes = len(split.class_names)
+
         @functools.partial(jax.jit, out_shardings=batch_sharding)
         def make_batch(images, labels, key, step):
-            x = augment_batch(images[step], jax.random.fold_in(key, step), augment, fill)
-            return {'image': normalize(x, self._mean, self._std, dtype), 'label': labels[step]}
+            step_key = jax.random.fold_in(key, step)
+            x = augment_batch(images[step], step_key, augment, fill)
+            if not augment.mixes:
+                return {'image': normalize(x, self._mean, self._std, dtype), 'label': labels[step]}
+            # Mixing needs the labels, so it follows normalization (which it commutes
+            # with: both are affine); it runs in float32 and 'label' becomes soft targets.
+            x, targets = mix_batch(
+                normalize(x, self._mean, self._std, jnp.float32), labels[step],
+                jax.random.fold_in(step_key, _MIX_SALT), num_classes, augment.mixup_alpha,
+                augment.cutmix_alpha, augment.mix_prob)
+            return {'image': x.astype(dtype), 'label': targets}
 
         self._shuffle = shuffle
         self._make_batch = make_batch
@@ -160,7 +173,9 @@ class DeviceTrainData:
         return EpochBatches(epoch, x, y, key)
 
     def batch(self, epoch_batches: EpochBatches, step: int) -> dict[str, jax.Array]:
-        """Augmented, normalized batch ``step`` of the epoch: image (B, H, W, C), label (B,) int32."""
+        """Augmented, normalized batch ``step`` of the epoch: image (B, H, W, C) and label,
+        (B,) int32, or with mixup/cutmix on (``augment.mixes``) (B, num_classes) float32
+        soft targets that sum to one per example."""
         if not 0 <= step < epoch_batches.steps:
             raise IndexError(f'step {step} out of range [0, {epoch_batches.steps}).')
         return self._make_batch(

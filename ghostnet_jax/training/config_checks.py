@@ -68,6 +68,25 @@ def validate_config(config: ml_collections.ConfigDict,
         raise ConfigError(f'ema_decay must be in [0, 1), got {config.ema_decay}.')
     if config.max_steps is not None:
         _positive(config.max_steps, 'max_steps')
+    _check_augment(config.data.augment)
+    if not isinstance(config.eval_flip, bool):
+        raise ConfigError(f'eval_flip must be True or False, got {config.eval_flip!r}.')
+
+
+def _check_augment(a: ml_collections.ConfigDict) -> None:
+    for name in ('flip', 'trivial_augment'):
+        if not isinstance(a[name], bool):
+            raise ConfigError(f'data.augment.{name} must be True or False, got {a[name]!r}.')
+    for name in ('crop_padding', 'cutout'):
+        _positive(a[name], f'data.augment.{name}', allow_zero=True)
+    for name in ('random_erasing', 'mix_prob'):
+        if not 0.0 <= a[name] <= 1.0:
+            raise ConfigError(f'data.augment.{name} is a probability: choose a value in [0, 1], '
+                              f'got {a[name]!r}.')
+    for name in ('mixup_alpha', 'cutmix_alpha'):
+        if a[name] < 0:
+            raise ConfigError(f'data.augment.{name} must be 0 (off) or a positive Beta '
+                              f'parameter (1.0 is common for mixup and cutmix), got {a[name]!r}.')
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:

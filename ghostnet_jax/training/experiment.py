@@ -93,8 +93,7 @@ def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
     a = config.data.augment
     train_data = DeviceTrainData(
         train, mesh, config.batch_size, config.seed,
-        AugmentConfig(crop_padding=a.crop_padding, padding_mode=a.padding_mode, flip=a.flip,
-                      cutout=a.cutout), mean, std, dtype=dtype)
+        AugmentConfig(**a.to_dict()), mean, std, dtype=dtype)
     mean, std = train_data.mean, train_data.std
     val_data = build_eval_data(splits['val'], mesh, config, mean, std)
     test_data = build_eval_data(splits['test'], mesh, config, mean, std) if splits['test'] else None

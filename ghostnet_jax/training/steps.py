@@ -16,10 +16,18 @@ from ghostnet_jax.training.state import TrainState
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
-    """Per-example softmax cross-entropy in float32, with optional label smoothing."""
+    """Per-example softmax cross-entropy in float32, with optional label smoothing.
+
+    ``labels`` are int class ids (B,) or, from mixup/cutmix, soft targets (B, classes)."""
     num_classes = logits.shape[-1]
-    targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+    targets = labels if labels.ndim == logits.ndim else jax.nn.one_hot(labels, num_classes)
+    targets = optax.smooth_labels(targets.astype(jnp.float32), label_smoothing)
     return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def hard_labels(labels: jax.Array) -> jax.Array:
+    """Class ids for accuracy: int labels as they are, soft targets by their argmax."""
+    return labels if labels.ndim == 1 else jnp.argmax(labels, -1)
 
 
 def _group_norms(tree: Any, model: nn.Module) -> dict[str, jax.Array]:
@@ -59,7 +67,7 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = _mean(grads, axis_name)
     loss = _mean(loss, axis_name)
-    accuracy = _mean(jnp.mean(jnp.argmax(logits, -1) == batch['label']), axis_name)
+    accuracy = _mean(jnp.mean(jnp.argmax(logits, -1) == hard_labels(batch['label'])), axis_name)
 
     lr = current_learning_rate(schedule, state.opt_state, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -87,6 +95,16 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     return new_state, metrics
 
 
-def eval_logits(variables: dict, images: jax.Array, *, model: nn.Module) -> jax.Array:
-    """Eval-mode logits (running BN statistics, no dropout)."""
-    return model.apply(variables, images, train=False)
+def eval_logits(variables: dict, images: jax.Array, *, model: nn.Module,
+                flip: bool = False) -> jax.Array:
+    """Eval-mode logits (running BN statistics, no dropout).
+
+    ``flip`` (config.eval_flip) averages the softmax probabilities of each image and its
+    horizontal mirror and returns their log, float32: argmax is the averaged prediction
+    and softmax cross-entropy of it is the NLL of the averaged distribution."""
+    logits = model.apply(variables, images, train=False)
+    if not flip:
+        return logits
+    mirrored = model.apply(variables, images[:, :, ::-1], train=False)
+    log_probs = jnp.stack([jax.nn.log_softmax(x.astype(jnp.float32)) for x in (logits, mirrored)])
+    return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(2.0)

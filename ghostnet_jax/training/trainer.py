@@ -54,9 +54,11 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped, keeping the last good checkpoint."""
 
 
-def Evaluator(model, num_classes: int) -> ExactEvaluator:
-    """The project's one evaluator applied to `model` in eval mode."""
-    return ExactEvaluator(functools.partial(steps.eval_logits, model=model), num_classes)
+def Evaluator(model, num_classes: int, flip: bool = False) -> ExactEvaluator:
+    """The project's one evaluator applied to `model` in eval mode (`flip`: average with
+    the mirrored images, config.eval_flip)."""
+    return ExactEvaluator(functools.partial(steps.eval_logits, model=model, flip=flip),
+                          num_classes)
 
 
 def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
@@ -109,7 +111,8 @@ class Trainer:
             seed=config.seed, label_smoothing=config.label_smoothing,
             ema_decay=config.ema_decay)
         self.runner = DataParallelStep(step_fn, self.mesh, config.parallel)
-        self.evaluator = Evaluator(exp.model, len(exp.class_names))
+        self.evaluator = Evaluator(exp.model, len(exp.class_names),
+                                   flip=config.get('eval_flip', False))
         self.ckpt = Checkpointer.from_config(self.workdir, config.checkpoint)
         self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
                                        exp.train_data.mean, exp.train_data.std)
