@@ -21,10 +21,14 @@ class _QuietLibraries(logging.Filter):
         return record.levelno >= logging.WARNING or not noisy
 
 
-def prepare(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError (naming the field and its valid values) before any work."""
+def prepare_logging() -> None:
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietLibraries())
+
+
+def prepare(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError (naming the field and its valid values) before any work."""
+    prepare_logging()
     from ghostnet_jax.training.config_checks import validate_config
     validate_config(config, default_config.get_config())
 

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -86,6 +87,7 @@ def train_val_curves(epochs_train: Sequence[int], train: Mapping[str, Sequence[f
         ax.plot(epochs_train, train[key], marker='o', label='train (mean over the epoch)')
         ax.plot(epochs_val, val[key], marker='s', label='validation (end of epoch)')
         ax.set(xlabel='epoch', ylabel=key, title=f'{key.capitalize()} per epoch')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     return _save(fig, path)
@@ -117,11 +119,12 @@ def gradient_norms(steps: Sequence[int], groups: Mapping[str, Sequence[float]],
 
 def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str, path: Path) -> Path:
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(2 + 0.6 * n, 1.6 + 0.55 * n))
+    fig, ax = plt.subplots(figsize=(max(5.5, 2 + 0.6 * n), max(4.5, 1.6 + 0.55 * n)))
     im = ax.imshow(matrix, cmap='Blues')
     ax.set_xticks(range(n), labels=class_names, rotation=45, ha='right')
     ax.set_yticks(range(n), labels=class_names)
-    ax.set(xlabel='predicted class', ylabel='true class', title=title)
+    ax.set(xlabel='predicted class', ylabel='true class')
+    ax.set_title(title, fontsize='medium')
     top = matrix.max() if matrix.size else 0
     for i in range(n):
         for j in range(n):
