@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -32,11 +31,9 @@ class LRFindOptions:
     divergence: float = 4.0       # stop when smoothed loss > divergence * best smoothed loss
 
 
-def ramp(options: LRFindOptions):
-    """lr(step) = min_lr * (max_lr / min_lr) ** (step / (num_steps - 1)), traceable."""
-    lo, ratio = options.min_lr, options.max_lr / options.min_lr
-    last = max(options.num_steps - 1, 1)
-    return lambda step: jnp.float32(lo) * jnp.float32(ratio) ** (jnp.float32(step) / last)
+def ramp(options: LRFindOptions) -> np.ndarray:
+    """lr[i] = min_lr * (max_lr / min_lr) ** (i / (num_steps - 1)), i = 0 .. num_steps - 1."""
+    return np.geomspace(options.min_lr, options.max_lr, options.num_steps)
 
 
 def smooth(losses: list[float], beta: float) -> list[float]:
@@ -77,7 +74,7 @@ def run_lr_find(config: ml_collections.ConfigDict, workdir: str | Path,
     start = time.time()
     config = lr_find_config(config)
     lr_of = ramp(options)
-    probe = build_probe(config, learning_rate=lr_of)
+    probe = build_probe(config)
     data = probe.exp.train_data
     state, lrs, losses, smoothed, stop = probe.exp.state, [], [], [], 'ramp finished'
     epoch, batches = 0, data.epoch(0)
@@ -86,7 +83,7 @@ def run_lr_find(config: ml_collections.ConfigDict, workdir: str | Path,
         if i and k == 0:
             epoch += 1
             batches = data.epoch(epoch)
-        state, metrics = probe.step(state, data.batch(batches, k))
+        state, metrics = probe.step(state, data.batch(batches, k), lr_of[i])
         m = jax.device_get(metrics)
         lrs.append(float(m['learning_rate']))
         losses.append(float(m['loss']))

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from ghostnet_jax.training import steps
@@ -13,28 +14,28 @@ from ghostnet_jax.training.experiment import Experiment, build_experiment
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import make_mesh
 
-StepFn = Callable[[object, dict], tuple[object, dict]]
-
-
 @dataclasses.dataclass
 class Probe:
     config: ml_collections.ConfigDict
     exp: Experiment
-    step: StepFn     # jitted (state, batch) -> (state, metrics), the trainer's train_step
+    _step: Callable
+
+    def step(self, state, batch: dict, learning_rate: float | None = None) -> tuple[object, dict]:
+        """The trainer's train_step with the config's optimizer at `learning_rate` (default:
+        the config's). The rate is a runtime argument, so one compiled program serves every
+        rate: the LR ramp, and reruns at other rates load it from the compilation cache."""
+        lr = self.config.optimizer.learning_rate if learning_rate is None else learning_rate
+        return self._step(state, batch, jnp.float32(lr))
 
 
-def build_probe(config: ml_collections.ConfigDict,
-                learning_rate: Callable[[jax.Array], jax.Array] | None = None) -> Probe:
-    """`learning_rate(step)` replaces the configured schedule (the LR range test's ramp);
-    it enters the project's optimizer as its peak, so the optimizer is the one train uses."""
+def build_probe(config: ml_collections.ConfigDict) -> Probe:
+    """Use a config with a constant schedule: the rate given to `step` is then the rate."""
     exp = build_experiment(config, make_mesh())
     spe = exp.train_data.steps_per_epoch
 
-    def step(state, batch):
-        tx, schedule = exp.tx, exp.schedule
-        if learning_rate is not None:
-            tx, schedule = build_optimizer(config.optimizer, spe, config.num_epochs, state.params,
-                                           learning_rate=learning_rate(state.step))
+    def step(state, batch, learning_rate):
+        tx, schedule = build_optimizer(config.optimizer, spe, config.num_epochs, state.params,
+                                       learning_rate=learning_rate)
         return steps.train_step(state, batch, model=exp.model, tx=tx, schedule=schedule,
                                 seed=config.seed, label_smoothing=config.label_smoothing,
                                 ema_decay=config.ema_decay)

@@ -84,6 +84,11 @@ def overfit_verdict(accuracy: list[float], sample_batches: int, target: float) -
     return None
 
 
+def diverged(losses: list[float], initial_loss: float, factor: float = 4.0) -> bool:
+    """The loss is not finite or has grown past `factor` x its initial value."""
+    return bool(losses) and (not np.isfinite(losses[-1]) or losses[-1] > factor * initial_loss)
+
+
 def _fixed_sample(exp, size: int, shuffle_labels: bool, seed: int) -> list[dict]:
     """The first batches of epoch 0 (no augmentation: the same images every pass)."""
     data = exp.train_data
@@ -124,8 +129,8 @@ def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
         m = jax.device_get(metrics)
         losses.append(float(m['loss']))
         accuracy.append(float(m['accuracy']))
-        if not np.isfinite(losses[-1]):
-            break    # diverged: every later step is skipped by train_step anyway
+        if diverged(losses, init_loss):
+            break    # no point in spending the rest of the budget
         reached = overfit_verdict(accuracy, len(batches), options.target_accuracy)
         if reached is not None:
             break
@@ -134,7 +139,7 @@ def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
                'target_accuracy': options.target_accuracy, 'steps_to_target': reached,
                'steps_run': len(losses), 'final_loss': losses[-1] if losses else None,
                'final_accuracy': curve[-1] if curve else None,
-               'diverged': bool(losses) and not np.isfinite(losses[-1]),
+               'diverged': diverged(losses, init_loss), 'initial_loss': init_loss,
                'labels_shuffled': options.shuffle_labels,
                'learning_rate': float(config.optimizer.learning_rate)}
     checks.append(overfit)
@@ -165,7 +170,8 @@ def summary_text(report: dict) -> str:
                      f'{fit["target_accuracy"]:.0%} training accuracy after '
                      f'{fit["steps_to_target"]} steps (lr {fit["learning_rate"]:g})')
     else:
-        why = ('the loss diverged (not finite)' if fit['diverged'] else
+        why = (f'the loss diverged: {fit["final_loss"]:.4g} vs {fit["initial_loss"]:.4g} at init'
+               if fit['diverged'] else
                f'accuracy {fit["final_accuracy"]:.3f}, loss {fit["final_loss"]:.4g} after '
                f'{fit["steps_run"]} steps')
         lines.append(f'[FAIL] overfit {fit["sample_size"]} fixed images: never reached '
