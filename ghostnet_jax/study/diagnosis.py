@@ -47,15 +47,15 @@ def diagnose(train_loss: list[float], train_acc: list[float], val_loss: list[flo
     if gap > t.gap:
         out['findings'].append(f'The train/validation accuracy gap ({gap:.3f}) exceeds {t.gap:g}.')
 
-    window = min(t.plateau_epochs, len(epochs) - 1)
-    ref = train_loss[-1 - window]
+    window = min(t.plateau_epochs, len(epochs))   # the last `window` epochs, both ends included
+    ref = train_loss[-window]
     change = (ref - train_loss[-1]) / max(abs(ref), 1e-12)
     if window >= 2 and abs(change) < t.plateau_change:
         out['plateau'] = True
         out['findings'].append(
             f'Training loss plateaued: it changed {change:+.2%} over the last {window} epochs '
             '(a lower learning rate or a schedule step may help).')
-    elif change > 0:
+    elif change > 0 and window >= 2:
         out['findings'].append(
             f'Training loss still falling ({change:.1%} over the last {window} epochs): '
             'more epochs would likely help.')
