@@ -24,7 +24,7 @@ class Cli:
                 f'--config.data.cache_dir={self.trainer.data_cache}',
                 '--config.model.conv_impl=native', f'--config.num_epochs={epochs}']
 
-    def start(self, command: str, *args: str, log: str, epochs: int = 2) -> 'Proc':
+    def start(self, command: str, *args: str, log: str, epochs: int = 2) -> Proc:
         argv = [sys.executable, '-m', f'ghostnet_jax.{command}', f'--config={h.SMOKE}',
                 *self.overrides(epochs), *args]
         if command == 'report':
@@ -40,7 +40,7 @@ class Proc:
     def __init__(self, proc: subprocess.Popen, log: Path, argv: list[str], handle):
         self.proc, self.log, self.argv, self._handle = proc, log, argv, handle
 
-    def wait(self, timeout: float = 600) -> 'Proc':
+    def wait(self, timeout: float = 600) -> Proc:
         try:
             self.proc.wait(timeout)
         finally:
@@ -57,7 +57,7 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors='replace')
 
-    def check(self, rc: int = 0) -> 'Proc':
+    def check(self, rc: int = 0) -> Proc:
         self.wait()
         assert self.rc == rc, f'exit {self.rc} (wanted {rc}) for {self.argv}\n{self.output[-5000:]}'
         return self

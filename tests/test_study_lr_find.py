@@ -4,8 +4,8 @@ import re
 
 import numpy as np
 import pytest
-
 import study_harness as s
+
 from ghostnet_jax.study.lr_find import smooth, suggest
 
 

@@ -3,7 +3,6 @@ run's own results.json."""
 import json
 
 import pytest
-
 import study_harness as s
 import train_harness as h
 

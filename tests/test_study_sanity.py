@@ -2,10 +2,14 @@
 import math
 
 import pytest
-
 import study_harness as s
-from ghostnet_jax.study.sanity import (check_gradient_norms, check_initial_loss, diverged,
-                                       overfit_verdict)
+
+from ghostnet_jax.study.sanity import (
+    check_gradient_norms,
+    check_initial_loss,
+    diverged,
+    overfit_verdict,
+)
 
 # Batches of 32 (2 per sample) keep BatchNorm's batch statistics steady. The colour-coded
 # classes are learnt in ~11 steps; the same 64 images with shuffled labels took 42 steps to

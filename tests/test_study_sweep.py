@@ -1,14 +1,11 @@
 """`python -m ghostnet_jax.sweep`: the table, the best row, resuming, and --vectorize giving
 the same per-run results as the same runs trained one by one."""
 import csv
-import json
-import math
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-
 import study_harness as s
 import train_harness as h
 
@@ -63,7 +60,7 @@ def test_table_best_row_and_heatmap(sweeps):
     best = min(rows, key=key)['run']
     assert f'Best by validation accuracy: {best} ' in one.output
     md = (cli.root / 'one' / 'results.md').read_text()
-    assert [line for line in md.splitlines() if '**best**' in line][0].split('|')[2].strip() == best
+    assert next(line for line in md.splitlines() if '**best**' in line).split('|')[2].strip() == best
     for r in rows:   # the table is each run's own results.json
         res = s.read_json(cli.root / 'one' / r['run'] / 'results.json')
         assert float(r['val_accuracy']) == pytest.approx(res['val']['accuracy'])

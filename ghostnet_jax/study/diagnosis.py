@@ -16,9 +16,10 @@ class Thresholds:
 
 
 def diagnose(train_loss: list[float], train_acc: list[float], val_loss: list[float],
-             val_acc: list[float], epochs: list[int], t: Thresholds = Thresholds()) -> dict:
+             val_acc: list[float], epochs: list[int], t: Thresholds | None = None) -> dict:
     """Curves are aligned per epoch (`epochs` names them). Returns the findings as sentences,
     a one-word verdict and the numbers behind them."""
+    t = t or Thresholds()
     out: dict = {'findings': [], 'overfitting_epoch': None, 'plateau': False,
                  'final_gap': None, 'verdict': 'too short to tell'}
     if not epochs:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 
 class GradientHealth:

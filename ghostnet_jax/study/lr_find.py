@@ -68,7 +68,8 @@ def lr_find_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
 
 def run_lr_find(config: ml_collections.ConfigDict, workdir: str | Path,
-                options: LRFindOptions = LRFindOptions()) -> dict:
+                options: LRFindOptions | None = None) -> dict:
+    options = options or LRFindOptions()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()

@@ -3,7 +3,7 @@ what the sanity checks and the LR range test run step by step."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +13,7 @@ from ghostnet_jax.training import steps
 from ghostnet_jax.training.experiment import Experiment, build_experiment
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import make_mesh
+
 
 @dataclasses.dataclass
 class Probe:

@@ -105,7 +105,8 @@ def _fixed_sample(exp, size: int, shuffle_labels: bool, seed: int) -> list[dict]
 
 
 def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
-               options: SanityOptions = SanityOptions()) -> dict:
+               options: SanityOptions | None = None) -> dict:
+    options = options or SanityOptions()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()

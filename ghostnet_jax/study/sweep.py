@@ -13,8 +13,8 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ml_collections
 import numpy as np
@@ -68,8 +68,8 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
               vectorize: bool = False, train_fn: TrainFn | None = None) -> dict:
     """Trains what is missing, writes results.csv / results.md / heatmap.png, returns
     {'rows', 'best', 'trained', 'skipped'}."""
-    from ghostnet_jax.training.config_checks import validate_config
     from ghostnet_jax.configs import default as default_config
+    from ghostnet_jax.training.config_checks import validate_config
     if train_fn is None:
         from ghostnet_jax.training.trainer import train_and_evaluate as train_fn
     workdir = Path(workdir)
