@@ -36,6 +36,27 @@ def parse_grid(specs: list[str]) -> list[Axis]:
     return axes
 
 
+def parse_variants(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """`NAME:FIELD=V,FIELD=V` (or `NAME:` for the config as is): named runs, for ablations
+    (a baseline plus one switch at a time) that a product grid cannot express."""
+    variants = []
+    for spec in specs:
+        name, sep, rest = spec.partition(':')
+        if not sep or not re.fullmatch(r'[A-Za-z0-9_.=+-]+', name):
+            raise ValueError(f'--variant {spec!r}: expected NAME:FIELD=VALUE,... (NAME: letters, '
+                             'digits, _.=+-; NAME: alone is the config as is)')
+        overrides = {}
+        for item in filter(None, rest.split(',')):
+            field, eq, value = item.partition('=')
+            if not eq or not field:
+                raise ValueError(f'--variant {spec!r}: {item!r} is not FIELD=VALUE')
+            overrides[field] = parse_value(value)
+        if name in (v[0] for v in variants):
+            raise ValueError(f'--variant name {name!r} is used twice.')
+        variants.append((name, overrides))
+    return variants
+
+
 def combinations(axes: list[Axis]) -> list[dict[str, Any]]:
     """Every combination, first axis slowest (the order of the table)."""
     fields = [a[0] for a in axes]

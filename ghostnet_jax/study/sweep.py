@@ -21,7 +21,8 @@ import numpy as np
 
 from ghostnet_jax.study import grid as G
 from ghostnet_jax.study import plots
-from ghostnet_jax.study.vectorized import VECTOR_FIELDS, train_vectorized, why_not_vectorized
+from ghostnet_jax.study.vectorized import (train_vectorized, why_not_vectorized,
+                                           without_vector_fields)
 
 log = logging.getLogger(__name__)
 
@@ -65,24 +66,33 @@ def _train_one(train_fn: TrainFn, config: ml_collections.ConfigDict, run_dir: Pa
 
 
 def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: str | Path,
-              vectorize: bool = False, train_fn: TrainFn | None = None) -> dict:
+              vectorize: bool = False, train_fn: TrainFn | None = None,
+              variants: list[tuple[str, dict]] | None = None) -> dict:
     """Trains what is missing, writes results.csv / results.md / heatmap.png, returns
-    {'rows', 'best', 'trained', 'skipped'}."""
+    {'rows', 'best', 'trained', 'skipped', 'table'}. `variants` (named override sets, see
+    grid.parse_variants) replace the grid's product when given."""
     from ghostnet_jax.configs import default as default_config
     from ghostnet_jax.training.config_checks import validate_config
     if train_fn is None:
         from ghostnet_jax.training.trainer import train_and_evaluate as train_fn
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    fields = [a[0] for a in axes]
-    combos = G.combinations(axes)
+    if axes and variants:
+        raise ValueError('give either --grid axes or --variant runs, not both.')
+    if variants:
+        fields = list(dict.fromkeys(f for _, overrides in variants for f in overrides))
+        named = variants
+    else:
+        fields = [a[0] for a in axes]
+        named = [(G.run_name(o), o) for o in G.combinations(axes)]
     runs = []
-    for overrides in combos:
+    for name, overrides in named:
         run_config = G.apply_overrides(config, overrides)
         validate_config(run_config, default_config.get_config())   # all before any training
-        runs.append((G.run_name(overrides), overrides, run_config))
+        # The table shows every field any run changes, with this run's value of it.
+        runs.append((name, {f: G.get_field(run_config, f) for f in fields}, run_config))
     (workdir / 'sweep.json').write_text(json.dumps(
-        {'grid': {f: v for f, v in axes}, 'vectorize': vectorize,
+        {'grid': {f: v for f, v in axes}, 'variants': dict(variants or []), 'vectorize': vectorize,
          'runs': [name for name, _, _ in runs]}, indent=2, default=str))
     (workdir / 'base_config.json').write_text(_config_text(config))
 
@@ -101,13 +111,17 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
     if vectorize and reason:
         log.warning('--vectorize: training one by one, %s.', reason)
     if vectorize and not reason:
-        # Runs that agree on every shape-changing field share one vectorized program.
+        # Runs that agree on every field but the vectorizable ones share one program.
         groups: dict[str, list] = {}
         for run in todo:
-            key = json.dumps({f: v for f, v in run[1].items() if f not in VECTOR_FIELDS},
-                             sort_keys=True, default=str)
+            key = json.dumps(without_vector_fields(run[2]), sort_keys=True, default=str)
             groups.setdefault(key, []).append(run)
         for group in groups.values():
+            if len(group) == 1:    # nothing to share: the plain (resumable) trainer
+                name, _, run_config = group[0]
+                results[name] = _train_one(train_fn, run_config, workdir / name)
+                trained.append(name)
+                continue
             dirs = [workdir / name for name, _, _ in group]
             for d in dirs:
                 if d.exists():   # partial output of a killed attempt; the group starts over
@@ -133,7 +147,7 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
     (workdir / 'results.md').write_text(
         table + '\n\nBest by validation accuracy (test accuracy is shown, never used to '
         f'choose): {best["run"] if best else "none"}\n')
-    if len(axes) == 2:
+    if len(axes) == 2 and not variants:
         write_heatmap(rows, axes, best, workdir / 'heatmap.png')
     return {'rows': rows, 'best': best, 'trained': trained, 'skipped': skipped, 'table': table}
 

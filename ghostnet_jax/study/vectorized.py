@@ -57,7 +57,8 @@ def why_not_vectorized(config: ml_collections.ConfigDict) -> str | None:
     return None
 
 
-def _without_vector_fields(config: ml_collections.ConfigDict) -> dict:
+def without_vector_fields(config: ml_collections.ConfigDict) -> dict:
+    """The config as a dict without VECTOR_FIELDS: runs equal in it can train together."""
     d = config.to_dict()
     for field in VECTOR_FIELDS:
         *parents, leaf = field.split('.')
@@ -102,9 +103,9 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
     reason = why_not_vectorized(base)
     if reason:
         raise ValueError(f'cannot vectorize: {reason}')
-    shared = _without_vector_fields(base)
+    shared = without_vector_fields(base)
     for c in configs[1:]:
-        if _without_vector_fields(c) != shared:
+        if without_vector_fields(c) != shared:
             raise ValueError('vectorized runs may differ only in ' + ', '.join(VECTOR_FIELDS))
     varying = {f for f in VECTOR_FIELDS if len({get_field(c, f) for c in configs}) > 1}
     start = time.time()
