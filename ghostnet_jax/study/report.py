@@ -53,15 +53,27 @@ def _gradient_warnings(history: RunHistory) -> list[str]:
     return warnings
 
 
+def _spread_over_classes(wrong: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Up to MAX_MISCLASSIFIED indices, taken in turn from each true class (the split is
+    sorted by class, so the first ones would all be one class)."""
+    per_class = [list(wrong[labels[wrong] == c]) for c in np.unique(labels[wrong])]
+    picked = []
+    while len(picked) < MAX_MISCLASSIFIED and any(per_class):
+        for queue in per_class:
+            if queue and len(picked) < MAX_MISCLASSIFIED:
+                picked.append(queue.pop(0))
+    return np.asarray(sorted(picked), np.int64)
+
+
 def _predictions_section(pred: Predictions, out: Path) -> list[str]:
     matrix = pred.confusion()
     names = pred.class_names
     plots.confusion(matrix, names, f'Confusion matrix, {pred.split} ({pred.spec})\n'
                     f'{pred.checkpoint} checkpoint, step {pred.step}', out / 'confusion.png')
-    wrong = np.flatnonzero(pred.labels != pred.predicted)[:MAX_MISCLASSIFIED]
+    wrong = _spread_over_classes(np.flatnonzero(pred.labels != pred.predicted), pred.labels)
     plots.image_grid(pred.images[wrong],
                      [f'true {names[pred.labels[i]]}\npred {names[pred.predicted[i]]}' for i in wrong],
-                     f'Misclassified {pred.split} images (first {len(wrong)} of '
+                     f'Misclassified {pred.split} images ({len(wrong)} of '
                      f'{int((pred.labels != pred.predicted).sum())})', out / 'misclassified.png')
     total = int(matrix.sum())
     lines = [f'## Predictions on {pred.split} (`{pred.spec}`, {total} images, {pred.checkpoint} '
