@@ -72,13 +72,18 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------- schedules
 
 
-def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int) -> Schedule:
-    """Returns a jittable `step -> lr` (float32) for the configured schedule."""
+def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int,
+                   peak: float | jax.Array | None = None) -> Schedule:
+    """Returns a jittable `step -> lr` (float32) for the configured schedule.
+
+    `peak` overrides `cfg.learning_rate`; it may be a traced float32 scalar (one model's
+    value under `jax.vmap`, see ghostnet_jax.study.vectorized), so it is only ever used
+    in array arithmetic."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"Unknown optimizer.schedule {cfg.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
     if steps_per_epoch <= 0 or num_epochs <= 0:
         raise ValueError(f"steps_per_epoch ({steps_per_epoch}) and num_epochs ({num_epochs}) must be > 0")
-    peak = float(cfg.learning_rate)
+    peak = float(cfg.learning_rate) if peak is None else peak
     total = steps_per_epoch * num_epochs
     warmup = int(round(float(cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
     if warmup >= total:
@@ -200,30 +205,37 @@ def weight_decay_mask(params: Any) -> Any:
 
 
 def build_optimizer(
-    cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int, params: Any = None
+    cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int, params: Any = None,
+    *, learning_rate: jax.Array | None = None, weight_decay: jax.Array | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
     """Builds the optax chain and returns `(tx, schedule)`; schedule(step) is the base lr.
 
     `params` (concrete or abstract) fixes the weight-decay mask; if None the mask is
     computed from the params passed to `tx.init`.
+
+    `learning_rate` / `weight_decay` override the config's values with (possibly traced)
+    arrays, so that models stacked under `jax.vmap` each train with their own value in one
+    program. A given `weight_decay` always adds the decay transform, so the chain (and the
+    optimizer state's structure) is the same for every model; a value of 0 adds exactly 0.
     """
     if cfg.name not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer.name {cfg.name!r}; valid choices: {', '.join(OPTIMIZERS)}")
-    schedule = build_schedule(cfg, steps_per_epoch, num_epochs)
-    wd = float(cfg.get("weight_decay", 0.0))
+    schedule = build_schedule(cfg, steps_per_epoch, num_epochs, peak=learning_rate)
+    wd = float(cfg.get("weight_decay", 0.0)) if weight_decay is None else weight_decay
+    decays = weight_decay is not None or wd > 0
     mask = weight_decay_mask(params) if params is not None else weight_decay_mask
 
     parts: list[optax.GradientTransformation] = []
     if float(cfg.get("grad_clip_norm", 0.0)) > 0:
         parts.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
-    if cfg.name in ("sgd", "adam") and wd > 0:
+    if cfg.name in ("sgd", "adam") and decays:
         parts.append(optax.add_decayed_weights(wd, mask))  # coupled L2: enters momentum/moments
     if cfg.name == "sgd":
         if float(cfg.momentum) > 0:
             parts.append(optax.trace(decay=float(cfg.momentum), nesterov=bool(cfg.nesterov)))
     else:
         parts.append(optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
-        if cfg.name == "adamw" and wd > 0:
+        if cfg.name == "adamw" and decays:
             parts.append(optax.add_decayed_weights(wd, mask))  # decoupled, scaled by lr below
     parts.append(optax.scale_by_learning_rate(schedule))
     parts.append(scale_by_plateau())

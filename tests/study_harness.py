@@ -1,0 +1,67 @@
+"""Helpers for the study command tests (tests/test_study_*.py): the real CLIs in
+subprocesses on train_harness's generated folder dataset, with the compile flags and the
+persistent compilation cache the trainer tests use."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import train_harness as h
+
+
+class Cli:
+    """Starts `python -m ghostnet_jax.<command>` runs on one dataset with shared caches."""
+
+    def __init__(self, root: Path, per_class: int = h.PER_CLASS):
+        self.root = root
+        self.data = h.make_dataset(root / 'data', per_class=per_class)
+        self.trainer = h.Trainer(root, self.data, root / 'data_cache', root.parent / 'study_jax_cache')
+
+    def overrides(self, epochs: int = 2) -> list[str]:
+        return [f'--config.data.source=folder:{self.data}',
+                f'--config.data.cache_dir={self.trainer.data_cache}',
+                '--config.model.conv_impl=native', f'--config.num_epochs={epochs}']
+
+    def start(self, command: str, *args: str, log: str, epochs: int = 2) -> Proc:
+        argv = [sys.executable, '-m', f'ghostnet_jax.{command}', f'--config={h.SMOKE}',
+                *self.overrides(epochs), *args]
+        if command == 'report':
+            argv = [sys.executable, '-m', 'ghostnet_jax.report', *args]
+        path = self.root / f'{log}.log'
+        f = open(path, 'w')
+        proc = subprocess.Popen(argv, cwd=h.REPO, env=self.trainer.env(), stdout=f,
+                                stderr=subprocess.STDOUT)
+        return Proc(proc, path, argv, f)
+
+
+class Proc:
+    def __init__(self, proc: subprocess.Popen, log: Path, argv: list[str], handle):
+        self.proc, self.log, self.argv, self._handle = proc, log, argv, handle
+
+    def wait(self, timeout: float = 600) -> Proc:
+        try:
+            self.proc.wait(timeout)
+        finally:
+            self._handle.close()
+            if self.proc.poll() is None:
+                self.proc.kill()
+        return self
+
+    @property
+    def rc(self) -> int:
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors='replace')
+
+    def check(self, rc: int = 0) -> Proc:
+        self.wait()
+        assert self.rc == rc, f'exit {self.rc} (wanted {rc}) for {self.argv}\n{self.output[-5000:]}'
+        return self
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
