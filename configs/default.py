@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.init_from = config_dict.placeholder(str)   # checkpoint / converted weights dir
     config.max_steps = config_dict.placeholder(int)   # stop early (smoke tests, benchmarks)
     config.log_every_steps = 50
+    config.report = True           # report/report.md (curves, diagnosis, confusion) at the end
 
     config.optimizer = default_optimizer_config()
     config.optimizer.update(dict(name='sgd', learning_rate=0.1, momentum=0.9, nesterov=True,

@@ -22,7 +22,8 @@ class Cli:
     def overrides(self, epochs: int = 2) -> list[str]:
         return [f'--config.data.source=folder:{self.data}',
                 f'--config.data.cache_dir={self.trainer.data_cache}',
-                '--config.model.conv_impl=native', f'--config.num_epochs={epochs}']
+                '--config.model.conv_impl=native', f'--config.num_epochs={epochs}',
+                '--config.report=False']   # test_study_report turns it back on
 
     def start(self, command: str, *args: str, log: str, epochs: int = 2) -> Proc:
         argv = [sys.executable, '-m', f'ghostnet_jax.{command}', f'--config={h.SMOKE}',

@@ -15,7 +15,9 @@ def run(tmp_path_factory):
     cli = s.Cli(tmp_path_factory.mktemp('report'))
     workdir = cli.root / 'run'
     cli.start('train', f'--workdir={workdir}', f'--config.data.test_split={TEST_SPLIT}',
-              log='train', epochs=3).check(0)
+              '--config.report=True', log='train', epochs=3).check(0)
+    # Training wrote the report itself at the end (config.report); the command rewrites it.
+    assert (workdir / 'report' / 'report.md').is_file()
     report = cli.start('report', f'--workdir={workdir}', log='report').check(0)
     return workdir, report
 

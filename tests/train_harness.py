@@ -154,6 +154,7 @@ class Trainer:
             '--config.model.conv_impl=native',   # compiles ~2x faster than 'shifted' on CPU
             f'--config.num_epochs={EPOCHS}',
             '--config.checkpoint.max_to_keep=100',   # keep every epoch for comparisons
+            '--config.report=False',   # test_study_report covers it; plots cost seconds a run
         ]
 
     def start(self, workdir: Path, *overrides: str, devices: int = 1, config: str = SMOKE,

@@ -39,6 +39,7 @@ from ghostnet_jax.training.metrics_log import MetricsWriter, Progress
 from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.optim import get_lr_scale, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
+from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
@@ -120,6 +121,7 @@ class Trainer:
         _write_config(self.workdir, config)
         self.writer = MetricsWriter(self.workdir)
         self.progress = Progress(self.spe, self.num_epochs, config.batch_size)
+        self.grad_health = GradientHealth()
         self.loop = LoopState()
         self.state = exp.state
         self._carried = None          # the runner's state while training (donated each step)
@@ -157,7 +159,19 @@ class Trainer:
         self.writer.close()
         if jax.process_index() == 0:
             (self.workdir / 'results.json').write_text(json.dumps(results, indent=2))
+            if self.config.get('report', False):
+                self._write_report()
         return results
+
+    def _write_report(self) -> None:
+        """report/report.md with the curves, diagnosis and confusion matrix. A report that
+        fails is a warning: the run and its results are complete without it."""
+        from ghostnet_jax.study.report import write_report
+        try:
+            log.info('Report: %s', write_report(self.workdir))
+        except Exception as e:   # plots must never cost a finished run its exit status
+            log.warning('Could not write the run report (%s: %s); retry with python -m '
+                        'ghostnet_jax.report --workdir %s', type(e).__name__, e, self.workdir)
 
     def _restore_or_start(self) -> None:
         config = self.config
@@ -354,6 +368,8 @@ class Trainer:
         for i, m in enumerate(fetched):
             self.writer.write_scalars(first + i + 1, m, 'train', epoch=(first + i) // self.spe + 1)
             self.loop.epoch_sums.add(float(m['loss']), float(m['accuracy']))
+            for warning in self.grad_health.update(first + i + 1, m):
+                log.warning('Gradient health: %s', warning)
         now = time.time()
         ips = len(fetched) * self.config.batch_size / max(now - self._window_start, 1e-9)
         self.writer.write_scalars(self._step, {'images_per_second': ips}, 'train')
