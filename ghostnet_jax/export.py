@@ -47,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, help='file to write (PATH.json is written too)')
     p.add_argument('--batch-size', default='dynamic', help="N or 'dynamic' (default)")
     p.add_argument('--checkpoint', default='best', help='best (default), latest or a step')
-    p.add_argument('--conv-impl', default='native', choices=('native', 'shifted'),
-                   help='convolution formulation in the exported graph (same weights)')
+    p.add_argument('--conv-impl', default=None, choices=('native', 'shifted'),
+                   help='convolution formulation in the exported graph (same weights); '
+                        'default: shifted for stablehlo (fast in XLA on CPU), native otherwise')
     p.add_argument('--check-images', default=None, metavar='FOLDER_OR_IMAGE', nargs='+',
                    help='images to compare the export with predict on (default: generated)')
     p.add_argument('--no-check', action='store_true', help='skip the round-trip check')

@@ -280,22 +280,16 @@ def _has_arrays(tree: Any) -> bool:
 
 
 def _read_converted(path: Path) -> tuple[ModelSpec, Preprocessing, dict]:
-    from ghostnet_jax.convert import converted_info, load_converted
-    from ghostnet_jax.serving.imagenet import converted_spec
+    from ghostnet_jax.convert import converted_info, load_converted, serving_metadata
     try:
         info = converted_info(path)
         if SPEC_KEY in info:
             spec = ModelSpec.from_json(info[SPEC_KEY])
             prep = Preprocessing.from_json(info[PREPROCESSING_KEY])
-        else:   # written before convert stored a spec: the same defaults convert uses now
-            from ghostnet_jax.models import create_model
-            is_cifar = getattr(create_model(info['model']), 'stem_stride', 2) == 1
-            spec, prep, _ = converted_spec(info['model'], int(info['num_classes']), is_cifar,
-                                           'converted PyTorch weights')
+        else:   # written before convert stored a spec: the defaults convert records now
+            spec, prep, _ = serving_metadata(info['model'], int(info['num_classes']))
         variables = load_converted(path)
-    except CheckpointError:
-        raise
-    except Exception as e:
+    except Exception as e:   # a damaged record or array store: one message, one exit code
         raise CheckpointError(f'Cannot load the converted weights in {path}: '
                               f'{type(e).__name__}: {str(e)[:500]}') from e
     return spec, prep, {'params': variables['params'],
