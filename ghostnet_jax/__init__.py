@@ -4,7 +4,7 @@ from typing import Any
 from ghostnet_jax.models import create_model, list_models
 
 __version__ = '0.1.0'
-__all__ = ['TrainedModel', 'create_model', 'list_models', 'load', '__version__']
+__all__ = ['TrainedModel', '__version__', 'create_model', 'list_models', 'load']
 
 
 def __getattr__(name: str) -> Any:

@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         model = load(args.workdir, which)
         out = exporters.export_model(model, args.format, args.out, batch_size, args.conv_impl)
         size = out.stat().st_size
+        shape = ', '.join(map(str, model.image_shape))
         print(f'wrote {out} ({size / 1e6:.2f} MB, {args.format}, batch '
-              f'{batch_size or "dynamic"}, input uint8 (N, {", ".join(map(str, model.image_shape))}))'
-              f' and {exporters.metadata_path(out)}')
+              f'{batch_size or "dynamic"}, input uint8 (N, {shape})) and '
+              f'{exporters.metadata_path(out)}')
         if args.no_check:
             return cli.EXIT_OK
         if check_files:

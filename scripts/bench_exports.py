@@ -4,7 +4,8 @@
         [--runs 50] [--out-dir /tmp/exports]
 
 Exports the model at DIR (a run or a ghostnet_jax.convert output) in every format with its
-default batch (and TFLite also with a dynamic one), loads each in its own runtime (the runtimes' default thread settings), and
+default batch (and TFLite also with a dynamic one), loads each in its own runtime (with the
+runtimes' default thread settings), and
 reports the median of --runs timed calls on one image after 3 warm-up calls, next to
 `TrainedModel.predict` (JAX, the same image). Formats whose extra is missing are skipped.
 """
@@ -58,7 +59,8 @@ def main() -> None:
         except exporters.MissingExtraError as e:
             print(f'skipping {fmt}: {e}')
             continue
-        rows.append({'format': f'{fmt} (batch {batch or "dynamic"})', 'size_mb': out.stat().st_size / 1e6,
+        rows.append({'format': f'{fmt} (batch {batch or "dynamic"})',
+                     'size_mb': out.stat().st_size / 1e6,
                      'export_s': seconds, 'latency_ms': median_ms(run, image, args.runs),
                      'max_abs_diff': exporters.compare_with_predict(
                          model, fmt, out, check)})

@@ -20,8 +20,15 @@ NEEDS = {'stablehlo': (), 'onnx': ('jax2onnx', 'onnxruntime'),
          'tflite': ('tensorflow', 'ai_edge_litert')}
 
 
+def _installed(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):   # e.g. blocked with sys.modules[module] = None
+        return False
+
+
 def _skip_without_extra(fmt):
-    missing = [m for m in NEEDS[fmt] if importlib.util.find_spec(m) is None]
+    missing = [m for m in NEEDS[fmt] if not _installed(m)]
     if missing:
         pytest.skip(f'{fmt} export needs {missing}: pip install '
                     f"'ghostnet_jax[{exporters.EXTRAS[fmt]}]'")

@@ -137,7 +137,8 @@ class TrainedModel:
         """Decodes files (in threads: PIL releases the GIL) into an (N, H, W, C) uint8 batch."""
         if not paths:
             return np.zeros((0, *self.image_shape), np.uint8)
-        with concurrent.futures.ThreadPoolExecutor(num_threads or min(8, os.cpu_count() or 1)) as pool:
+        threads = num_threads or min(8, os.cpu_count() or 1)
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
             return np.stack(list(pool.map(self.preprocessing.load_image, paths)))
 
     def top_k(self, probs: np.ndarray, k: int = 5) -> list[list[tuple[int, str, float]]]:
@@ -309,7 +310,8 @@ def _check_shapes(model: nn.Module, prep: Preprocessing, variables: dict, path: 
     if want != have:
         missing = sorted(set(want) - set(have))[:5]
         extra = sorted(set(have) - set(want))[:5]
-        shapes = [f'{k}: {have[k]} vs {want[k]}' for k in want if k in have and have[k] != want[k]][:5]
+        shapes = [f'{k}: {have[k]} vs {want[k]}'
+                  for k in want if k in have and have[k] != want[k]][:5]
         raise CheckpointError(f'The weights in {path} do not fit the stored model spec '
                               f'({model.__class__.__name__}): missing {missing}, unexpected '
                               f'{extra}, misshapen {shapes}.')
