@@ -108,3 +108,21 @@ def test_verbose_shows_the_traceback(trainer, tmp_path):
     image = next((trainer.data / 'train' / 'c0').glob('*.png'))
     out = _predict(trainer, '--verbose', '--workdir', tmp_path, image)
     assert out.returncode == 5 and 'Traceback' in out.stderr
+
+
+def test_progress_bar_only_on_a_terminal():
+    from ghostnet_jax.predict import Progress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, drawn in ((io.StringIO(), False), (Terminal(), True)):
+        bar = Progress(10, stream)
+        bar.update(4)
+        bar.update(6)
+        bar.close()
+        text = stream.getvalue()
+        assert bool(text) == drawn
+        if drawn:
+            assert '\r[' in text and '10/10 images' in text and text.endswith('\n')

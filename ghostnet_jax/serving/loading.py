@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 
 from ghostnet_jax.serving.preprocessing import Preprocessing
 from ghostnet_jax.training.checkpoints import STATE, Checkpointer, CheckpointError
@@ -171,7 +172,8 @@ def load(path: str | os.PathLike, which: str | int = 'best', *,
 
     Raises CheckpointError for a missing, damaged or unusable checkpoint.
     """
-    path = Path(path).absolute()
+    # gs:// and other remote workdirs through epath, as the Checkpointer reads them.
+    path = epath.Path(path) if '://' in str(path) else Path(path).absolute()
     if not path.exists():
         raise CheckpointError(f'{path} does not exist.')
     if (path / CONVERT_INFO).is_file():
