@@ -24,10 +24,13 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Iterator, Sequence, TextIO
+from typing import TYPE_CHECKING, Iterator, Sequence, TextIO
 
 from ghostnet_jax.data.errors import CorruptImageError, DataError
 from ghostnet_jax.serving import cli
+
+if TYPE_CHECKING:   # the real import pulls in jax: deferred to after argument checks
+    from ghostnet_jax.serving import TrainedModel
 
 PROG = 'python -m ghostnet_jax.predict'
 IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff',
@@ -85,7 +88,8 @@ class Progress:
             self.stream.flush()
 
 
-def _decode_batch(model, paths: Sequence[Path], skip: bool, pool) -> tuple[list, list, list]:
+def _decode_batch(model: 'TrainedModel', paths: Sequence[Path], skip: bool,
+                  pool: concurrent.futures.Executor) -> tuple[list, list, list]:
     """(paths, images, skipped (path, reason)) of one batch."""
     def one(p: Path):
         try:
@@ -104,8 +108,8 @@ def _decode_batch(model, paths: Sequence[Path], skip: bool, pool) -> tuple[list,
     return kept, images, skipped
 
 
-def predict_files(model, files: Sequence[Path], batch_size: int, top_k: int, skip: bool,
-                  progress: Progress) -> Iterator[tuple[str, object]]:
+def predict_files(model: 'TrainedModel', files: Sequence[Path], batch_size: int, top_k: int,
+                  skip: bool, progress: Progress) -> Iterator[tuple[str, object]]:
     """Yields ('prediction', (path, [(index, name, p), ...])) and ('skipped', (path, why)).
     Decoding the next batch overlaps with predicting the current one."""
     import numpy as np
@@ -127,7 +131,8 @@ def predict_files(model, files: Sequence[Path], batch_size: int, top_k: int, ski
             progress.update(len(batches[i]))
 
 
-def _write(fmt: str, model, events: Iterator, out: TextIO, err: TextIO) -> tuple[int, int]:
+def _write(fmt: str, model: 'TrainedModel', events: Iterator, out: TextIO,
+           err: TextIO) -> tuple[int, int]:
     """Streams text/csv rows as they come; json is one document at the end."""
     n_ok = n_skipped = 0
     records, skipped = [], []
