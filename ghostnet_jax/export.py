@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--out', required=True, help='file to write (PATH.json is written too)')
     p.add_argument('--batch-size', default='default',
                    help="N or 'dynamic'; default: dynamic for stablehlo and onnx, 1 for tflite "
-                        '(the LiteRT interpreter runs dynamic-batch graphs ~20x slower)')
+                        '(the LiteRT interpreter runs dynamic-batch graphs 15-30x slower)')
     p.add_argument('--checkpoint', default='best', help='best (default), latest or a step')
     p.add_argument('--conv-impl', default=None, choices=('native', 'shifted'),
                    help='convolution formulation in the exported graph (same weights); '

@@ -70,6 +70,15 @@ class Progress:
         self.total, self.stream, self.done = total, stream, 0
         self.enabled = stream.isatty() if enabled is None else enabled
         self.start = time.perf_counter()
+        self._drawn = 0   # length of the bar on screen, to erase it before results
+
+    def clear(self) -> None:
+        """Erases the bar so that results printed to the same terminal start on a clean
+        line; the next update draws it again below them."""
+        if self.enabled and self._drawn:
+            self.stream.write('\r' + ' ' * self._drawn + '\r')
+            self.stream.flush()
+            self._drawn = 0
 
     def update(self, n: int) -> None:
         self.done += n
@@ -78,9 +87,11 @@ class Progress:
         width = 30
         filled = int(width * self.done / max(1, self.total))
         rate = self.done / max(1e-9, time.perf_counter() - self.start)
-        self.stream.write(f'\r[{"#" * filled}{"." * (width - filled)}] {self.done}/{self.total} '
-                          f'images, {rate:.1f} img/s')
+        text = (f'[{"#" * filled}{"." * (width - filled)}] {self.done}/{self.total} images, '
+                f'{rate:.1f} img/s')
+        self.stream.write('\r' + text)
         self.stream.flush()
+        self._drawn = len(text)
 
     def close(self) -> None:
         if self.enabled and self.done:
@@ -132,7 +143,7 @@ def predict_files(model: 'TrainedModel', files: Sequence[Path], batch_size: int,
 
 
 def _write(fmt: str, model: 'TrainedModel', events: Iterator, out: TextIO,
-           err: TextIO) -> tuple[int, int]:
+           err: TextIO, progress: Progress) -> tuple[int, int]:
     """Streams text/csv rows as they come; json is one document at the end."""
     n_ok = n_skipped = 0
     records, skipped = [], []
@@ -140,6 +151,7 @@ def _write(fmt: str, model: 'TrainedModel', events: Iterator, out: TextIO,
     if writer:
         writer.writerow(['path', 'rank', 'class_index', 'class_name', 'probability'])
     for kind, item in events:
+        progress.clear()
         if kind == 'skipped':
             n_skipped += 1
             path, why = item
@@ -215,7 +227,7 @@ def main(argv: list[str] | None = None, stdout: TextIO | None = None) -> int:
             n_ok, _ = _write(args.format, model,
                              predict_files(model, files, args.batch_size, args.top_k,
                                            args.skip_unreadable, progress),
-                             out, sys.stderr)
+                             out, sys.stderr, progress)
         finally:
             progress.close()
         out.flush()

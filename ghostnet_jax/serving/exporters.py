@@ -14,14 +14,15 @@ metadata file written next to each export).
 Batch: a fixed size N, or None for a dynamic batch dimension (a symbolic shape in
 StableHLO, 'batch' in ONNX, -1 in TFLite's shape signature). Defaults (DEFAULT_BATCH):
 dynamic for StableHLO and ONNX, 1 for TFLite, where a dynamic batch keeps shape ops and
-broadcasts in the graph that the LiteRT interpreter runs ~20x slower (one 224x224
-ghostnet_100 image: 19 ms with batch 1, 400-500 ms dynamic, measured here).
+broadcasts in the graph that the LiteRT interpreter runs 15-30x slower (one 224x224
+ghostnet_100 image: 14-40 ms with batch 1, 380-960 ms dynamic; README has the table).
 
 Convolutions: the same weights and function either way, but the formulation matters to
 the runtime. ONNX and TFLite get conv_impl='native' (one convolution op per layer, which
 they map to their Conv/DepthwiseConv kernels). StableHLO gets 'shifted' (slices,
 multiply-adds and matmuls): XLA's CPU convolutions are slow, 395 ms vs 14.5 ms for one
-224x224 ghostnet_100 image measured here, and the formulation costs little on GPU/TPU.
+224x224 ghostnet_100 image measured here. On GPU/TPU, where training uses 'native', the
+difference is not measured: pass conv_impl='native' for an export meant for those.
 """
 from __future__ import annotations
 

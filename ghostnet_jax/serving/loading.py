@@ -70,22 +70,14 @@ class TrainedModel:
 
     # ------------------------------------------------------------------ the function
     def _probabilities(self, variables: dict, images: jax.Array) -> jax.Array:
-        logits = self.model.apply(variables, self.preprocessing.to_model_input(images),
-                                  train=False)
-        return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+        return probabilities(self.model, self.preprocessing, variables, images)
 
     def serving_function(self, model: nn.Module | None = None) -> Callable[[jax.Array], jax.Array]:
         """images (uint8 NHWC, pixel units) -> probabilities, weights baked in: the exact
         function `predict` computes, closed over the variables, for exporters. `model`
         (same variables, e.g. another conv_impl) replaces the module."""
-        module = model or self.model
-        variables = self.variables
-        preprocessing = self.preprocessing
-
-        def serve(images: jax.Array) -> jax.Array:
-            logits = module.apply(variables, preprocessing.to_model_input(images), train=False)
-            return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-        return serve
+        module, preprocessing, variables = model or self.model, self.preprocessing, self.variables
+        return lambda images: probabilities(module, preprocessing, variables, images)
 
     # --------------------------------------------------------------------- predict
     def predict(self, images: np.ndarray | jax.Array) -> np.ndarray:
@@ -150,6 +142,13 @@ class TrainedModel:
         order = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
         return [[(int(i), self.class_names[i], float(row[i])) for i in idx]
                 for row, idx in zip(probs, order)]
+
+
+def probabilities(module: nn.Module, preprocessing: Preprocessing, variables: dict,
+                  images: jax.Array) -> jax.Array:
+    """The one function predict and every export compute: normalize, classify, softmax."""
+    logits = module.apply(variables, preprocessing.to_model_input(images), train=False)
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
 def bucket_size(n: int, max_batch: int) -> int:
