@@ -70,6 +70,13 @@ def test_round_trip_matches_predict(fmt, model, real_images, tmp_path):
     assert meta['class_names'] == list(model.class_names)
     assert meta['preprocessing']['mean'] == pytest.approx(list(model.spec.mean))
 
+    default = exporters.DEFAULT_BATCH[fmt]
+    if default is not None:   # what the CLI writes by default (TFLite: batch 1) works too
+        out = exporters.export_model(model, fmt, tmp_path / f'default{exporters.SUFFIXES[fmt]}')
+        assert exporters.read_metadata(out)['input']['shape'][0] == default
+        assert exporters.compare_with_predict(model, fmt, out, real_images) <= \
+            exporters.TOLERANCE
+
 
 def test_fixed_batch_export_takes_exactly_that_batch(model, real_images, tmp_path):
     out = exporters.export_model(model, 'stablehlo', tmp_path / 'b2.stablehlo', batch_size=2)
