@@ -9,7 +9,11 @@ Command line (writes an Orbax checkpoint the trainer can start from):
 
 Output layout (the contract with the trainer, read back by `load_converted`):
     DIR/variables/     Orbax StandardCheckpointer pytree {'params': ..., 'batch_stats': ...}
-    DIR/convert.json   model name, num_classes, sha256 of the source file
+    DIR/convert.json   model name, num_classes, sha256 of the source file, and what
+                       `ghostnet_jax.load`/predict/export need to use the weights on their
+                       own: a ModelSpec (`model_spec`: ImageNet class names and
+                       normalization for 1000-class ImageNet models) and the host-side
+                       `preprocessing` (timm's eval transform: resize 256, centre crop 224)
 
 The key mapping is derived from the Flax variable tree itself (module names mirror the PyTorch
 state_dict), so the expected key set always matches the model that will consume it.
@@ -309,13 +313,20 @@ def convert_checkpoint(checkpoint: str | os.PathLike, model_name: str,
     _refuse_non_empty(out_dir)   # Fail before the slow part, and again just before writing.
     overrides = {} if num_classes is None else {'num_classes': num_classes}
     variables = from_torch_state_dict(load_state_dict(checkpoint), model_name, **overrides)
+    num_classes = int(variables['params']['classifier']['kernel'].shape[1])
+    spec, preprocessing, guessed = serving_metadata(model_name, num_classes)
     info = {
         'format': INFO_FORMAT,
         'model': model_name,
-        'num_classes': int(variables['params']['classifier']['kernel'].shape[1]),
+        'num_classes': num_classes,
         'source_file': str(checkpoint.absolute()),
         'source_sha256': _sha256(checkpoint),
         'created_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+        'model_spec': spec.to_json(),
+        'preprocessing': preprocessing.to_json(),
+        # True when the head is not ImageNet-1k: class names and normalization are then
+        # placeholders (class_i, ImageNet statistics), not facts about the weights.
+        'metadata_guessed': guessed,
     }
 
     import orbax.checkpoint as ocp  # Deferred: slow to import, and only writing needs it.
@@ -331,6 +342,14 @@ def convert_checkpoint(checkpoint: str | os.PathLike, model_name: str,
         json.dump(info, f, indent=2)
         f.write('\n')
     return out_dir
+
+
+def serving_metadata(model_name: str, num_classes: int):
+    """(ModelSpec, Preprocessing, guessed) recorded with converted weights."""
+    from ghostnet_jax.serving.imagenet import converted_spec
+    model = _build_model(model_name, num_classes=num_classes)
+    return converted_spec(model_name, num_classes, is_cifar=model.stem_stride == 1,
+                          source='converted PyTorch weights (timm/official)')
 
 
 def converted_info(directory: str | os.PathLike) -> dict[str, Any]:
@@ -386,6 +405,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     info = converted_info(out)
     print(f'Wrote {info["model"]} ({info["num_classes"]} classes) to {out}')
+    if info.get('metadata_guessed'):
+        print('note: not an ImageNet-1k head, so class names (class_0, ...) and the input '
+              'normalization (ImageNet statistics) recorded for predict/export are '
+              f'placeholders; edit {out / INFO_FILE} if you know them.', file=sys.stderr)
     return 0
 
 
