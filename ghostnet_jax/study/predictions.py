@@ -6,17 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 
-from ghostnet_jax.data import channel_stats, load_split, normalize
-from ghostnet_jax.models import create_model
-from ghostnet_jax.training import steps
-from ghostnet_jax.training.checkpoints import Checkpointer
-from ghostnet_jax.training.experiment import compute_dtype
+from ghostnet_jax.data import load_split
 
 
 @dataclasses.dataclass
@@ -45,50 +38,23 @@ def load_run_config(workdir: Path) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 
-def restore_variables(workdir: Path, config: ml_collections.ConfigDict) -> tuple[dict, int, str]:
-    """{'params', 'batch_stats'} of the best checkpoint (latest if none has a metric), read
-    from the checkpoint's own metadata so that any optimizer state layout restores; EMA
-    params are used when the run kept them, as the trainer evaluates."""
-    with Checkpointer.from_config(workdir, config.checkpoint, read_only=True) as ckpt:
-        step, which = ckpt.best_step(), 'best'
-        if step is None:
-            step, which = ckpt.latest_step(), 'latest'
-        directory = ckpt.directory
-    item = Path(directory) / str(step) / 'state'
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(item).item_metadata.tree
-    args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-    state = checkpointer.restore(item, args=ocp.args.PyTreeRestore(restore_args=args))
-    params = state.get('ema_params') or state['params']
-    return {'params': params, 'batch_stats': state.get('batch_stats', {})}, int(step), which
-
-
 def predict(workdir: str | Path) -> Predictions:
+    """Predictions of the weights results.json evaluated (the run's final-weights rule;
+    'best' if the run has no results yet) on its test split, else its validation split,
+    through `ghostnet_jax.load`: the checkpoint's own spec gives the model, the input
+    normalization and the class names."""
+    from ghostnet_jax.serving.loading import load
     workdir = Path(workdir)
     config = load_run_config(workdir)
     split, spec = ('test', config.data.test_split) if config.data.test_split else (
         'val', config.data.val_split)
-    kwargs = dict(data_dir=config.data.data_dir, cache_dir=config.data.cache_dir,
-                  image_size=config.data.image_size)
-    train = load_split(config.data.source, config.data.train_split, **kwargs)
-    target = load_split(config.data.source, spec, **kwargs)
-    mean, std = channel_stats(train)    # the normalization the model was trained with
-    dtype = compute_dtype(config.dtype)
-    model = create_model(config.model.name, num_classes=train.num_classes,
-                         dropout_rate=config.model.dropout_rate, conv_impl=config.model.conv_impl,
-                         dtype=dtype)
-    variables, step, which = restore_variables(workdir, config)
-
-    @jax.jit
-    def classify(variables, images):
-        x = normalize(images, mean, std, dtype)
-        return jnp.argmax(steps.eval_logits(variables, x, model=model), -1)
-
-    b = config.eval_batch_size
-    predicted = []
-    for start in range(0, len(target), b):
-        chunk = target.images[start:start + b]
-        padded = np.concatenate([chunk, np.zeros((b - len(chunk), *chunk.shape[1:]), chunk.dtype)])
-        predicted.append(np.asarray(classify(variables, padded))[:len(chunk)])
-    return Predictions(split, spec, step, which, target.images, target.labels,
-                       np.concatenate(predicted), tuple(train.class_names))
+    results_path = workdir / 'results.json'
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    which = results.get('step', 'best')
+    trained = load(workdir, which)
+    target = load_split(config.data.source, spec, data_dir=config.data.data_dir,
+                        cache_dir=config.data.cache_dir, image_size=trained.spec.resize,
+                        skip_corrupt_images=config.data.get('skip_corrupt_images', False))
+    predicted = np.argmax(trained.predict(target.images), axis=-1)
+    return Predictions(split, spec, int(trained.step), results.get('checkpoint', 'best'),
+                       target.images, target.labels, predicted, trained.class_names)

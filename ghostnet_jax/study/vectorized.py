@@ -7,8 +7,9 @@ the project's optimizer (`build_optimizer(learning_rate=..., weight_decay=...)`)
 smoothing and the dropout seed through train_step's arguments, the dropout rate through
 the model. Runs with different seeds also differ in their initial weights and batch order,
 so they each get their own batches (still one program). Every run then gets what
-train_and_evaluate writes: config.json, metrics.jsonl/TensorBoard, checkpoints (the best
-by validation accuracy kept the same way) and results.json from the best checkpoint.
+train_and_evaluate writes: config.json, metrics.jsonl/TensorBoard, self-contained
+checkpoints (loop state and model spec) and results.json from the weights the trainer's
+final-weights rule picks.
 
 Not vectorized (the sweep trains such runs one by one): callbacks that make per-run host
 decisions (early stopping, plateau), max_steps, pmap, multi-process runs.
@@ -30,12 +31,16 @@ from ghostnet_jax.data.metrics import add_counts, eval_counts, summarize
 from ghostnet_jax.models import create_model
 from ghostnet_jax.study.grid import get_field
 from ghostnet_jax.training import steps
-from ghostnet_jax.training.checkpoints import Checkpointer
+from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer
 from ghostnet_jax.training.config_checks import check_batch_sizes
 from ghostnet_jax.training.experiment import build_experiment, compute_dtype
+from ghostnet_jax.training.final_weights import final_weights_rule
+from ghostnet_jax.training.loop_state import COMPLETED, BestSoFar, EpochSums, LoopState
+from ghostnet_jax.training.model_spec import spec_from_training
 from ghostnet_jax.training.metrics_log import MetricsWriter
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import make_mesh
+from ghostnet_jax.training.resume_checks import run_identity
 from ghostnet_jax.training.state import create_train_state, eval_variables
 
 log = logging.getLogger(__name__)
@@ -183,6 +188,13 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
     ckpts = [Checkpointer.from_config(w, c.checkpoint) for c, w in zip(configs, workdirs)]
     histories: list[list[dict]] = [[] for _ in configs]
     diverged: list[int | None] = [None] * k_models
+    # The trainer's own rule for the final weights and its self-contained checkpoints, so a
+    # vectorized run is indistinguishable from one trained by train_and_evaluate.
+    rule = final_weights_rule(base)
+    bests = [BestSoFar(rule.metric, rule.mode) for _ in configs]
+    train_data = first.train_data
+    specs = [spec_from_training(c, first.class_names, train_data.image_shape, train_data.mean,
+                                train_data.std).to_json() for c in configs]
     step = 0
     log.info('Vectorized: %d models (%s vary) in one program, %d epochs of %d steps',
              k_models, ', '.join(sorted(varying)) or 'nothing', num_epochs, spe)
@@ -224,20 +236,28 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
                                      'val', epoch=epoch + 1)
             writers[m].write_scalars(step, {'epoch_time_s': seconds}, 'train', epoch=epoch + 1)
             histories[m].append(record)
-            if ckpts[m].should_save(epoch + 1, num_epochs):
+            improved = bests[m].update(record)
+            if ckpts[m].should_save(epoch + 1, num_epochs) or improved:
                 writers[m].flush()
-                ckpts[m].save(step, _index(stacked, m),
-                              {'evaluated_epochs': epoch + 1, 'history': histories[m],
-                               'early_stopping': None, 'plateau': None}, record)
+                done = epoch + 1 == num_epochs
+                loop = LoopState(evaluated_epochs=epoch + 1, history=histories[m],
+                                 epoch_sums=EpochSums(epoch + 1), best=bests[m],
+                                 stop_kind=COMPLETED if done else None,
+                                 stop_reason='completed' if done else None,
+                                 identity=run_identity(configs[m]), num_epochs=num_epochs,
+                                 model_spec=specs[m])
+                ckpts[m].save(step, _index(stacked, m), loop.to_json(),
+                              {**record, **({BEST_MARK: 1.0} if improved else {})})
         log.info('epoch %d/%d: %.0f s for %d models; val accuracy %s', epoch + 1, num_epochs,
                  seconds, k_models, [round(v['accuracy'], 4) for v in val])
 
-    # The best checkpoint of each run, evaluated like train_and_evaluate does.
+    # The weights train_and_evaluate would evaluate (training/final_weights.py).
     best_states, which = [], []
     for m, ckpt in enumerate(ckpts):
         ckpt.wait_until_finished()
-        w = 'best' if ckpt.best_step() is not None else 'latest'
-        which.append(w)
+        use_best = rule.use_best and bests[m].step in ckpt.all_steps()
+        w = bests[m].step if use_best else ckpt.latest_step()
+        which.append('best' if use_best else 'last')
         if diverged[m] is None:
             best_states.append(ckpt.restore(_index(stacked, m), w, mesh=mesh)[0])
         else:
@@ -255,7 +275,11 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
             results.append({'status': 'diverged', 'nonfinite_step': diverged[m]})
             (w / 'diverged.json').write_text(json.dumps(results[-1]))
             continue
-        r = {'stop_reason': 'completed', 'checkpoint': which[m], 'step': int(best_states[m].step),
+        step_m = int(best_states[m].step)
+        r = {'stop_reason': 'completed', 'checkpoint': which[m], 'step': step_m,
+             'epoch': -(-step_m // spe), 'checkpoint_rule': rule.why,
+             'checkpoint_metric': ({rule.metric: bests[m].value} if which[m] == 'best'
+                                   else None),
              'epochs_trained': len(histories[m]), 'wall_time_s': round(wall, 1),
              'class_names': list(first.class_names),
              'vectorized': {'models': k_models, 'varying': sorted(varying)}}
