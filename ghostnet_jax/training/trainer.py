@@ -97,10 +97,11 @@ class Trainer:
         self.mesh = make_mesh()
         check_batch_sizes(config, self.mesh.size)
         check_parallel(config, jax.process_count())
-        self.workdir.mkdir(parents=True, exist_ok=True)
         log.info('Devices: %d (%s), processes: %d', self.mesh.size, jax.default_backend(),
                  jax.process_count())
         self.exp = exp = build_experiment(config, self.mesh)
+        # Only now: a run that cannot get its data leaves no empty workdir behind.
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.spe = exp.train_data.steps_per_epoch
         self.num_epochs = config.num_epochs
         self.full_length = self.spe * self.num_epochs
