@@ -8,6 +8,7 @@ waited for), evaluation images/s (the trainer's Evaluator), a real epoch's image
 (device-resident data, augmentation, metrics fetched every log_every_steps), the time to
 the first finished train step including init (`compile_s`; cold unless a persistent
 compilation cache is configured, see the README), and the machine, versions and XLA flags.
+--compilation-cache DIR turns on JAX's persistent compilation cache; run twice for the warm time.
 --profile DIR adds a jax.profiler trace and a table of time by op category.
 --compare-torch times PyTorch/timm eager on the identical network in the same process,
 interleaved with the JAX steps (needs the `torch` extra).
@@ -63,6 +64,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--compare-torch', action='store_true',
                         help='interleave PyTorch/timm eager steps of the identical network')
     parser.add_argument('--torch-threads', type=int, default=None)
+    parser.add_argument('--compilation-cache', metavar='DIR',
+                        help='persistent XLA compilation cache (every entry kept): a rerun '
+                             'with the same DIR measures the warm time to the first step')
     args = parser.parse_args(argv)
 
     if args.compare_torch:
@@ -73,6 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.model not in TORCH_PEERS:
             parser.exit(2, f'error: no timm peer for {args.model}; one of {sorted(TORCH_PEERS)}.\n')
 
+    if args.compilation_cache:
+        import jax
+        # Before anything compiles. Thresholds 0: GhostNet's many small jits (init, data,
+        # eval) would otherwise be left out and recompiled on every run.
+        jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
+        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+        jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
     from ghostnet_jax.benchmarking import run_benchmark
     result = run_benchmark(
         args.model, args.batch_size, args.image_size, args.steps, args.dtype, args.conv_impl,

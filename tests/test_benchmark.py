@@ -63,6 +63,8 @@ def test_profile_charges_time_to_the_network_layers(report):
     # The tiny net's time is mostly convs and BN; none of it may go uncategorized as 0.
     for category in ('depthwise conv', '1x1 conv / matmul', 'BatchNorm'):
         assert p['seconds'][category] > 0, category
+        # A train step differentiates every layer: part of each layer's time is backward.
+        assert 0 < p['backward_fraction'][category] < 1, category
 
 
 @pytest.mark.parametrize('op_name,category', [
@@ -83,6 +85,15 @@ def test_profile_charges_time_to_the_network_layers(report):
 ])
 def test_categorize(op_name, category):
     assert prof.categorize(op_name) == category
+
+
+@pytest.mark.parametrize('op_name,want', [
+    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'backward'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/conv_dw/mul', 'forward'),
+    ('jit(train_step)/mul', 'update'),
+])
+def test_direction(op_name, want):
+    assert prof.direction(op_name) == want
 
 
 def test_instruction_names_come_from_hlo_metadata():

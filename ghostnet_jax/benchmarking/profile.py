@@ -48,9 +48,21 @@ def categorize(op_name: str) -> str:
     return 'elementwise / other layers'
 
 
+def direction(op_name: str) -> str:
+    """'backward' for the gradient (JAX names it transpose(jvp(...))), 'forward' for the
+    rest of the model, 'update' outside it."""
+    if 'transpose(' in op_name:
+        return 'backward'
+    return 'forward' if 'jvp(' in op_name else 'update'
+
+
 def instruction_categories(hlo_text: str) -> dict[str, str]:
     """HLO instruction name -> category, for every instruction with op_name metadata."""
     return {name: categorize(op) for name, op in _INSTRUCTION.findall(hlo_text)}
+
+
+def instruction_directions(hlo_text: str) -> dict[str, str]:
+    return {name: direction(op) for name, op in _INSTRUCTION.findall(hlo_text)}
 
 
 def _events_by_instruction(trace_dir: str) -> dict[str, float]:
@@ -77,24 +89,36 @@ def profile_step(run_step: Callable[[], None], hlo_text: str, trace_dir: str,
     `trace_dir` and sums the time of the compiled step's instructions by category.
 
     Returns {'seconds': {category: s per step}, 'fraction': {category: share},
+    'backward_fraction': {category: share of its time in the gradient},
     'unmatched_s': per-step time of events that are not instructions of `hlo_text`}.
     """
-    categories = instruction_categories(hlo_text)
     with jax.profiler.trace(trace_dir):
         for _ in range(num_steps):
             run_step()
+    return summarize_trace(trace_dir, hlo_text, num_steps)
+
+
+def summarize_trace(trace_dir: str, hlo_text: str, num_steps: int) -> dict:
+    """The per-step table of a trace of `num_steps` runs of the module `hlo_text`."""
+    categories = instruction_categories(hlo_text)
+    directions = instruction_directions(hlo_text)
     seconds = dict.fromkeys(CATEGORIES, 0.0)
+    backward = dict.fromkeys(CATEGORIES, 0.0)
     unmatched = 0.0
     for name, total in _events_by_instruction(trace_dir).items():
         category = categories.get(name)
         if category is None:
-            # Runtime bookkeeping events (thread pool regions, executor waits) and python.
+            # Runtime bookkeeping events (thread pool regions, executor waits).
             unmatched += total
-        else:
-            seconds[category] += total / num_steps
+            continue
+        seconds[category] += total / num_steps
+        if directions[name] == 'backward':
+            backward[category] += total / num_steps
     measured = sum(seconds.values()) or 1.0
     return {'seconds': {k: round(v, 4) for k, v in seconds.items()},
             'fraction': {k: round(v / measured, 3) for k, v in seconds.items()},
+            'backward_fraction': {k: round(backward[k] / v, 3) if v else 0.0
+                                  for k, v in seconds.items()},
             'unmatched_s': round(unmatched / num_steps, 4),
             'trace_dir': trace_dir}
 
@@ -102,6 +126,7 @@ def profile_step(run_step: Callable[[], None], hlo_text: str, trace_dir: str,
 def format_table(profile: dict) -> str:
     """A Markdown table of the profile, largest category first."""
     rows = sorted(profile['seconds'].items(), key=lambda kv: -kv[1])
-    lines = ['| op category | ms per step | share |', '|---|---|---|']
-    lines += [f'| {k} | {v * 1000:.1f} | {profile["fraction"][k]:.0%} |' for k, v in rows]
+    lines = ['| op category | ms per step | share | of it in the backward pass |', '|---|---|---|---|']
+    lines += [f'| {k} | {v * 1000:.1f} | {profile["fraction"][k]:.0%} | '
+              f'{profile["backward_fraction"][k]:.0%} |' for k, v in rows]
     return '\n'.join(lines)
