@@ -23,9 +23,9 @@ from ghostnet_jax.models import list_models
 
 
 def _summary(d: dict) -> str:
-    lines = [f"{d['model']} batch {d['batch_size']} {d['dtype']} on {d['backend']} "
+    lines = [(f"{d['model']} batch {d['batch_size']} {d['dtype']} on {d['backend']} "
              f"({d['device_count']} device(s), {d['cpu']['model']}, {d['cpu']['logical_cores']} "
-             f"cores, {' '.join(d['cpu']['flags'])})",
+             f"cores, {' '.join(d['cpu']['flags'])})"),
              f"  train step : {d['train_images_per_sec']} img/s (median of {len(d['train_step_s'])})",
              f"  compile_s  : {d['compile_s']} s to the first finished step, init included"]
     if d.get('epoch_images_per_sec'):

@@ -3,7 +3,6 @@
 One tiny end-to-end run (ghostnet_cifar_tiny, batch 8, a 3-step epoch) serves every check
 on the JSON document; the rest are unit tests on hand-written inputs.
 """
-import importlib.util
 import json
 import statistics
 
@@ -11,9 +10,9 @@ import jax
 import pytest
 
 from ghostnet_jax import benchmark
-from ghostnet_jax.benchmarking.environment import cpu_info
 from ghostnet_jax.benchmarking import profile as prof
 from ghostnet_jax.benchmarking import torch_peer
+from ghostnet_jax.benchmarking.environment import cpu_info
 
 BATCH, EPOCH_STEPS, EVAL_BATCH, EVAL_BATCHES, STEPS = 8, 3, 10, 2, 3
 

@@ -13,7 +13,7 @@ import collections
 import glob
 import os
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 
@@ -23,7 +23,7 @@ CATEGORIES = ('depthwise conv', '1x1 conv / matmul', 'stem 3x3 conv', 'BatchNorm
 _DEPTHWISE = {'cheap_operation', 'conv_dw', 'shortcut_dw'}
 _POINTWISE = {'primary_conv', 'shortcut_pw', 'conv', 'conv_head', 'classifier'}
 # `name = op(...), ... metadata={op_name="..."}`, one instruction per line of the HLO text.
-_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name="([^"]*)"', re.M)
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name="([^"]*)"', re.MULTILINE)
 
 
 def categorize(op_name: str) -> str:

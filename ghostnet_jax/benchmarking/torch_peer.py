@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 # Our model -> the timm model that, with the CIFAR surgery below, is the same network.
 TORCH_PEERS = {'ghostnet_cifar_100': 'ghostnet_100'}
@@ -33,9 +33,7 @@ def _import_timm():
     import torch
 
     try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        pass  # timm 1.x imports torchvision lazily enough for GhostNet without it
+        import torchvision  # noqa: F401  (timm imports it; the torch extra brings it via timm)
     except RuntimeError as e:
         if 'torchvision::nms' not in str(e):
             raise
