@@ -31,6 +31,9 @@ def _summary(d: dict) -> str:
     if d.get('epoch_images_per_sec'):
         lines.append(f"  epoch      : {d['epoch_images_per_sec']} img/s "
                      f"({d['epoch_over_train']:.1%} of the step)")
+    if d.get('batch_s'):
+        lines.append(f"  pipeline   : {d['pipeline_over_step']:.2%} of a step's time per batch "
+                     f"(augmented batch timed interleaved with the steps)")
     if d.get('eval_images_per_sec'):
         lines.append(f"  eval       : {d['eval_images_per_sec']} img/s "
                      f"({d['eval_over_train']}x the train step)")

@@ -51,6 +51,10 @@ def test_throughputs_are_images_over_median_seconds(report):
         EPOCH_STEPS * BATCH / report['epoch_s'], rel=0.02)
     assert report['eval_images_per_sec'] == pytest.approx(
         EVAL_BATCHES * EVAL_BATCH / statistics.median(report['eval_s']), rel=0.02)
+    assert len(report['batch_s']) == len(report['train_step_s'])
+    assert report['pipeline_over_step'] == pytest.approx(
+        statistics.median(report['batch_s']) / statistics.median(report['train_step_s']),
+        rel=0.02, abs=1e-4)
     assert report['epoch_over_train'] == pytest.approx(
         report['epoch_images_per_sec'] / report['train_images_per_sec'], abs=0.002)
 
