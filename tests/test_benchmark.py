@@ -1,0 +1,139 @@
+"""benchmark --json: fields, arithmetic, the op-category profile, the optional torch peer.
+
+One tiny end-to-end run (ghostnet_cifar_tiny, batch 8, a 3-step epoch) serves every check
+on the JSON document; the rest are unit tests on hand-written inputs.
+"""
+import json
+import statistics
+
+import jax
+import pytest
+
+from ghostnet_jax import benchmark
+from ghostnet_jax.benchmarking import profile as prof
+from ghostnet_jax.benchmarking import torch_peer
+from ghostnet_jax.benchmarking.environment import cpu_info
+
+BATCH, EPOCH_STEPS, EVAL_BATCH, EVAL_BATCHES, STEPS = 8, 3, 10, 2, 3
+
+
+@pytest.fixture(scope='module')
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp('bench')
+    path = out / 'bench.json'
+    benchmark.main(['--model', 'ghostnet_cifar_tiny', '--batch-size', str(BATCH),
+                    '--steps', str(STEPS), '--epoch-steps', str(EPOCH_STEPS),
+                    '--log-every-steps', '2', '--eval-batch-size', str(EVAL_BATCH),
+                    '--eval-batches', str(EVAL_BATCHES), '--json', str(path),
+                    '--profile', str(out / 'trace')])
+    return json.loads(path.read_text())
+
+
+def test_json_has_the_issue_fields(report):
+    for key in ('train_images_per_sec', 'eval_images_per_sec', 'compile_s',
+                'epoch_images_per_sec', 'backend', 'device_count', 'dtype', 'batch_size',
+                'versions', 'xla_flags', 'cpu'):
+        assert key in report, key
+    assert report['backend'] == jax.default_backend()
+    assert report['device_count'] == jax.device_count()
+    assert (report['dtype'], report['batch_size'], report['model']) == (
+        'float32', BATCH, 'ghostnet_cifar_tiny')
+    assert report['versions']['jax'] == jax.__version__
+    assert report['compile_s'] > 0
+
+
+def test_throughputs_are_images_over_median_seconds(report):
+    # Recomputed from the raw timings in the same document (rounding: 0.1 img/s, 0.1 ms).
+    assert len(report['train_step_s']) >= STEPS
+    assert report['train_images_per_sec'] == pytest.approx(
+        BATCH / statistics.median(report['train_step_s']), rel=0.02)
+    assert report['epoch_images_per_sec'] == pytest.approx(
+        EPOCH_STEPS * BATCH / report['epoch_s'], rel=0.02)
+    assert report['eval_images_per_sec'] == pytest.approx(
+        EVAL_BATCHES * EVAL_BATCH / statistics.median(report['eval_s']), rel=0.02)
+    assert len(report['batch_s']) == len(report['train_step_s'])
+    assert report['pipeline_over_step'] == pytest.approx(
+        statistics.median(report['batch_s']) / statistics.median(report['train_step_s']),
+        rel=0.02, abs=1e-4)
+    assert report['epoch_over_train'] == pytest.approx(
+        report['epoch_images_per_sec'] / report['train_images_per_sec'], abs=0.002)
+
+
+def test_profile_charges_time_to_the_network_layers(report):
+    p = report['profile']
+    assert set(p['seconds']) == set(prof.CATEGORIES)
+    assert sum(p['fraction'].values()) == pytest.approx(1.0, abs=0.01)
+    # The tiny net's time is mostly convs and BN; none of it may go uncategorized as 0.
+    for category in ('depthwise conv', '1x1 conv / matmul', 'BatchNorm'):
+        assert p['seconds'][category] > 0, category
+        # A train step differentiates every layer: part of each layer's time is backward.
+        assert 0 < p['backward_fraction'][category] < 1, category
+
+
+@pytest.mark.parametrize('op_name,category', [
+    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/cheap_operation/mul', 'depthwise conv'),
+    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'depthwise conv'),
+    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_1_0/shortcut_pw/dot_general',
+     '1x1 conv / matmul'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_9_0/conv/dot_general', '1x1 conv / matmul'),
+    ('jit(train_step)/jvp(GhostNet)/classifier/dot_general', '1x1 conv / matmul'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/primary_bn/reduce_sum', 'BatchNorm'),
+    ('jit(train_step)/jvp(GhostNet)/bn1/mul', 'BatchNorm'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/se/conv_reduce/dot_general', 'squeeze-excite'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/se/mul', 'squeeze-excite'),
+    ('jit(train_step)/jvp(GhostNet)/conv_stem/dot_general', 'stem 3x3 conv'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/max', 'elementwise / other layers'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/add', 'elementwise / other layers'),
+    ('jit(train_step)/mul', 'optimizer, loss, metrics'),
+])
+def test_categorize(op_name, category):
+    assert prof.categorize(op_name) == category
+
+
+@pytest.mark.parametrize('op_name,want', [
+    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'backward'),
+    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/conv_dw/mul', 'forward'),
+    ('jit(train_step)/mul', 'update'),
+])
+def test_direction(op_name, want):
+    assert prof.direction(op_name) == want
+
+
+def test_instruction_names_come_from_hlo_metadata():
+    hlo = ('  %fusion.12 = f32[8]{0} fusion(%p), kind=kLoop, calls=%fc, metadata={op_type="mul" '
+           'op_name="jit(f)/jvp(GhostNet)/blocks_0_0/ghost2/cheap_bn/mul"}\n'
+           '  ROOT ynn_fusion.3 = f32[8,8]{1,0} fusion(%a, %b), kind=kCustom, '
+           'metadata={op_name="jit(f)/jvp(GhostNet)/blocks_0_0/ghost2/primary_conv/dot_general"}\n'
+           '  %copy.1 = f32[8]{0} copy(%x)\n')
+    assert prof.instruction_categories(hlo) == {'fusion.12': 'BatchNorm',
+                                                'ynn_fusion.3': '1x1 conv / matmul'}
+
+
+def test_cpu_flags_from_cpuinfo(tmp_path):
+    f = tmp_path / 'cpuinfo'
+    f.write_text('processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx avx2 fma '
+                 'avx512f\n\nprocessor\t: 1\nflags\t\t: fpu amx_tile\n')
+    info = cpu_info(str(f))
+    assert info['model'] == 'Test CPU'
+    assert info['flags'] == ['avx', 'avx2', 'fma', 'avx512f']
+
+
+def test_compare_torch_without_torch_exits_cleanly(monkeypatch, capsys):
+    monkeypatch.setattr(torch_peer, 'torch_available', lambda: False)
+    with pytest.raises(SystemExit) as e:
+        benchmark.main(['--compare-torch'])
+    assert e.value.code == 2
+    assert "pip install -e '.[torch]'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch_peer.torch_available(), reason='torch/timm not installed')
+def test_torch_peer_is_the_same_network():
+    import torch
+
+    step, info = torch_peer.torch_train_step(batch_size=2, image_size=32, threads=1)
+    step()
+    assert info['parameters'] == 3_913_790   # ghostnet_cifar_100's count (tests/test_models.py)
+    # CIFAR strides: output stride 8, so a 32x32 input ends as a 4x4 map (ImageNet's: 1x1).
+    model = torch_peer.timm_cifar_ghostnet().eval()
+    with torch.no_grad():
+        assert tuple(model.forward_features(torch.zeros(1, 3, 32, 32)).shape) == (1, 960, 4, 4)
