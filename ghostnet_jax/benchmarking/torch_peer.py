@@ -25,7 +25,7 @@ def _import_timm():
 
     timm imports torchvision at import time; the PyPI torchvision build expects the
     `torchvision::nms`/`qnms` operators that a CPU torch wheel lacks and fails to import
-    unless their schemas are declared first (../shared/ENVIRONMENT.md). GhostNet uses
+    unless their schemas are declared first (seen with torch 2.13 CPU). GhostNet uses
     neither operator.
     """
     if 'timm' in sys.modules:

@@ -2,7 +2,7 @@
 
 All convolutions go through `Conv`, so parameter layout, padding and the choice of kernel
 formulation live in one place. XLA's native CPU convolutions are very slow for this network
-(../shared/ENVIRONMENT.md: a 3x3 depthwise forward+backward ~20x slower than 9 shifted
+(measured on 2-core x86 CPUs: a 3x3 depthwise forward+backward ~20x slower than 9 shifted
 multiply-adds, a 1x1 ~15x slower than an einsum), so on CPU `Conv` computes the same function
 with slices + multiply-adds / one matmul; on GPU/TPU it calls `lax.conv_general_dilated`.
 Both read the same `kernel` (HWIO, PyTorch's grouped-channel order), so checkpoints move freely.
