@@ -51,4 +51,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-    app.run(lambda argv: sys.exit(main(argv)))
+    from ghostnet_jax.exit_codes import run_cli
+    # Data, checkpoint and storage failures: one paragraph and the documented exit code.
+    app.run(lambda argv: sys.exit(run_cli(lambda: main(argv), 'python -m ghostnet_jax.lr_find')))

@@ -110,9 +110,9 @@ def _results_lines(results: dict | None) -> list[str]:
 def write_report(workdir: str | Path) -> Path:
     """Writes WORKDIR/report/ (report.md, PNGs, predictions.json); returns report.md's path."""
     workdir = Path(workdir)
+    history = load_history(workdir)   # first: a wrong --workdir must not get a report/ folder
     out = workdir / 'report'
     out.mkdir(parents=True, exist_ok=True)
-    history = load_history(workdir)
     results_path = workdir / 'results.json'
     results = json.loads(results_path.read_text()) if results_path.exists() else None
 
