@@ -1,8 +1,8 @@
 """Tiny CPU recipe for tests and a first look: the 3-bottleneck quarter-width ghostnet_cifar_tiny on a
 folder dataset, a few steps.
 
-Command (with a folder dataset at /tmp/tiny, see tests/):
-    python -m ghostnet_jax.train --config configs/smoke.py --config.data.source=folder:/tmp/tiny
+Command (with a small folder dataset PATH/train/<class>/*.png, e.g. the one tests/ generate):
+    python -m ghostnet_jax.train --config configs/smoke.py --config.data.source=folder:PATH
 Expected: runs end to end in well under a minute on 2 CPU cores; accuracy is meaningless.
 """
 from ghostnet_jax.configs import default
@@ -12,7 +12,6 @@ def get_config():
     config = default.get_config()
     config.model.name = 'ghostnet_cifar_tiny'
     config.model.dropout_rate = 0.0
-    config.data.source = 'folder:/tmp/ghostnet_jax_smoke'
     config.data.train_split = 'train[:80%]'
     config.data.val_split = 'train[80%:]'
     config.data.test_split = ''

@@ -6,7 +6,6 @@ configured optimizer, batch size, augmentation), stops when the smoothed loss di
 writes WORKDIR/lr_find.json and WORKDIR/lr_find.png and prints the suggested override."""
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
@@ -27,13 +26,8 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     from ghostnet_jax.study.lr_find import LRFindOptions, run_lr_find
-    from ghostnet_jax.training.config_checks import ConfigError
     config = _CONFIG.value
-    try:
-        prepare(config)
-    except ConfigError as e:
-        logging.error('Bad config: %s', e)
-        return 2
+    prepare(config)   # a ConfigError becomes 'Bad config: ...' and exit 2 (exit_codes.run_cli)
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename, 'lr_find')
     result = run_lr_find(config, workdir, LRFindOptions(
         min_lr=_MIN.value, max_lr=_MAX.value, num_steps=_STEPS.value, smoothing=_SMOOTH.value))

@@ -7,7 +7,6 @@ Writes WORKDIR/sanity.json and WORKDIR/sanity_overfit.png; exits 1 when a check 
 `--shuffle_labels` is a control: it breaks the labels on purpose and must fail."""
 from __future__ import annotations
 
-import logging
 import sys
 
 from absl import app, flags
@@ -29,13 +28,8 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
     from ghostnet_jax.study.sanity import SanityOptions, run_sanity, summary_text
-    from ghostnet_jax.training.config_checks import ConfigError
     config = _CONFIG.value
-    try:
-        prepare(config)
-    except ConfigError as e:
-        logging.error('Bad config: %s', e)
-        return 2
+    prepare(config)   # a ConfigError becomes 'Bad config: ...' and exit 2 (exit_codes.run_cli)
     workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename, 'sanity')
     report = run_sanity(config, workdir, SanityOptions(
         sample_size=_SAMPLE.value, max_steps=_STEPS.value, target_accuracy=_TARGET.value,
