@@ -444,6 +444,22 @@ def job_ema(t: Trainer, root: Path) -> Run:
                  '--config.dtype=bfloat16', f'--config.max_steps={PARALLEL_STEPS}')
 
 
+def job_time_budget(t: Trainer, root: Path) -> dict:
+    """A time-budgeted run stopped at max_steps, resumed under another budget to more steps,
+    and the same length trained without a budget (num_epochs = the fitted value); plus a
+    budget too small for one epoch."""
+    too_small = t.start(root / 'too_small', '--config.time_budget_minutes=0.001')
+    runs = {'first': t.run(root / 'budget', '--config.time_budget_minutes=10',
+                           f'--config.max_steps={STEPS_PER_EPOCH}', log_name='first')}
+    fitted = json.loads((root / 'budget' / 'config.json').read_text())['num_epochs']
+    runs['resumed'] = t.run(root / 'budget', '--config.time_budget_minutes=20',
+                            f'--config.max_steps={PARALLEL_STEPS}', log_name='resumed')
+    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}',
+                              f'--config.max_steps={PARALLEL_STEPS}')
+    runs['too_small'] = too_small.wait()
+    return {'runs': runs, 'fitted': fitted}
+
+
 FAULT_SCRIPT = """
 import errno, os, signal, sys
 from absl import app

@@ -55,6 +55,8 @@ def why_not_vectorized(config: ml_collections.ConfigDict) -> str | None:
         return 'early stopping / plateau decide per run on the host'
     if config.max_steps:
         return 'max_steps is set'
+    if config.get('time_budget_minutes'):
+        return 'time_budget_minutes fits each run to its own measured step time'
     if config.parallel != 'jit':
         return f'parallel={config.parallel!r} (vectorized runs use jit)'
     if jax.process_count() > 1:

@@ -83,7 +83,6 @@ class Experiment:
 
 
 def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
-    from ghostnet_jax.training.parallel import replicate
     splits = load_splits(config.data)
     train = splits['train']
     # A LazySplit is never whole on one process: DeviceTrainData then sums the statistics
@@ -102,11 +101,29 @@ def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
     variables = init_variables(model, config.seed, train.image_shape)
     if config.init_from:
         variables = merge_pretrained(variables, load_pretrained(config.init_from))
-    tx, schedule = build_optimizer(config.optimizer, train_data.steps_per_epoch,
-                                   config.num_epochs, variables['params'])
-    state = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
+    tx, schedule, state = _optimizer_and_state(config, variables, train_data.steps_per_epoch,
+                                               config.num_epochs, mesh)
     return Experiment(config, mesh, model, tx, schedule, state, train_data, val_data, test_data,
                       train.class_names)
+
+
+def _optimizer_and_state(config, variables: dict, steps_per_epoch: int, num_epochs: int, mesh):
+    from ghostnet_jax.training.parallel import replicate
+    tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, num_epochs,
+                                   variables['params'])
+    state = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
+    return tx, schedule, state
+
+
+def with_num_epochs(exp: Experiment, num_epochs: int) -> Experiment:
+    """The same experiment with its schedule spanning `num_epochs` (a time-budgeted run
+    learns its length only after measuring the step): the same initial weights, a fresh
+    optimizer state."""
+    variables = {'params': exp.state.params, 'batch_stats': exp.state.batch_stats}
+    tx, schedule, state = _optimizer_and_state(exp.config, variables,
+                                               exp.train_data.steps_per_epoch, num_epochs,
+                                               exp.mesh)
+    return dataclasses.replace(exp, tx=tx, schedule=schedule, state=state)
 
 
 def load_pretrained(path: str) -> dict:

@@ -74,6 +74,7 @@ class LoopState:
     num_epochs: int | None = None       # the run's length when this state was saved
     max_steps: int | None = None
     model_spec: dict | None = None
+    time_budget: dict | None = None     # the measurements that fitted num_epochs, if any
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -95,4 +96,4 @@ class LoopState:
             stop_kind=d.get('stop_kind'), stop_reason=d.get('stop_reason'),
             identity=dict(d.get('identity') or {}),
             num_epochs=d.get('num_epochs'), max_steps=d.get('max_steps'),
-            model_spec=d.get(SPEC_KEY))
+            model_spec=d.get(SPEC_KEY), time_budget=d.get('time_budget'))

@@ -43,6 +43,7 @@ from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
+from ghostnet_jax.training.time_budget import BudgetPlan, fit_to_budget
 
 log = logging.getLogger(__name__)
 
@@ -99,23 +100,27 @@ class Trainer:
         check_parallel(config, jax.process_count())
         log.info('Devices: %d (%s), processes: %d', self.mesh.size, jax.default_backend(),
                  jax.process_count())
+        self._started = time.time()
         self.exp = exp = build_experiment(config, self.mesh)
         # Only now: a run that cannot get its data leaves no empty workdir behind.
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = Checkpointer.from_config(self.workdir, config.checkpoint)
+        self.evaluator = Evaluator(exp.model, len(exp.class_names),
+                                   flip=config.get('eval_flip', False))
+        self.budget: BudgetPlan | None = None
+        if config.get('time_budget_minutes'):
+            exp, self.budget = fit_to_budget(
+                config.time_budget_minutes, exp, self.ckpt, self._started, self._make_runner,
+                self.evaluator)
+            self.exp = exp
+            config.num_epochs = self.budget.num_epochs   # config.json records the fitted length
         self.spe = exp.train_data.steps_per_epoch
         self.num_epochs = config.num_epochs
         self.full_length = self.spe * self.num_epochs
         self.total_steps = min(self.full_length, config.max_steps or self.full_length)
         self.rule = final_weights_rule(config)
         self.early_stopping, self.plateau = callbacks_from_config(config.callbacks)
-        step_fn = functools.partial(
-            steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule,
-            seed=config.seed, label_smoothing=config.label_smoothing,
-            ema_decay=config.ema_decay)
-        self.runner = DataParallelStep(step_fn, self.mesh, config.parallel)
-        self.evaluator = Evaluator(exp.model, len(exp.class_names),
-                                   flip=config.get('eval_flip', False))
-        self.ckpt = Checkpointer.from_config(self.workdir, config.checkpoint)
+        self.runner = self._make_runner(exp)
         self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
                                        exp.train_data.mean, exp.train_data.std)
         self._refuse_another_experiment()   # before anything is written to the workdir
@@ -132,9 +137,17 @@ class Trainer:
         self._last_metrics: dict = {}
         self._step = 0                # steps trained (host count; state.step agrees)
 
+    def _make_runner(self, exp) -> DataParallelStep:
+        config = self.config
+        step_fn = functools.partial(
+            steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule,
+            seed=config.seed, label_smoothing=config.label_smoothing,
+            ema_decay=config.ema_decay)
+        return DataParallelStep(step_fn, self.mesh, config.parallel)
+
     # ------------------------------------------------------------------ phases
     def run(self) -> dict:
-        start, preemption = time.time(), self.preemption
+        preemption = self.preemption
         with self.ckpt:
             self._restore_or_start()
             results_path = self.workdir / 'results.json'
@@ -154,7 +167,7 @@ class Trainer:
                 log.warning('Stopped: preempted (SIGTERM) at step %d. Rerun with the same '
                             '--workdir to resume %s.', self._step, where)
                 return {'status': 'preempted', 'step': self._step}
-            results = self._final_evaluation(time.time() - start)
+            results = self._final_evaluation(time.time() - self._started)
         self.writer.write_hparams(_flat(self.config.to_dict()), {
             k: v for k, v in _flat(results).items() if isinstance(v, float)})
         self.writer.close()
@@ -181,6 +194,7 @@ class Trainer:
             self.loop = LoopState(
                 identity=identity, num_epochs=self.num_epochs, max_steps=config.max_steps,
                 model_spec=self.spec.to_json(),
+                time_budget=self.budget.to_json() if self.budget else None,
                 best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self._best_delta()))
             self.writer.write_hparams(_flat(config.to_dict()), {})
             return
@@ -432,6 +446,7 @@ class Trainer:
                                   if which == 'best' and best is not None and best.step == step
                                   else None),
             'epochs_trained': len(self.loop.history), 'wall_time_s': round(wall_s, 1),
+            'time_budget': self.loop.time_budget,
             'class_names': list(self.exp.class_names)}
         for role, data in (('val', self.exp.val_data), ('test', self.exp.test_data)):
             if data is None:

@@ -1,0 +1,175 @@
+"""Fits a run's length to a wall-clock budget (`config.time_budget_minutes`).
+
+A cosine schedule must know its length before the first step, so the number of epochs is
+chosen up front from measurements of this machine: the real train step (compiled for a
+provisional schedule and timed over a few steps) and a real validation pass. The fitted
+length is then fixed for the life of the run: it is stored with every checkpoint, and a
+resumed run keeps it instead of measuring again, so resume stays exact.
+
+What the budget covers: everything from the trainer's start (data loading, init,
+calibration, compiling the step again for the fitted schedule), every epoch's training
+and validation, and the final evaluation. Python's own imports before that (a few
+seconds) are not counted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import statistics
+import time
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
+from ghostnet_jax.training.config_checks import ConfigError
+from ghostnet_jax.training.state import eval_variables
+
+if TYPE_CHECKING:
+    from ghostnet_jax.training.experiment import Experiment
+
+log = logging.getLogger(__name__)
+
+# Share of the budget kept in reserve for what calibration cannot see coming: checkpoint
+# writes, log flushes, epoch-to-epoch jitter of the step time.
+SAFETY_FRACTION = 0.03
+CALIBRATION_STEPS = 5
+
+
+class BudgetTooSmallError(ConfigError):
+    """Not even one epoch fits in the budget (a config error: exit code 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetPlan:
+    """The measurements behind a fitted length, and the length. Times in seconds."""
+    budget_s: float
+    setup_s: float            # trainer start to the end of calibration
+    compile_s: float          # the train step's first call; paid once more after fitting
+    step_s: float             # median of the timed steps
+    val_eval_s: float         # one validation pass, compiled
+    final_eval_s: float       # estimate: validation and test passes of the final weights
+    steps_per_epoch: int
+    num_epochs: int
+
+    @property
+    def epoch_s(self) -> float:
+        return self.steps_per_epoch * self.step_s + self.val_eval_s
+
+    @property
+    def predicted_s(self) -> float:
+        return self.setup_s + self.compile_s + self.num_epochs * self.epoch_s + self.final_eval_s
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d['predicted_s'] = round(self.predicted_s, 1)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> 'BudgetPlan':
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def fit_epochs(budget_s: float, setup_s: float, compile_s: float, step_s: float,
+               steps_per_epoch: int, val_eval_s: float, final_eval_s: float,
+               safety: float = SAFETY_FRACTION) -> int:
+    """Whole epochs (each trained and validated) that fit in what the budget leaves after
+    setup, one more compile and the final evaluation, keeping `safety` of it in reserve."""
+    left = budget_s * (1.0 - safety) - setup_s - compile_s - final_eval_s
+    per_epoch = steps_per_epoch * step_s + val_eval_s
+    return max(0, math.floor(left / per_epoch))
+
+
+def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
+                run_steps: Callable[[int], list[float]], run_validation: Callable[[], None],
+                val_examples: int, test_examples: int) -> BudgetPlan:
+    """Measures and fits. `run_steps(n)` runs n train steps on a throwaway state and returns
+    the seconds of each (the first includes compilation); `run_validation()` runs one
+    validation pass. Raises BudgetTooSmallError if not one epoch fits."""
+    times = run_steps(1 + CALIBRATION_STEPS)
+    compile_s, step_s = times[0], statistics.median(times[1:])
+    run_validation()                 # compiles the eval step, which training reuses
+    t = time.time()
+    run_validation()
+    val_eval_s = time.time() - t
+    final_eval_s = val_eval_s * (1.0 + test_examples / max(val_examples, 1))
+    setup_s = time.time() - started
+    budget_s = budget_minutes * 60.0
+    epochs = fit_epochs(budget_s, setup_s, compile_s, step_s, steps_per_epoch, val_eval_s,
+                        final_eval_s)
+    epochs = _agree(epochs)
+    plan = BudgetPlan(budget_s, setup_s, compile_s, step_s, val_eval_s, final_eval_s,
+                      steps_per_epoch, epochs)
+    if epochs < 1:
+        raise BudgetTooSmallError(
+            f'time_budget_minutes={budget_minutes:g} fits no full epoch on this machine: setup '
+            f'took {setup_s:.0f} s, compiling the step {compile_s:.0f} s, and one epoch needs '
+            f'{plan.epoch_s:.0f} s ({steps_per_epoch} steps of {step_s:.2f} s plus '
+            f'{val_eval_s:.0f} s of validation). Raise time_budget_minutes, or choose a '
+            'smaller model or a larger batch_size.')
+    log.info('Time budget %.0f min: step %.3f s, validation %.1f s, compile %.0f s, setup '
+             '%.0f s -> %d epochs, predicted to end after %.1f min.', budget_minutes, step_s,
+             val_eval_s, compile_s, setup_s, epochs, plan.predicted_s / 60)
+    return plan
+
+
+def _agree(epochs: int) -> int:
+    """Every process trains the same length: process 0's measurement decides."""
+    if jax.process_count() == 1:
+        return epochs
+    from jax.experimental import multihost_utils
+    import numpy as np
+    return int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
+
+
+def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, started: float,
+                  make_runner: Callable[['Experiment'], Any],
+                  evaluator: Callable) -> tuple['Experiment', BudgetPlan]:
+    """`exp` with its schedule fitted to the budget, and the plan. A run with checkpoints
+    keeps the length it was fitted to when it started (stored in its loop state)."""
+    from ghostnet_jax.training.experiment import with_num_epochs
+    plan = stored_plan(ckpt)
+    if plan is not None:
+        if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
+            log.warning('time_budget_minutes is now %g, but this run was fitted to %g min '
+                        '(%d epochs) when it started; it keeps that length. Use a new --workdir '
+                        'to fit another budget.', budget_minutes, plan.budget_s / 60,
+                        plan.num_epochs)
+        return with_num_epochs(exp, plan.num_epochs), plan
+    test = exp.test_data.num_examples if exp.test_data is not None else 0
+    plan = plan_budget(
+        budget_minutes, started, exp.train_data.steps_per_epoch,
+        run_steps=lambda n: _time_steps(make_runner(exp), exp, n),
+        run_validation=lambda: evaluator(eval_variables(exp.state), exp.val_data),
+        val_examples=exp.val_data.num_examples, test_examples=test)
+    return with_num_epochs(exp, plan.num_epochs), plan
+
+
+def stored_plan(ckpt: Checkpointer) -> BudgetPlan | None:
+    """The plan saved with the newest readable checkpoint, if any."""
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        try:
+            _, host = ckpt.read_host(step)
+        except CheckpointError:
+            continue     # damaged: the restore sets it aside; an older one knows the plan
+        saved = host.get('time_budget')
+        return BudgetPlan.from_json(saved) if saved else None
+    return None
+
+
+def _time_steps(runner: Any, exp: 'Experiment', n: int) -> list[float]:
+    """Seconds of each of n real train steps on a copy of the initial state (the step
+    donates its input, and the run must start from the untouched one)."""
+    data = exp.train_data
+    carried = runner.put(jax.tree.map(jnp.copy, exp.state))
+    batches = data.epoch(0)
+    times = []
+    for k in range(n):
+        t = time.time()
+        carried, metrics = runner.step(carried, data.batch(batches, k % data.steps_per_epoch))
+        jax.block_until_ready((carried, metrics))
+        times.append(time.time() - t)
+    return times

@@ -1,0 +1,37 @@
+"""config.time_budget_minutes through the CLI (train_harness.job_time_budget).
+
+The fitted length is measured once and then belongs to the run: a resume under another
+budget keeps it, and training to the same step with num_epochs set to the fitted value
+by hand gives bit-identical weights and losses (the schedule spans the fitted length)."""
+import json
+
+import train_harness as h
+
+
+def test_budget_fits_num_epochs_and_a_resume_keeps_it(trainer):
+    job = trainer.result('time_budget')
+    runs, fitted = job['runs'], job['fitted']
+    for name in ('first', 'resumed', 'reference'):
+        assert runs[name].rc == 0, runs[name].tail()
+    budget = runs['first'].workdir
+    results = json.loads((budget / 'results.json').read_text())
+    plan = results['time_budget']
+    assert plan['num_epochs'] == fitted > 2
+    assert plan['budget_s'] == 600.0 and plan['steps_per_epoch'] == h.STEPS_PER_EPOCH
+    assert plan['predicted_s'] <= 600.0
+    assert 'fitted to 10 min' in runs['resumed'].output()        # the 20-min rerun was told
+    assert h.host_state(budget, h.PARALLEL_STEPS)['num_epochs'] == fitted
+    h.assert_trees_equal(h.state_arrays(budget, h.PARALLEL_STEPS),
+                         h.state_arrays(runs['reference'].workdir, h.PARALLEL_STEPS),
+                         'budgeted run resumed vs num_epochs=fitted')
+    ours, ref = h.train_steps(budget), h.train_steps(runs['reference'].workdir)
+    assert [ours[s]['loss'] for s in sorted(ref)] == [ref[s]['loss'] for s in sorted(ref)]
+    assert [ours[s]['learning_rate'] for s in sorted(ref)] == [
+        ref[s]['learning_rate'] for s in sorted(ref)]
+
+
+def test_budget_too_small_for_one_epoch_is_refused(trainer):
+    run = trainer.result('time_budget')['runs']['too_small']
+    assert run.rc == 2, run.tail()
+    assert 'fits no full epoch' in run.output() and 'Raise time_budget_minutes' in run.output()
+    assert h.finished_steps(run.workdir) == []
