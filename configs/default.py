@@ -64,7 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.init_from = config_dict.placeholder(str)   # checkpoint / converted weights dir
     config.max_steps = config_dict.placeholder(int)   # stop early (smoke tests, benchmarks)
     # Minutes of wall time for the whole run: num_epochs is then fitted from the measured
-    # step and validation time (README, Training); None: train num_epochs.
+    # step and validation time (README, Training); None or 0: train num_epochs.
     config.time_budget_minutes = config_dict.placeholder(float)
     config.log_every_steps = 50
     config.report = True           # report/report.md (curves, diagnosis, confusion) at the end

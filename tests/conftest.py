@@ -6,6 +6,12 @@ import pytest
 
 import train_harness as h
 
+# Unoptimized XLA code generation for the test process too (subprocess runs set it
+# themselves): compiling is most of what the in-process model, export and evaluation tests
+# spend, and no test here measures speed. Must happen before jax is first imported.
+if h.XLA_TEST_FLAGS not in os.environ.get('XLA_FLAGS', ''):
+    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {h.XLA_TEST_FLAGS}".strip()
+
 # Jobs (train_harness.JOBS) and the tests that use them: started early when those tests are
 # selected. The first group does not need the reference run; the second does.
 JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_train_distributed.py',

@@ -35,3 +35,13 @@ def test_budget_too_small_for_one_epoch_is_refused(trainer):
     assert run.rc == 2, run.tail()
     assert 'fits no full epoch' in run.output() and 'Raise time_budget_minutes' in run.output()
     assert h.finished_steps(run.workdir) == []
+
+
+def test_a_budget_given_to_a_run_that_started_without_one_is_ignored(trainer):
+    job = trainer.result('time_budget')
+    run = job['runs']['late_budget']
+    assert run.rc == 0, run.tail()
+    assert 'time_budget_minutes=10 is ignored' in run.output()
+    step = h.PARALLEL_STEPS + h.STEPS_PER_EPOCH
+    assert h.host_state(run.workdir, step)['num_epochs'] == job['fitted']
+    assert h.host_state(run.workdir, step).get('time_budget') is None

@@ -457,6 +457,13 @@ def job_time_budget(t: Trainer, root: Path) -> dict:
     runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}',
                               f'--config.max_steps={PARALLEL_STEPS}')
     runs['too_small'] = too_small.wait()
+    # A run that started without a budget keeps its length when a budget appears.
+    unbudgeted = root / 'unbudgeted'
+    shutil.copytree(root / 'reference', unbudgeted)
+    runs['late_budget'] = t.run(unbudgeted, '--config.time_budget_minutes=10',
+                                f'--config.num_epochs={fitted}',
+                                f'--config.max_steps={PARALLEL_STEPS + STEPS_PER_EPOCH}',
+                                log_name='late_budget')
     return {'runs': runs, 'fitted': fitted}
 
 

@@ -69,7 +69,7 @@ def validate_config(config: ml_collections.ConfigDict,
     if config.max_steps is not None:
         _positive(config.max_steps, 'max_steps')
     if config.get('time_budget_minutes') is not None:
-        _positive(config.time_budget_minutes, 'time_budget_minutes')
+        _positive(config.time_budget_minutes, 'time_budget_minutes', allow_zero=True)
     _check_augment(config.data.augment)
     if not isinstance(config.eval_flip, bool):
         raise ConfigError(f'eval_flip must be True or False, got {config.eval_flip!r}.')

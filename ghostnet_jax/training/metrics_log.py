@@ -19,6 +19,7 @@ writes gs:// itself.
 from __future__ import annotations
 
 import datetime
+import logging
 import json
 import math
 import shutil
@@ -29,8 +30,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 import jax
+import ml_collections
 import numpy as np
 from etils import epath
+
+log = logging.getLogger(__name__)
 
 
 def is_remote(path: Any) -> bool:
@@ -212,3 +216,27 @@ class Progress:
             self._line_len = 0
         self.stream.write(message + "\n")
         self.stream.flush()
+
+
+def write_run_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
+    """Saves the resolved config; a resumed run with a changed config adds a new file."""
+    if jax.process_index() != 0:
+        return
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    path = workdir / 'config.json'
+    if path.exists() and path.read_text() != text:
+        path = workdir / f'config.{time.strftime("%Y%m%d-%H%M%S")}.json'
+        log.warning('Config differs from the one this workdir started with; saved as %s', path)
+    if not path.exists():
+        path.write_text(text)
+
+
+def flat_scalars(d: dict, prefix: str = '') -> dict:
+    """A nested dict as dotted keys with scalar values, for TensorBoard's hparams."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flat_scalars(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out

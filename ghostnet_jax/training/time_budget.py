@@ -127,11 +127,18 @@ def _agree(epochs: int) -> int:
 
 def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, started: float,
                   make_runner: Callable[['Experiment'], Any],
-                  evaluator: Callable) -> tuple['Experiment', BudgetPlan]:
+                  evaluator: Callable) -> tuple['Experiment', BudgetPlan | None]:
     """`exp` with its schedule fitted to the budget, and the plan. A run with checkpoints
-    keeps the length it was fitted to when it started (stored in its loop state)."""
+    keeps the length it was fitted to when it started (stored in its loop state); one that
+    started without a budget keeps its num_epochs (plan None)."""
     from ghostnet_jax.training.experiment import with_num_epochs
     plan = stored_plan(ckpt)
+    if plan is None and ckpt.all_steps():
+        log.warning('time_budget_minutes=%g is ignored: this run started without a budget, '
+                    'and refitting its length now would change its schedule mid-run. It keeps '
+                    'num_epochs=%d; use a new --workdir for a budgeted run.', budget_minutes,
+                    exp.config.num_epochs)
+        return exp, None
     if plan is not None:
         if abs(plan.budget_s - budget_minutes * 60.0) > 1e-6:
             log.warning('time_budget_minutes is now %g, but this run was fitted to %g min '

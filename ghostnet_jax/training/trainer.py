@@ -16,7 +16,6 @@ import collections
 import functools
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -31,11 +30,13 @@ from ghostnet_jax.training.callbacks import callbacks_from_config
 from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer, CheckpointError
 from ghostnet_jax.training.config_checks import check_batch_sizes, check_parallel
 from ghostnet_jax.training.experiment import build_experiment
+from ghostnet_jax.training.final_evaluation import evaluate_final_weights
 from ghostnet_jax.training.final_weights import final_weights_rule
 from ghostnet_jax.training.loop_state import (COMPLETED, EARLY_STOPPING, FINISHED_KINDS,
                                               MAX_STEPS, PREEMPTED, BestSoFar, EpochSums,
                                               LoopState)
-from ghostnet_jax.training.metrics_log import MetricsWriter, Progress
+from ghostnet_jax.training.metrics_log import (MetricsWriter, Progress, flat_scalars,
+                                               write_run_config)
 from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.optim import get_lr_scale, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
@@ -61,29 +62,6 @@ def Evaluator(model, num_classes: int, flip: bool = False) -> ExactEvaluator:
     the mirrored images, config.eval_flip)."""
     return ExactEvaluator(functools.partial(steps.eval_logits, model=model, flip=flip),
                           num_classes)
-
-
-def _write_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-    """Saves the resolved config; a resumed run with a changed config adds a new file."""
-    if jax.process_index() != 0:
-        return
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
-    path = workdir / 'config.json'
-    if path.exists() and path.read_text() != text:
-        path = workdir / f'config.{time.strftime("%Y%m%d-%H%M%S")}.json'
-        log.warning('Config differs from the one this workdir started with; saved as %s', path)
-    if not path.exists():
-        path.write_text(text)
-
-
-def _flat(d: dict, prefix: str = '') -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f'{prefix}{k}.'))
-        else:
-            out[f'{prefix}{k}'] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
 
 
 class Trainer:
@@ -113,7 +91,8 @@ class Trainer:
                 config.time_budget_minutes, exp, self.ckpt, self._started, self._make_runner,
                 self.evaluator)
             self.exp = exp
-            config.num_epochs = self.budget.num_epochs   # config.json records the fitted length
+            if self.budget:   # config.json records the fitted length
+                config.num_epochs = self.budget.num_epochs
         self.spe = exp.train_data.steps_per_epoch
         self.num_epochs = config.num_epochs
         self.full_length = self.spe * self.num_epochs
@@ -124,7 +103,7 @@ class Trainer:
         self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
                                        exp.train_data.mean, exp.train_data.std)
         self._refuse_another_experiment()   # before anything is written to the workdir
-        _write_config(self.workdir, config)
+        write_run_config(self.workdir, config)
         self.writer = MetricsWriter(self.workdir)
         self.progress = Progress(self.spe, self.num_epochs, config.batch_size)
         self.grad_health = GradientHealth()
@@ -167,9 +146,11 @@ class Trainer:
                 log.warning('Stopped: preempted (SIGTERM) at step %d. Rerun with the same '
                             '--workdir to resume %s.', self._step, where)
                 return {'status': 'preempted', 'step': self._step}
-            results = self._final_evaluation(time.time() - self._started)
-        self.writer.write_hparams(_flat(self.config.to_dict()), {
-            k: v for k, v in _flat(results).items() if isinstance(v, float)})
+            results = evaluate_final_weights(
+                self.ckpt, self.exp, self.rule, self.loop, self.evaluator,
+                wall_s=time.time() - self._started)
+        self.writer.write_hparams(flat_scalars(self.config.to_dict()), {
+            k: v for k, v in flat_scalars(results).items() if isinstance(v, float)})
         self.writer.close()
         if jax.process_index() == 0:
             (self.workdir / 'results.json').write_text(json.dumps(results, indent=2))
@@ -196,7 +177,7 @@ class Trainer:
                 model_spec=self.spec.to_json(),
                 time_budget=self.budget.to_json() if self.budget else None,
                 best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self._best_delta()))
-            self.writer.write_hparams(_flat(config.to_dict()), {})
+            self.writer.write_hparams(flat_scalars(config.to_dict()), {})
             return
         state, host = self.ckpt.restore_latest_intact(self.exp.state, mesh=self.mesh)
         loop = LoopState.from_json(host)
@@ -422,46 +403,6 @@ class Trainer:
         if new_best:
             metrics[BEST_MARK] = 1.0
         self.ckpt.save(self._step, self.state, self.loop.to_json(), metrics or None)
-
-    # ----------------------------------------------------------- final evaluation
-    def _final_evaluation(self, wall_s: float) -> dict:
-        """The weights chosen by the final-weights rule, on validation and test."""
-        best = self.loop.best
-        steps_saved = self.ckpt.all_steps()
-        if self.rule.use_best and best is not None and best.step in steps_saved:
-            step, which = best.step, 'best'
-        elif self.rule.use_best and self.ckpt.best_step() is not None:
-            step, which = self.ckpt.best_step(), 'best'
-        else:
-            step, which = steps_saved[-1], 'last'
-        state, _ = self.ckpt.restore(self.exp.state, step, mesh=self.mesh)
-        variables = eval_variables(state)
-        epoch = math.ceil(step / self.spe)
-        results = {
-            'stop_reason': self.loop.stop_reason, 'checkpoint': which, 'step': int(state.step),
-            'epoch': epoch,
-            'checkpoint_rule': self.rule.why if which == 'best' or not self.rule.use_best
-            else f'{self.rule.why}; no epoch had a finite {self.rule.metric}: the last weights',
-            'checkpoint_metric': ({self.rule.metric: best.value}
-                                  if which == 'best' and best is not None and best.step == step
-                                  else None),
-            'epochs_trained': len(self.loop.history), 'wall_time_s': round(wall_s, 1),
-            'time_budget': self.loop.time_budget,
-            'class_names': list(self.exp.class_names)}
-        for role, data in (('val', self.exp.val_data), ('test', self.exp.test_data)):
-            if data is None:
-                results[role] = None
-                continue
-            summary = self.evaluator(variables, data)
-            results[role] = {
-                'loss': summary['loss'], 'accuracy': summary['accuracy'],
-                'num_examples': summary['num_examples'],
-                'per_class_accuracy': dict(zip(self.exp.class_names,
-                                               map(float, summary['per_class_accuracy'])))}
-        log.info('Final (%s checkpoint, step %d: %s): %s', which, results['step'],
-                 results['checkpoint_rule'],
-                 {r: results[r] and round(results[r]['accuracy'], 4) for r in ('val', 'test')})
-        return results
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
