@@ -144,4 +144,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
+    from ghostnet_jax.malloc_huge_pages import use_malloc_huge_pages
+    use_malloc_huge_pages('ghostnet_jax.evaluate')
     sys.exit(main())

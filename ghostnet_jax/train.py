@@ -66,4 +66,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
+    from ghostnet_jax.malloc_huge_pages import use_malloc_huge_pages
+    use_malloc_huge_pages('ghostnet_jax.train')
     app.run(lambda argv: sys.exit(main(argv)))

@@ -51,5 +51,6 @@ def environment() -> dict:
         'python': platform.python_version(),
         'versions': {p: _version(p) for p in ('jax', 'jaxlib', 'flax', 'optax', 'numpy')},
         'xla_flags': os.environ.get('XLA_FLAGS', ''),
+        'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
         'compilation_cache_dir': cache_dir or None,
     }
