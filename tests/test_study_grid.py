@@ -57,3 +57,26 @@ def test_best_row_is_highest_validation_accuracy_then_lowest_loss():
     assert next(line for line in md.splitlines() if '**best**' in line).split('|')[2].strip() == 'c'
     diverged = G.result_row('d', {}, {'status': 'diverged'}, 'diverged')
     assert math.isnan(diverged['val_accuracy']) and G.best_row([diverged]) is None
+
+
+def test_a_finished_budgeted_run_is_recognised_despite_its_fitted_num_epochs(tmp_path):
+    """config.json of a time-budgeted run records the fitted num_epochs; rerunning the
+    sweep must take the run as done, and still refuse a run made with another config."""
+    import json
+    from ghostnet_jax.study.sweep import SweepError, _config_text, finished
+    config = smoke.get_config()
+    config.time_budget_minutes = 30.0
+    fitted = config.copy_and_resolve_references()
+    fitted.num_epochs = 17
+    (tmp_path / 'config.json').write_text(_config_text(fitted))
+    (tmp_path / 'results.json').write_text(json.dumps({'val': {'accuracy': 0.5}}))
+    assert finished(tmp_path, config) == {'val': {'accuracy': 0.5}}
+    other = config.copy_and_resolve_references()
+    other.seed = 3
+    with pytest.raises(SweepError):
+        finished(tmp_path, other)
+    unbudgeted = smoke.get_config()      # without a budget num_epochs must match
+    fitted.time_budget_minutes = None
+    (tmp_path / 'config.json').write_text(_config_text(fitted))
+    with pytest.raises(SweepError):
+        finished(tmp_path, unbudgeted)

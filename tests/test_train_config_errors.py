@@ -17,6 +17,8 @@ CASES = {
     'parallel': (['--config.parallel=spmd'], 1, ['parallel', "'spmd'", 'jit, pmap']),
     'batch_size': (['--config.batch_size=12'], 8, ['batch_size=12', '8 devices', 'multiple of 8']),
     'eval_batch_size': (['--config.eval_batch_size=4'], 8, ['eval_batch_size=4', 'multiple of 8']),
+    'time_budget': (['--config.time_budget_minutes=-5'], 1,
+                    ['time_budget_minutes', 'non-negative', '-5.0']),
 }
 
 

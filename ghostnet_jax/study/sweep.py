@@ -38,13 +38,22 @@ def _config_text(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
+def _comparable(config_text: str) -> dict:
+    """A saved or planned config as compared for resuming: a time-budgeted run records the
+    num_epochs it was fitted to, which the planned config cannot know."""
+    d = json.loads(config_text)
+    if d.get('time_budget_minutes'):
+        d.pop('num_epochs', None)
+    return d
+
+
 def finished(run_dir: Path, config: ml_collections.ConfigDict) -> dict | None:
     """The run's results when it is finished with this config; None if it still has to run."""
     done = [p for p in (run_dir / 'results.json', run_dir / 'diverged.json') if p.exists()]
     if not done:
         return None
     saved = run_dir / 'config.json'
-    if saved.exists() and saved.read_text() != _config_text(config):
+    if saved.exists() and _comparable(saved.read_text()) != _comparable(_config_text(config)):
         raise SweepError(f'{run_dir} was trained with a different config; use a new sweep '
                          'workdir or delete that run folder.')
     return json.loads(done[0].read_text())

@@ -92,6 +92,9 @@ class Trainer:
                 self.evaluator)
             self.exp = exp
             if self.budget:   # config.json records the fitted length
+                log.info('num_epochs=%d comes from time_budget_minutes (the config said %d; '
+                         'set time_budget_minutes=0 to train that).', self.budget.num_epochs,
+                         config.num_epochs)
                 config.num_epochs = self.budget.num_epochs
         self.spe = exp.train_data.steps_per_epoch
         self.num_epochs = config.num_epochs
