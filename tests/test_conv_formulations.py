@@ -7,6 +7,7 @@ import functools
 
 import flax.linen as nn
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -91,3 +92,24 @@ def test_padding_is_symmetric_like_pytorch_not_same():
     for impl in ('native', 'shifted'):
         y = Conv(1, 3, 2, impl=impl).apply({'params': {'kernel': kernel}}, x)
         np.testing.assert_array_equal(y[0, :, :, 0], x[0, ::2, ::2, 0])
+
+
+def _count_primitives(jaxpr, name: str) -> int:
+    count = 0
+    for eqn in jaxpr.eqns:
+        count += eqn.primitive.name == name
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            count += _count_primitives(sub, name)
+    return count
+
+
+@pytest.mark.parametrize('k, stride', [(3, 1), (5, 2)])
+def test_depthwise_gradient_pads_once_not_once_per_tap(k, stride):
+    # Autodiff of the window slices makes one zero-padded input-sized array per tap (25 for a
+    # 5x5 kernel), which XLA materializes inside the network; the hand-written gradient pads
+    # the output gradient once (and the input once, for the kernel gradient).
+    x = jnp.ones((2, 8, 8, 4))
+    kernel = jnp.ones((k, k, 1, 4))
+    grad = jax.grad(lambda x, w: jnp.sum(conv_shifted(x, w, stride, 4) ** 2), argnums=(0, 1))
+    jaxpr = jax.make_jaxpr(grad)(x, kernel).jaxpr
+    assert _count_primitives(jaxpr, 'pad') <= 3
