@@ -9,8 +9,8 @@ Command (CIFAR-10's train split as a JPEG folder DATA/train/<class>/*.jpg; 45,00
 Expected (measured 2026-11-29 on an idle 2-core AMD EPYC VM, AVX-512, float32, huge-page
 malloc, XLA fast math; validation accuracy, as these machines have no test split):
     the plan: step 0.484 s, validation 6.6 s, compile 37 s, setup 87 s -> 19 epochs,
-    predicted 58.1 min; the run: **86.76%** validation, but 71.7 min wall, because its steps
-    took ~0.60 s instead of 0.484 s (by epoch: 50.6, 64.4, 72.1, 72.7, 73.7, 75.6, 79.2,
+    predicted 58.1 min; the run: **86.76%** validation, but 71.7 min wall, because its
+    loop's steps took ~0.60 s from the first epoch on instead of the calibrated 0.484 s (by epoch: 50.6, 64.4, 72.1, 72.7, 73.7, 75.6, 79.2,
     76.8, 77.1, 80.9, 80.4, 81.6, 83.6, 83.4, 85.9, 86.3, 86.5, 86.6, 86.8). Within the hour
     the record is variant 3 below (84.58%).
 A machine with another step time gets another number of epochs, and so another accuracy.
@@ -33,8 +33,8 @@ Record of the variants (each a full run of this command on the same kind of mach
    (by epoch: 53.9, 66.1, 67.3, 68.6, 69.1, 76.5, 80.1, 81.2, 82.4, 84.2, 84.3, 84.6).
 4. The same config after XLA fast math and the hand-written depthwise gradient (README,
    Performance): 19 epochs, 86.76%, 71.7 min (above): the speed-up is worth +2.2 points,
-   but this run's steps slowed by 24% after the plan was made, so it is not a one-hour
-   result. The 87% goal of the accuracy issue is not reached within the hour.
+   but the loop's steps ran 24% slower than the plan's calibration, so it is not a
+   one-hour result. The 87% goal of the accuracy issue is not reached within the hour.
 Dropout 0.0 and eval_flip=True were changed together in variant 2 without a separate
 ablation; both are the usual choice for short, underfitting schedules.
 """

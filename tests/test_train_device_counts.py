@@ -22,15 +22,18 @@ def test_resume_across_device_counts(trainer, base_run):
         assert f'Resumed from step {resumed_from}' in run.output(), run.tail()
         got = h.train_steps(run.workdir)
         later = range(resumed_from + 1, h.TOTAL_STEPS + 1)
+        # The CLI compiles with XLA fast math, which lets each device count's program sum in
+        # its own order; over 20 steps the losses then part by up to 0.64% (measured), where
+        # a wrong resume (schedule, data order, lost state) differs from the first step on.
         np.testing.assert_allclose([got[s]['loss'] for s in later],
-                                   [ref_steps[s]['loss'] for s in later], rtol=2e-3,
+                                   [ref_steps[s]['loss'] for s in later], rtol=1e-2,
                                    err_msg=name)
         val = h.val_epochs(run.workdir)
         for epoch in range(resumed_from // h.STEPS_PER_EPOCH + 1, h.EPOCHS + 1):
-            np.testing.assert_allclose(val[epoch]['loss'], ref_val[epoch]['loss'], rtol=2e-3)
+            np.testing.assert_allclose(val[epoch]['loss'], ref_val[epoch]['loss'], rtol=1e-2)
         # The weights themselves are not compared: over 16-20 more SGD steps the other
         # reduction order moves single weights by up to ~1e-2 (measured), while the losses
-        # above stay within 1e-3. Exactness of the restore itself is the test below.
+        # above stay within 1e-2. Exactness of the restore itself is the test below.
         results = json.loads((run.workdir / 'results.json').read_text())
         assert results['stop_reason'] == 'completed'
         assert results['val']['num_examples'] == h.VAL_EXAMPLES

@@ -501,6 +501,8 @@ def faulty_step(self, *a, **k):
 checkpoints.Checkpointer.save = faulty_save
 metrics.ExactEvaluator.__call__ = faulty_eval
 parallel.DataParallelStep.step = faulty_step
+from ghostnet_jax.xla_cpu_flags import use_xla_fast_math
+use_xla_fast_math()   # as `python -m ghostnet_jax.train` does, so the rerun is the same program
 from ghostnet_jax import train
 sys.argv = ['train', *argv]
 app.run(lambda a: sys.exit(train.main(a)))
