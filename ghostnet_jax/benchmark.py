@@ -103,8 +103,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    from ghostnet_jax.malloc_huge_pages import use_malloc_huge_pages
-    from ghostnet_jax.xla_cpu_flags import use_xla_fast_math
-    use_xla_fast_math()  # before the re-exec, which keeps the environment
-    use_malloc_huge_pages('ghostnet_jax.benchmark')
+    from ghostnet_jax.cli_process import prepare_cli_process
+    prepare_cli_process('ghostnet_jax.benchmark')
     main()

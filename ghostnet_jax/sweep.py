@@ -59,10 +59,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-    from ghostnet_jax.malloc_huge_pages import use_malloc_huge_pages
-    from ghostnet_jax.xla_cpu_flags import use_xla_fast_math
-    use_xla_fast_math()  # before the re-exec, which keeps the environment
-    use_malloc_huge_pages('ghostnet_jax.sweep')
+    from ghostnet_jax.cli_process import prepare_cli_process
+    prepare_cli_process('ghostnet_jax.sweep')
     from ghostnet_jax.exit_codes import run_cli
     # Data, checkpoint and storage failures: one paragraph and the documented exit code.
     app.run(lambda argv: sys.exit(run_cli(lambda: main(argv), 'python -m ghostnet_jax.sweep')))

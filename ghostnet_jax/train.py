@@ -66,8 +66,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == '__main__':
-    from ghostnet_jax.malloc_huge_pages import use_malloc_huge_pages
-    from ghostnet_jax.xla_cpu_flags import use_xla_fast_math
-    use_xla_fast_math()  # before the re-exec, which keeps the environment
-    use_malloc_huge_pages('ghostnet_jax.train')
+    from ghostnet_jax.cli_process import prepare_cli_process
+    prepare_cli_process('ghostnet_jax.train')
     app.run(lambda argv: sys.exit(main(argv)))

@@ -8,7 +8,7 @@ losses are still detected. Measured on GhostNet-CIFAR 1.0x (2-core AVX-512, batc
 same compiled step with and without the option, interleaved in one process): 1.05-1.20x
 faster train step (README, Performance). Results differ from the default only by rounding.
 
-The command-line tools call `use_xla_fast_math()` first thing; XLA reads XLA_FLAGS when
+The command-line tools call it first thing (`cli_process.py`); XLA reads XLA_FLAGS when
 the first backend starts. Set GHOSTNET_JAX_XLA_FAST_MATH=0, or choose a value yourself in
 XLA_FLAGS, to keep XLA's default.
 """
