@@ -5,7 +5,8 @@ import pytest
 
 from ghostnet_jax.training.config_checks import ConfigError
 from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, BudgetTooSmallError,
-                                               fit_epochs, plan_budget)
+                                               fit_epochs, plan_budget,
+                                               refit_after_epoch)
 
 
 def test_fit_epochs_by_hand():
@@ -52,3 +53,61 @@ def test_too_small_a_budget_is_a_config_error_naming_the_measurements():
     message = str(e.value)
     assert 'time_budget_minutes=0.5 fits no full epoch' in message
     assert '100 steps of 1.00 s' in message and 'Raise time_budget_minutes' in message
+
+
+def _plan(num_epochs=19, step_s=0.484):
+    # The 60-minute plan of configs/cpu_hour.py's session-4 run, rounded.
+    return BudgetPlan(budget_s=3600.0, setup_s=87.0, compile_s=37.0, step_s=step_s,
+                      val_eval_s=6.6, final_eval_s=10.0, steps_per_epoch=351,
+                      num_epochs=num_epochs, calibrated_step_s=step_s)
+
+
+def test_refit_shortens_a_run_whose_loop_is_slower_than_its_calibration():
+    # 3600 * 0.97 = 3492; minus 300 s elapsed, 10 s final evaluation and 37 s to compile
+    # the step again -> 3145 s for epochs of 351 * 0.6 + 6.6 = 217.2 s: 14 more (3040.8).
+    plan = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=300.0, step_s=0.6,
+                             val_eval_s=6.6, must_recompile=True, length_matters=True)
+    assert plan.num_epochs == 15 and plan.recompiles and plan.refitted
+    assert plan.step_s == 0.6 and plan.calibrated_step_s == 0.484
+    assert plan.predicted_s == pytest.approx(300 + 37 + 14 * 217.2 + 10)
+    assert plan.predicted_s <= 3600 * (1 - SAFETY_FRACTION)
+    assert BudgetPlan.from_json(plan.to_json()) == plan
+
+
+def test_refit_keeps_a_length_that_still_fits_without_compiling_again():
+    # The running step already spans 15 epochs and they fit (14 * 217.2 = 3040.8 <= 3182):
+    # recompiling could only buy 14 (3145 / 217.2), so the length and the step stay.
+    plan = refit_after_epoch(_plan(num_epochs=15, step_s=0.6), epochs_done=1,
+                             elapsed_s=300.0, step_s=0.6, val_eval_s=6.6,
+                             must_recompile=False, length_matters=True)
+    assert plan.num_epochs == 15 and not plan.recompiles
+    assert plan.predicted_s == pytest.approx(300 + 14 * 217.2 + 10)
+
+
+def test_refit_lengthens_a_run_that_is_faster_than_planned():
+    # 3145 / (351 * 0.4 + 6.6 = 147.0) = 21.4 -> 21 more; the plan said 15.
+    plan = refit_after_epoch(_plan(num_epochs=15, step_s=0.6), epochs_done=1,
+                             elapsed_s=300.0, step_s=0.4, val_eval_s=6.6,
+                             must_recompile=False, length_matters=True)
+    assert plan.num_epochs == 22 and plan.recompiles
+
+
+def test_refit_of_a_length_free_schedule_never_charges_a_compile():
+    # Constant / piecewise schedules: 3182 / 217.2 = 14.65 -> 14 more, no compile.
+    plan = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=300.0, step_s=0.6,
+                             val_eval_s=6.6, must_recompile=True, length_matters=False)
+    assert plan.num_epochs == 15 and not plan.recompiles
+
+
+def test_refit_never_asks_for_fewer_epochs_than_are_done():
+    plan = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=3500.0, step_s=0.6,
+                             val_eval_s=6.6, must_recompile=True, length_matters=True)
+    assert plan.num_epochs == 1
+
+
+def test_a_plan_saved_before_refits_existed_still_loads():
+    saved = {k: v for k, v in _plan().to_json().items()
+             if k not in ('epochs_done', 'fitted_at_s', 'recompiles', 'calibrated_step_s')}
+    plan = BudgetPlan.from_json(saved)
+    assert not plan.refitted and plan.recompiles
+    assert plan.predicted_s == pytest.approx(87 + 37 + 19 * (351 * 0.484 + 6.6) + 10)

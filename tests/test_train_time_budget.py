@@ -1,8 +1,10 @@
 """config.time_budget_minutes through the CLI (train_harness.job_time_budget).
 
-The fitted length is measured once and then belongs to the run: a resume under another
-budget keeps it, and training to the same step with num_epochs set to the fitted value
-by hand gives bit-identical weights and losses (the schedule spans the fitted length)."""
+The length is fitted before training, refitted once after the first epoch from the loop's
+own timing, and then belongs to the run: a resume under another budget keeps it, and
+training to the same step with num_epochs set to the fitted value by hand gives
+bit-identical weights and losses (warmup spans the first epoch, which therefore trains
+alike for every length; afterwards the schedule spans the fitted length)."""
 import json
 
 import train_harness as h
@@ -19,6 +21,9 @@ def test_budget_fits_num_epochs_and_a_resume_keeps_it(trainer):
     assert plan['num_epochs'] == fitted > 2
     assert plan['budget_s'] == 600.0 and plan['steps_per_epoch'] == h.STEPS_PER_EPOCH
     assert plan['predicted_s'] <= 600.0
+    assert plan['epochs_done'] == 1 and plan['calibrated_step_s'] > 0   # refitted once
+    assert 'refit after epoch 1' in runs['first'].output()
+    assert 'refit' not in runs['resumed'].output()               # the stored plan is kept
     assert 'fitted to 10 min' in runs['resumed'].output()        # the 20-min rerun was told
     assert h.host_state(budget, h.PARALLEL_STEPS)['num_epochs'] == fitted
     h.assert_trees_equal(h.state_arrays(budget, h.PARALLEL_STEPS),

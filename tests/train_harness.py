@@ -447,20 +447,22 @@ def job_ema(t: Trainer, root: Path) -> Run:
 def job_time_budget(t: Trainer, root: Path) -> dict:
     """A time-budgeted run stopped at max_steps, resumed under another budget to more steps,
     and the same length trained without a budget (num_epochs = the fitted value); plus a
-    budget too small for one epoch."""
+    budget too small for one epoch. Warmup spans the first epoch, so the refit after it
+    leaves no trace and the fitted length alone reproduces the run."""
+    warmup = '--config.optimizer.warmup_epochs=1'
     too_small = t.start(root / 'too_small', '--config.time_budget_minutes=0.001')
-    runs = {'first': t.run(root / 'budget', '--config.time_budget_minutes=10',
+    runs = {'first': t.run(root / 'budget', '--config.time_budget_minutes=10', warmup,
                            f'--config.max_steps={STEPS_PER_EPOCH}', log_name='first')}
     fitted = json.loads((root / 'budget' / 'config.json').read_text())['num_epochs']
-    runs['resumed'] = t.run(root / 'budget', '--config.time_budget_minutes=20',
+    runs['resumed'] = t.run(root / 'budget', '--config.time_budget_minutes=20', warmup,
                             f'--config.max_steps={PARALLEL_STEPS}', log_name='resumed')
-    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}',
+    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', warmup,
                               f'--config.max_steps={PARALLEL_STEPS}')
     runs['too_small'] = too_small.wait()
     # A run that started without a budget keeps its length when a budget appears.
     unbudgeted = root / 'unbudgeted'
     shutil.copytree(root / 'reference', unbudgeted)
-    runs['late_budget'] = t.run(unbudgeted, '--config.time_budget_minutes=10',
+    runs['late_budget'] = t.run(unbudgeted, '--config.time_budget_minutes=10', warmup,
                                 f'--config.num_epochs={fitted}',
                                 f'--config.max_steps={PARALLEL_STEPS + STEPS_PER_EPOCH}',
                                 log_name='late_budget')

@@ -126,6 +126,15 @@ def with_num_epochs(exp: Experiment, num_epochs: int) -> Experiment:
     return dataclasses.replace(exp, tx=tx, schedule=schedule, state=state)
 
 
+def with_schedule_length(exp: Experiment, num_epochs: int) -> Experiment:
+    """The experiment's optimizer with its schedule spanning `num_epochs`, for a run that
+    is already training (a time budget's refit): the optimizer state's structure does not
+    depend on the length, so the trained state carries over unchanged."""
+    tx, schedule = build_optimizer(exp.config.optimizer, exp.train_data.steps_per_epoch,
+                                   num_epochs, exp.state.params)
+    return dataclasses.replace(exp, tx=tx, schedule=schedule)
+
+
 def load_pretrained(path: str) -> dict:
     """Variables from one of our checkpoints/workdirs or a `ghostnet_jax.convert` output."""
     if (Path(path) / 'convert.json').exists():

@@ -218,12 +218,18 @@ class Progress:
         self.stream.flush()
 
 
-def write_run_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-    """Saves the resolved config; a resumed run with a changed config adds a new file."""
+def write_run_config(workdir: epath.Path, config: ml_collections.ConfigDict,
+                     replace: bool = False) -> None:
+    """Saves the resolved config; a resumed run with a changed config adds a new file.
+    `replace`: the same run refined a value it could only measure (a time budget's
+    num_epochs), so config.json itself is rewritten."""
     if jax.process_index() != 0:
         return
     text = config.to_json_best_effort(indent=2, sort_keys=True)
     path = workdir / 'config.json'
+    if replace:
+        path.write_text(text)
+        return
     if path.exists() and path.read_text() != text:
         path = workdir / f'config.{time.strftime("%Y%m%d-%H%M%S")}.json'
         log.warning('Config differs from the one this workdir started with; saved as %s', path)

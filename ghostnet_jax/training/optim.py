@@ -118,6 +118,15 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
     return schedule
 
 
+def length_free_steps(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> float:
+    """How many first steps have a learning rate that does not depend on num_epochs
+    (math.inf for schedules that never do): a time-budgeted run trains them before it
+    knows its final length (training/time_budget.py)."""
+    if cfg.schedule in ("constant", "piecewise"):
+        return math.inf
+    return int(round(float(cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
+
+
 # ----------------------------------------------------------------- plateau scale transform
 
 

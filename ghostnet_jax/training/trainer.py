@@ -16,6 +16,7 @@ import collections
 import functools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -24,12 +25,12 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from ghostnet_jax.data.metrics import MAX_IN_FLIGHT, ExactEvaluator
+from ghostnet_jax.data.metrics import ExactEvaluator, steps_in_flight
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.callbacks import callbacks_from_config
 from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer, CheckpointError
 from ghostnet_jax.training.config_checks import check_batch_sizes, check_parallel
-from ghostnet_jax.training.experiment import build_experiment
+from ghostnet_jax.training.experiment import build_experiment, with_schedule_length
 from ghostnet_jax.training.final_evaluation import evaluate_final_weights
 from ghostnet_jax.training.final_weights import final_weights_rule
 from ghostnet_jax.training.loop_state import (COMPLETED, EARLY_STOPPING, FINISHED_KINDS,
@@ -38,13 +39,14 @@ from ghostnet_jax.training.loop_state import (COMPLETED, EARLY_STOPPING, FINISHE
 from ghostnet_jax.training.metrics_log import (MetricsWriter, Progress, flat_scalars,
                                                write_run_config)
 from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
-from ghostnet_jax.training.optim import get_lr_scale, set_lr_scale
+from ghostnet_jax.training.optim import get_lr_scale, length_free_steps, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
 from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
-from ghostnet_jax.training.time_budget import BudgetPlan, fit_to_budget
+from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, fit_to_budget,
+                                               refit_after_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +88,17 @@ class Trainer:
         self.evaluator = Evaluator(exp.model, len(exp.class_names),
                                    flip=config.get('eval_flip', False))
         self.budget: BudgetPlan | None = None
+        calibrated_runner = None
+        # The length the running step's schedule spans (a budgeted run's first epoch may
+        # run on the calibration's step, compiled for the config's num_epochs).
+        self._runner_num_epochs = config.num_epochs
         if config.get('time_budget_minutes'):
-            exp, self.budget = fit_to_budget(
+            exp, self.budget, calibrated_runner = fit_to_budget(
                 config.time_budget_minutes, exp, self.ckpt, self._started, self._make_runner,
                 self.evaluator)
             self.exp = exp
+            if calibrated_runner is None and self.budget:
+                self._runner_num_epochs = self.budget.num_epochs
             if self.budget:   # config.json records the fitted length
                 log.info('num_epochs=%d comes from time_budget_minutes (the config said %d; '
                          'set time_budget_minutes=0 to train that).', self.budget.num_epochs,
@@ -102,7 +110,8 @@ class Trainer:
         self.total_steps = min(self.full_length, config.max_steps or self.full_length)
         self.rule = final_weights_rule(config)
         self.early_stopping, self.plateau = callbacks_from_config(config.callbacks)
-        self.runner = self._make_runner(exp)
+        self.runner = calibrated_runner or self._make_runner(exp)
+        self._epoch_clock: list[tuple[int, float]] = []   # (steps done, time) at sync points
         self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
                                        exp.train_data.mean, exp.train_data.std)
         self._refuse_another_experiment()   # before anything is written to the workdir
@@ -115,6 +124,7 @@ class Trainer:
         self._carried = None          # the runner's state while training (donated each step)
         self._pending: list = []      # per-step metrics not yet fetched by the host
         self._in_flight: collections.deque = collections.deque()
+        self._max_in_flight = steps_in_flight()   # 0: each step waits for its inputs
         self._window_start = self._epoch_started = time.time()
         self._last_metrics: dict = {}
         self._step = 0                # steps trained (host count; state.step agrees)
@@ -214,7 +224,8 @@ class Trainer:
         self._carried = self.runner.put(self.state)
         self._window_start = time.time()
         kind = None
-        for epoch in range(self.loop.evaluated_epochs, self.num_epochs):
+        epoch = self.loop.evaluated_epochs
+        while epoch < self.num_epochs:       # a refit after the first epoch may change it
             kind = self._train_epoch_steps(epoch, preemption)
             if kind is None:
                 kind = self._end_epoch(epoch, preemption)
@@ -222,6 +233,7 @@ class Trainer:
                 self._stop_within_epoch(kind, epoch)
             if kind is not None:
                 break
+            epoch += 1
         if kind is None:    # nothing left to train (e.g. resumed after the last epoch)
             self._sync_state()
             self._set_stop(self._decide(preemption) or COMPLETED)
@@ -235,14 +247,19 @@ class Trainer:
         self._epoch_started = time.time()
         batches = data.epoch(epoch)
         first, stop = self._step - epoch * spe, min(spe, self.total_steps - epoch * spe)
+        self._epoch_clock = [(first, self._epoch_started)]
         for k in range(first, stop):
-            self._carried, metrics = self.runner.step(self._carried, data.batch(batches, k))
+            batch = data.batch(batches, k)
+            if not self._max_in_flight:
+                batch = jax.block_until_ready(batch)
+            self._carried, metrics = self.runner.step(self._carried, batch)
             self._pending.append(metrics)
             self._bound_in_flight(metrics['loss'])
             at_sync_point = ((epoch * spe + k + 1) % self.config.log_every_steps == 0
                              or k == stop - 1)
             if at_sync_point:
-                self._flush()
+                self._flush()     # fetches the window's metrics: its steps are done
+                self._epoch_clock.append((k + 1, time.time()))
             self.progress.update(k + 1, self._last_metrics)
             if at_sync_point and k < stop - 1:
                 kind = self._decide(preemption)
@@ -255,12 +272,16 @@ class Trainer:
     def _end_epoch(self, epoch: int, preemption: Preemption) -> str | None:
         """Validation, callbacks, the stop decision and the checkpoint of a full epoch."""
         self._sync_state()
+        val_started = time.time()
         val = self.evaluator(eval_variables(self.state), self.exp.val_data)
+        val_eval_s = time.time() - val_started
         train_loss, train_acc = self.loop.epoch_sums.means()
         record = {'epoch': epoch + 1, 'step': self._step, 'train_loss': float(train_loss),
                   'train_accuracy': float(train_acc), 'val_accuracy': val['accuracy'],
                   'val_loss': val['loss'], 'lr_scale': float(get_lr_scale(self.state.opt_state)),
                   'epoch_time_s': time.time() - self._epoch_started}
+        if self.budget and not self.budget.refitted and epoch == 0:
+            self._refit_budget(val_eval_s)
         self.writer.write_scalars(self._step, {'loss': val['loss'], 'accuracy': val['accuracy']},
                                   'val', epoch=epoch + 1)
         self.writer.write_scalars(self._step, {'epoch_time_s': record['epoch_time_s']}, 'train',
@@ -288,6 +309,36 @@ class Trainer:
             f' | val loss {val["loss"]:.4f} acc {val["accuracy"]:.4f}'
             f' ({val["num_examples"]} examples) | {record["epoch_time_s"]:.0f} s')
         return kind
+
+    def _refit_budget(self, val_eval_s: float) -> None:
+        """Refits the budgeted length from the first epoch as the loop ran it (time_budget.py
+        says why), and compiles the step for it if the length changed."""
+        step_s = _loop_step_seconds(self._epoch_clock)
+        elapsed_s, step_s, val_eval_s = agree_measurements(
+            time.time() - self._started, step_s, val_eval_s)
+        length_matters = not math.isinf(length_free_steps(self.config.optimizer, self.spe))
+        plan = refit_after_epoch(self.budget, 1, elapsed_s, step_s, val_eval_s,
+                                 must_recompile=self._runner_num_epochs != self.budget.num_epochs,
+                                 length_matters=length_matters)
+        log.info('Time budget refit after epoch 1: the loop\'s step took %.3f s (calibration: '
+                 '%.3f s), validation %.1f s -> %d epochs (was %d), predicted to end after '
+                 '%.1f min.', plan.step_s, plan.calibrated_step_s, plan.val_eval_s,
+                 plan.num_epochs, self.budget.num_epochs, plan.predicted_s / 60)
+        self.budget = plan
+        self.loop.time_budget = plan.to_json()
+        self._set_num_epochs(plan.num_epochs)
+        if length_matters and plan.num_epochs != self._runner_num_epochs:
+            self.exp = with_schedule_length(self.exp, plan.num_epochs)
+            self.runner = self._make_runner(self.exp)
+            self._carried = self.runner.put(self.state)
+            self._runner_num_epochs = plan.num_epochs
+
+    def _set_num_epochs(self, num_epochs: int) -> None:
+        self.config.num_epochs = self.num_epochs = self.loop.num_epochs = num_epochs
+        self.progress.num_epochs = num_epochs
+        self.full_length = self.spe * num_epochs
+        self.total_steps = min(self.full_length, self.config.max_steps or self.full_length)
+        write_run_config(self.workdir, self.config, replace=True)
 
     def _stop_within_epoch(self, kind: str, epoch: int) -> None:
         """Saves where the loop stopped inside an epoch. At max_steps the weights are also
@@ -347,11 +398,11 @@ class Trainer:
 
     # -------------------------------------------------------------- host syncs
     def _bound_in_flight(self, token: jax.Array) -> None:
-        """Counts the step just dispatched and keeps at most MAX_IN_FLIGHT queued: an
-        unbounded queue of collective steps is what aborted 8-device CPU runs."""
+        """Counts the step just dispatched and keeps at most `steps_in_flight()` queued (none
+        on CPU): an unbounded queue of collective steps is what aborted 8-device CPU runs."""
         self._step += 1
         self._in_flight.append(token)
-        if len(self._in_flight) > MAX_IN_FLIGHT:
+        while len(self._in_flight) > self._max_in_flight:
             self._in_flight.popleft().block_until_ready()
 
     def _sync_state(self) -> None:
@@ -406,6 +457,13 @@ class Trainer:
         if new_best:
             metrics[BEST_MARK] = 1.0
         self.ckpt.save(self._step, self.state, self.loop.to_json(), metrics or None)
+
+
+def _loop_step_seconds(clock: list[tuple[int, float]]) -> float:
+    """Seconds per step between an epoch's sync points, leaving out its first window
+    (it can include compiling and the epoch's reshuffle) when there is more than one."""
+    (k0, t0), (k1, t1) = (clock[1] if len(clock) > 2 else clock[0]), clock[-1]
+    return (t1 - t0) / max(k1 - k0, 1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
