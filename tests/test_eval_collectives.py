@@ -67,3 +67,11 @@ def test_many_small_eval_steps_on_8_busy_devices_do_not_abort():
             hog.kill()
     assert out.returncode == 0 and 'EVAL-OK' in out.stdout, (
         f'rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}')
+
+
+def test_cpu_steps_wait_for_their_inputs_and_accelerators_queue_ahead():
+    # XLA:CPU runs a program whose inputs are ready on the calling thread (faster: see
+    # steps_in_flight); an accelerator needs steps queued to stay busy.
+    from ghostnet_jax.data.metrics import MAX_IN_FLIGHT, steps_in_flight
+    assert steps_in_flight('cpu') == 0
+    assert steps_in_flight('gpu') == steps_in_flight('tpu') == MAX_IN_FLIGHT > 0
