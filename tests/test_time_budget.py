@@ -5,8 +5,8 @@ import pytest
 
 from ghostnet_jax.training.config_checks import ConfigError
 from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, BudgetTooSmallError,
-                                               fit_epochs, plan_budget,
-                                               refit_after_epoch)
+                                               fit_epochs, loop_step_seconds,
+                                               plan_budget, refit_after_epoch)
 
 
 def test_fit_epochs_by_hand():
@@ -111,3 +111,12 @@ def test_a_plan_saved_before_refits_existed_still_loads():
     plan = BudgetPlan.from_json(saved)
     assert not plan.refitted and plan.recompiles
     assert plan.predicted_s == pytest.approx(87 + 37 + 19 * (351 * 0.484 + 6.6) + 10)
+
+
+def test_the_loop_step_leaves_out_the_first_window():
+    # Start at t=0; log points after 50 steps (t=40: a 30 s compile inside), 100 (t=70)
+    # and 151 (t=100.6): (100.6 - 40) / (151 - 50) = 0.6 s per step.
+    assert loop_step_seconds([(0, 0.0), (50, 40.0), (100, 70.0), (151, 100.6)]) == \
+        pytest.approx(0.6)
+    # One window only (a tiny epoch): all of it counts.
+    assert loop_step_seconds([(0, 0.0), (4, 2.0)]) == pytest.approx(0.5)

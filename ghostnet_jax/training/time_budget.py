@@ -170,6 +170,14 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     return dataclasses.replace(measured, num_epochs=with_compile, recompiles=True)
 
 
+def loop_step_seconds(clock: list[tuple[int, float]]) -> float:
+    """Seconds per step from an epoch's clock, (steps done, time) at its start and at each
+    log point, leaving out the first window (it can include a compile and the epoch's
+    reshuffle) when there is more than one."""
+    (k0, t0), (k1, t1) = (clock[1] if len(clock) > 2 else clock[0]), clock[-1]
+    return (t1 - t0) / max(k1 - k0, 1)
+
+
 def agree_measurements(*values: float) -> tuple[float, ...]:
     """Process 0's measurements on every process (unchanged in a single-process run)."""
     if jax.process_count() == 1:

@@ -46,7 +46,7 @@ from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
 from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, fit_to_budget,
-                                               refit_after_epoch)
+                                               loop_step_seconds, refit_after_epoch)
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class Trainer:
     def _refit_budget(self, val_eval_s: float) -> None:
         """Refits the budgeted length from the first epoch as the loop ran it (time_budget.py
         says why), and compiles the step for it if the length changed."""
-        step_s = _loop_step_seconds(self._epoch_clock)
+        step_s = loop_step_seconds(self._epoch_clock)
         elapsed_s, step_s, val_eval_s = agree_measurements(
             time.time() - self._started, step_s, val_eval_s)
         length_matters = not math.isinf(length_free_steps(self.config.optimizer, self.spe))
@@ -457,13 +457,6 @@ class Trainer:
         if new_best:
             metrics[BEST_MARK] = 1.0
         self.ckpt.save(self._step, self.state, self.loop.to_json(), metrics or None)
-
-
-def _loop_step_seconds(clock: list[tuple[int, float]]) -> float:
-    """Seconds per step between an epoch's sync points, leaving out its first window
-    (it can include compiling and the epoch's reshuffle) when there is more than one."""
-    (k0, t0), (k1, t1) = (clock[1] if len(clock) > 2 else clock[0]), clock[-1]
-    return (t1 - t0) / max(k1 - k0, 1)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
