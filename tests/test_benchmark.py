@@ -47,6 +47,8 @@ def test_throughputs_are_images_over_median_seconds(report):
     assert len(report['train_step_s']) >= STEPS
     assert report['train_images_per_sec'] == pytest.approx(
         BATCH / statistics.median(report['train_step_s']), rel=0.02)
+    assert report['train_images_per_sec_mean'] == pytest.approx(
+        BATCH * len(report['train_step_s']) / sum(report['train_step_s']), rel=0.02)
     assert report['epoch_images_per_sec'] == pytest.approx(
         EPOCH_STEPS * BATCH / report['epoch_s'], rel=0.02)
     assert report['eval_images_per_sec'] == pytest.approx(

@@ -53,6 +53,11 @@ class BenchmarkResult:
     def as_dict(self) -> dict:
         out = {**self.settings,
                'train_images_per_sec': self.train_images_per_sec,
+               # An epoch pays the mean step, slow ones included (README: why a real
+               # epoch is slower than the benchmark's step).
+               'train_images_per_sec_mean': round(
+                   len(self.train_step_s) * self.settings['batch_size']
+                   / sum(self.train_step_s), 1),
                'eval_images_per_sec': self.eval_images_per_sec,
                'epoch_images_per_sec': self.epoch_images_per_sec,
                'compile_s': self.compile_s,
