@@ -128,7 +128,7 @@ def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
                         final_eval_s)
     epochs = _agree(epochs)
     plan = BudgetPlan(budget_s, setup_s, compile_s, step_s, val_eval_s, final_eval_s,
-                      steps_per_epoch, epochs)
+                      steps_per_epoch, epochs, calibrated_step_s=step_s)
     if epochs < 1:
         raise BudgetTooSmallError(
             f'time_budget_minutes={budget_minutes:g} fits no full epoch on this machine: setup '
@@ -157,12 +157,12 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
                                    epochs_done=epochs_done, fitted_at_s=elapsed_s,
                                    calibrated_step_s=plan.calibrated_step_s or plan.step_s)
     epoch_s = measured.epoch_s
-    keep_fits = (plan.num_epochs - epochs_done) * epoch_s <= left
     if not length_matters:
         more = max(0, math.floor(left / epoch_s))
         return dataclasses.replace(measured, num_epochs=epochs_done + more,
                                    recompiles=False)
     with_compile = epochs_done + max(0, math.floor((left - plan.compile_s) / epoch_s))
+    keep_fits = (plan.num_epochs - epochs_done) * epoch_s <= left
     if not must_recompile and keep_fits and with_compile <= plan.num_epochs:
         # The running step already has this length, and a new one would not train more.
         return dataclasses.replace(measured, num_epochs=plan.num_epochs,
@@ -190,11 +190,7 @@ def agree_measurements(*values: float) -> tuple[float, ...]:
 
 def _agree(epochs: int) -> int:
     """Every process trains the same length: process 0's measurement decides."""
-    if jax.process_count() == 1:
-        return epochs
-    from jax.experimental import multihost_utils
-    import numpy as np
-    return int(multihost_utils.broadcast_one_to_all(np.int32(epochs)))
+    return int(agree_measurements(epochs)[0])
 
 
 def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, started: float,
@@ -230,7 +226,6 @@ def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, 
         run_steps=lambda n: _time_steps(runner, exp, n),
         run_validation=lambda: evaluator(eval_variables(exp.state), exp.val_data),
         val_examples=exp.val_data.num_examples, test_examples=test)
-    plan = dataclasses.replace(plan, calibrated_step_s=plan.step_s)
     if length_free_steps(exp.config.optimizer, plan.steps_per_epoch) >= plan.steps_per_epoch:
         return exp, plan, runner
     return with_num_epochs(exp, plan.num_epochs), plan, None
