@@ -33,12 +33,18 @@ def test_evaluate_reproduces_results_and_selects_checkpoints(trainer, base_run):
         logged['accuracy']
 
 
-def test_evaluate_errors_name_what_exists(trainer, base_run, tmp_path):
-    out = _evaluate(trainer, '--workdir', str(base_run), '--checkpoint', '99999', '--split', 'val')
-    assert out.returncode == 5 and 'available steps' in out.stderr, out.stderr[-2000:]
-    assert 'Traceback' not in out.stderr
-    out = _evaluate(trainer, '--workdir', str(tmp_path))
-    assert out.returncode == 2 and 'config.json' in out.stderr
+def test_evaluate_errors_name_what_exists(base_run, tmp_path, capsys):
+    # In-process: both errors come before any compilation, and a subprocess would spend
+    # ~15 s of the suite starting Python and JAX for each (the CLI itself is run above).
+    from ghostnet_jax import evaluate
+    code = evaluate.main(['--workdir', str(base_run), '--checkpoint', '99999', '--split', 'val'])
+    err = capsys.readouterr().err
+    assert code == 5 and 'available steps' in err, err[-2000:]
+    assert 'Traceback' not in err
+    code = evaluate.main(['--workdir', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and 'config.json' in err, err[-2000:]
+    assert not list(tmp_path.iterdir())   # nothing written into a folder that is not a run
 
 
 def test_evaluate_needs_only_the_workdir(trainer, base_run, tmp_path):
