@@ -43,6 +43,10 @@ Record of the variants (each a full run of this command on the same kind of mach
    3% of the refit's 212 s.
 Dropout 0.0 and eval_flip=True were changed together in variant 2 without a separate
 ablation; both are the usual choice for short, underfitting schedules.
+Translations at test time add nothing on top of the flip: variant 5's best checkpoint,
+re-evaluated on validation with each image and its mirror also shifted by (+-1, +-1) or
+(+-2, +-2) pixels (reflect padding) or at the four (+-2, +-2) corners, scored 85.88-86.18%
+against the flip's 86.14% (a throwaway script around `evaluate.evaluate_checkpoint`).
 """
 from ghostnet_jax.configs import default
 
