@@ -51,6 +51,9 @@ def get_config() -> ml_collections.ConfigDict:
             cutmix_alpha=0.0,      # cutmix, box area ~ Beta(a, a) per batch (0 = off)
             mix_prob=1.0,          # probability a batch is mixed when an alpha is > 0
         )),
+        # Train the first epochs_fraction of the epochs on batches downscaled to size x
+        # size (0 = off): faster epochs, so a time budget fits more (training/low_res.py).
+        low_res=ml_collections.ConfigDict(dict(size=0, epochs_fraction=0.5)),
     ))
 
     config.batch_size = 128        # global, over all devices

@@ -17,7 +17,8 @@ if h.XLA_TEST_FLAGS not in os.environ.get('XLA_FLAGS', ''):
 JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_train_distributed.py',
                     'distributed_sigterm': 'test_train_preemption.py', 'ema': 'test_train_ema.py',
                     'final_weights': 'test_train_final_weights.py',
-                    'time_budget': 'test_train_time_budget.py'}
+                    'time_budget': 'test_train_time_budget.py',
+                    'low_res_budget': 'test_train_time_budget.py'}
 JOBS_AFTER_BASE = {'sigkill': 'test_sigkill', 'sigterm': 'test_sigterm',
                    'early_stopping': 'test_early_stopping_fires', 'nonfinite': 'test_train_nonfinite.py',
                    'init_from': 'test_init_from', 'resume_rules': 'test_train_resume_rules.py',

@@ -50,3 +50,29 @@ def test_a_budget_given_to_a_run_that_started_without_one_is_ignored(trainer):
     step = h.PARALLEL_STEPS + h.STEPS_PER_EPOCH
     assert h.host_state(run.workdir, step)['num_epochs'] == job['fitted']
     assert h.host_state(run.workdir, step).get('time_budget') is None
+
+
+def test_low_res_first_epoch_under_a_budget_resumes_exactly(trainer):
+    """data.low_res with a budget: the calibration times both sizes, epoch 1 trains on 8x8
+    images and epoch 2 on the data's 16x16, and a run stopped inside the small epoch and
+    resumed across the switch equals one trained straight through."""
+    job = trainer.result('low_res_budget')
+    runs, fitted = job['runs'], job['fitted']
+    for name in ('first', 'resumed', 'reference'):
+        assert runs[name].rc == 0, runs[name].tail()
+    budget, reference = runs['first'].workdir, runs['reference'].workdir
+    plan = h.host_state(budget, h.PARALLEL_STEPS)['time_budget']
+    assert plan['num_epochs'] == fitted > 2 and plan['epochs_done'] == 1
+    assert 0 < plan['low_res_step_s'] and plan['low_res_fraction'] == 1e-6
+    assert 'refit after epoch 1' in runs['resumed'].output()
+    assert 'Epoch 1 on: training images 8x8' in runs['first'].output()
+    assert 'Epoch 2 on: training images at full size' in runs['resumed'].output()
+    for workdir in (budget, reference):
+        sizes = {r['epoch']: r['image_size'] for r in h.metrics(workdir)
+                 if r['split'] == 'train' and 'image_size' in r}
+        assert sizes == {1: 8, 2: h.IMAGE_SIZE}, workdir
+    h.assert_trees_equal(h.state_arrays(budget, h.PARALLEL_STEPS),
+                         h.state_arrays(reference, h.PARALLEL_STEPS),
+                         'low-res budgeted run, resumed vs straight through')
+    ours, ref = h.train_steps(budget), h.train_steps(reference)
+    assert [ours[s]['loss'] for s in sorted(ref)] == [ref[s]['loss'] for s in sorted(ref)]

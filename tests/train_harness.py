@@ -469,6 +469,27 @@ def job_time_budget(t: Trainer, root: Path) -> dict:
     return {'runs': runs, 'fitted': fitted}
 
 
+LOW_RES_FLAGS = ('--config.data.low_res.size=8',
+                 # Any tiny fraction means exactly one small epoch, whatever length fits.
+                 '--config.data.low_res.epochs_fraction=0.000001')
+
+
+def job_low_res_budget(t: Trainer, root: Path) -> dict:
+    """A budgeted run whose first epoch trains on 8x8 images: stopped inside that epoch,
+    resumed across the switch to full size (the refit after epoch 1 happens in the resumed
+    process), and the same length trained straight through without a budget."""
+    flags = ('--config.optimizer.warmup_epochs=1', *LOW_RES_FLAGS)
+    workdir = root / 'budget'
+    runs = {'first': t.run(workdir, '--config.time_budget_minutes=10', *flags,
+                           '--config.max_steps=2', log_name='first')}
+    runs['resumed'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
+                            f'--config.max_steps={PARALLEL_STEPS}', log_name='resumed')
+    fitted = json.loads((workdir / 'config.json').read_text())['num_epochs']
+    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', *flags,
+                              f'--config.max_steps={PARALLEL_STEPS}')
+    return {'runs': runs, 'fitted': fitted}
+
+
 FAULT_SCRIPT = """
 import errno, os, signal, sys
 from absl import app

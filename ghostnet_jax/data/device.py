@@ -79,6 +79,14 @@ class EpochBatches:
         return int(self.images.shape[0])
 
 
+def downscale(x: jax.Array, size: int | None) -> jax.Array:
+    """(B, H, W, C) float images resized to (B, size, size, C) with antialiasing (a
+    triangle filter as wide as the scale), or unchanged for None / the same size."""
+    if size is None or x.shape[1:3] == (size, size):
+        return x
+    return jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), 'linear', antialias=True)
+
+
 class DeviceTrainData:
     """Shuffled, augmented training batches from a device-resident split.
 
@@ -150,19 +158,20 @@ class DeviceTrainData:
 
         num_classes = len(split.class_names)
 
-        @functools.partial(jax.jit, out_shardings=batch_sharding)
-        def make_batch(images, labels, key, step):
+        @functools.partial(jax.jit, out_shardings=batch_sharding, static_argnames='size')
+        def make_batch(images, labels, key, step, size=None):
             step_key = jax.random.fold_in(key, step)
             x = augment_batch(images[step], step_key, augment, fill)
             if not augment.mixes:
-                return {'image': normalize(x, self._mean, self._std, dtype), 'label': labels[step]}
+                x = normalize(x, self._mean, self._std, jnp.float32 if size else dtype)
+                return {'image': downscale(x, size).astype(dtype), 'label': labels[step]}
             # Mixing needs the labels, so it follows normalization (which it commutes
             # with: both are affine); it runs in float32 and 'label' becomes soft targets.
             x, targets = mix_batch(
                 normalize(x, self._mean, self._std, jnp.float32), labels[step],
                 jax.random.fold_in(step_key, _MIX_SALT), num_classes, augment.mixup_alpha,
                 augment.cutmix_alpha, augment.mix_prob)
-            return {'image': x.astype(dtype), 'label': targets}
+            return {'image': downscale(x, size).astype(dtype), 'label': targets}
 
         self._shuffle = shuffle
         self._make_batch = make_batch
@@ -172,14 +181,19 @@ class DeviceTrainData:
         x, y, key = self._shuffle(self._images, self._labels, jnp.int32(epoch))
         return EpochBatches(epoch, x, y, key)
 
-    def batch(self, epoch_batches: EpochBatches, step: int) -> dict[str, jax.Array]:
+    def batch(self, epoch_batches: EpochBatches, step: int, size: int | None = None
+              ) -> dict[str, jax.Array]:
         """Augmented, normalized batch ``step`` of the epoch: image (B, H, W, C) and label,
         (B,) int32, or with mixup/cutmix on (``augment.mixes``) (B, num_classes) float32
-        soft targets that sum to one per example."""
+        soft targets that sum to one per example. ``size``: the images downscaled to
+        size x size after augmentation (config.data.low_res); None keeps H x W."""
         if not 0 <= step < epoch_batches.steps:
             raise IndexError(f'step {step} out of range [0, {epoch_batches.steps}).')
+        if size is not None and not 0 < size <= min(self.image_shape[:2]):
+            raise ValueError(f'size {size} must be in [1, {min(self.image_shape[:2])}].')
         return self._make_batch(
-            epoch_batches.images, epoch_batches.labels, epoch_batches.key, jnp.int32(step)
+            epoch_batches.images, epoch_batches.labels, epoch_batches.key, jnp.int32(step),
+            size=size
         )
 
 

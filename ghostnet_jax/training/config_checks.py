@@ -71,6 +71,7 @@ def validate_config(config: ml_collections.ConfigDict,
     if config.get('time_budget_minutes') is not None:
         _positive(config.time_budget_minutes, 'time_budget_minutes', allow_zero=True)
     _check_augment(config.data.augment)
+    _check_low_res(config.data.low_res, config.data.get('image_size'))
     if not isinstance(config.eval_flip, bool):
         raise ConfigError(f'eval_flip must be True or False, got {config.eval_flip!r}.')
 
@@ -89,6 +90,27 @@ def _check_augment(a: ml_collections.ConfigDict) -> None:
         if a[name] < 0:
             raise ConfigError(f'data.augment.{name} must be 0 (off) or a positive Beta '
                               f'parameter (1.0 is common for mixup and cutmix), got {a[name]!r}.')
+
+
+def _check_low_res(low_res: ml_collections.ConfigDict, image_size: int | None) -> None:
+    size, fraction = low_res.size, low_res.epochs_fraction
+    if not isinstance(size, int) or size < 0 or size == 1:
+        raise ConfigError(f'data.low_res.size is the side of the small training images: 0 '
+                          f'(off) or at least 2, e.g. 24 for 32x32 CIFAR; got {size!r}.')
+    if size and image_size and size >= image_size:
+        raise ConfigError(f'data.low_res.size={size} must be smaller than data.image_size='
+                          f'{image_size}, or 0 (off).')
+    if size and not 0.0 < fraction <= 1.0:
+        raise ConfigError(f'data.low_res.epochs_fraction is the share of epochs trained at '
+                          f'the low size: choose a value in (0, 1], got {fraction!r}.')
+
+
+def check_low_res_size(config: ml_collections.ConfigDict, image_shape: tuple) -> None:
+    """data.low_res.size must be below the training images' side (known once loaded)."""
+    size, side = config.data.low_res.size, min(image_shape[:2])
+    if size and size >= side:
+        raise ConfigError(f'data.low_res.size={size} must be smaller than the training '
+                          f'images ({side}x{side}), or 0 (off).')
 
 
 def check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int) -> None:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
 from ghostnet_jax.training.config_checks import ConfigError
+from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
 from ghostnet_jax.training.state import eval_variables
 
 if TYPE_CHECKING:
@@ -73,10 +74,24 @@ class BudgetPlan:
     fitted_at_s: float = 0.0
     recompiles: bool = True
     calibrated_step_s: float = 0.0   # the first fit's step_s, kept for the record
+    # config.data.low_res: the step at the low size (0: off), and the share of epochs at it.
+    low_res_step_s: float = 0.0
+    low_res_fraction: float = 0.0
 
     @property
     def epoch_s(self) -> float:
+        """One full-size epoch, trained and validated."""
         return self.steps_per_epoch * self.step_s + self.val_eval_s
+
+    def epochs_s(self, first: int, num_epochs: int) -> float:
+        """Epochs first..num_epochs-1 of a `num_epochs` run, trained and validated."""
+        return _epochs_s(first, num_epochs, self.steps_per_epoch, self.step_s,
+                         self.val_eval_s, self.low_res_step_s, self.low_res_fraction)
+
+    def sizes_ahead(self, first: int, num_epochs: int) -> int:
+        """Distinct image sizes among epochs first..num_epochs-1: the compiles a new step
+        function pays for them."""
+        return _sizes_ahead(first, num_epochs, self.low_res_step_s, self.low_res_fraction)
 
     @property
     def refitted(self) -> bool:
@@ -85,8 +100,10 @@ class BudgetPlan:
     @property
     def predicted_s(self) -> float:
         start = self.fitted_at_s if self.refitted else self.setup_s
-        return (start + (self.compile_s if self.recompiles else 0.0)
-                + (self.num_epochs - self.epochs_done) * self.epoch_s + self.final_eval_s)
+        compiles = _compiles(self.recompiles, self.epochs_done, self.num_epochs,
+                             self.low_res_step_s, self.low_res_fraction)
+        return (start + compiles * self.compile_s
+                + self.epochs_s(self.epochs_done, self.num_epochs) + self.final_eval_s)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -99,24 +116,75 @@ class BudgetPlan:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def _epochs_s(first: int, num_epochs: int, steps_per_epoch: int, step_s: float,
+              val_eval_s: float, low_res_step_s: float, low_res_fraction: float) -> float:
+    small = low_res_epochs(num_epochs, low_res_fraction) if low_res_step_s else 0
+    n_small = max(0, small - first)
+    n_full = max(0, num_epochs - max(first, small))
+    return (n_small * (steps_per_epoch * low_res_step_s + val_eval_s)
+            + n_full * (steps_per_epoch * step_s + val_eval_s))
+
+
+def _sizes_ahead(first: int, num_epochs: int, low_res_step_s: float,
+                 low_res_fraction: float) -> int:
+    if first >= num_epochs:
+        return 0
+    small = low_res_epochs(num_epochs, low_res_fraction) if low_res_step_s else 0
+    return int(first < small) + int(num_epochs > max(first, small))
+
+
+def _compiles(new_step: bool, first: int, num_epochs: int, low_res_step_s: float,
+              low_res_fraction: float) -> int:
+    """Compiles still to pay from epoch `first` on. A new step function compiles once per
+    size ahead; a kept one may still meet the full size for the first time at the switch
+    from the low size (counted: the safe side)."""
+    if new_step:
+        return _sizes_ahead(first, num_epochs, low_res_step_s, low_res_fraction)
+    small = low_res_epochs(num_epochs, low_res_fraction) if low_res_step_s else 0
+    return int(first < small < num_epochs)
+
+
+def _most_epochs(first: int, fits: Callable[[int], bool]) -> int:
+    """The largest n >= first with fits(n) (first if none), for costs that grow with n."""
+    n = first
+    while n < 100_000 and fits(n + 1):
+        n += 1
+    return n
+
+
 def fit_epochs(budget_s: float, setup_s: float, compile_s: float, step_s: float,
                steps_per_epoch: int, val_eval_s: float, final_eval_s: float,
-               safety: float = SAFETY_FRACTION) -> int:
+               safety: float = SAFETY_FRACTION, low_res_step_s: float = 0.0,
+               low_res_fraction: float = 0.0) -> int:
     """Whole epochs (each trained and validated) that fit in what the budget leaves after
-    setup, one more compile and the final evaluation, keeping `safety` of it in reserve."""
-    left = budget_s * (1.0 - safety) - setup_s - compile_s - final_eval_s
-    per_epoch = steps_per_epoch * step_s + val_eval_s
-    return max(0, math.floor(left / per_epoch))
+    setup, the compiles ahead (one per image size) and the final evaluation, keeping
+    `safety` of it in reserve. With a low-resolution step, the first epochs
+    (`low_res.low_res_epochs`) cost that step instead."""
+    left = budget_s * (1.0 - safety) - setup_s - final_eval_s
+
+    def fits(n: int) -> bool:
+        return (_compiles(True, 0, n, low_res_step_s, low_res_fraction) * compile_s
+                + _epochs_s(0, n, steps_per_epoch, step_s, val_eval_s, low_res_step_s,
+                            low_res_fraction)) <= left
+    return _most_epochs(0, fits)
 
 
 def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
                 run_steps: Callable[[int], list[float]], run_validation: Callable[[], None],
-                val_examples: int, test_examples: int) -> BudgetPlan:
+                val_examples: int, test_examples: int,
+                run_low_res_steps: Callable[[int], list[float]] | None = None,
+                low_res_fraction: float = 0.0) -> BudgetPlan:
     """Measures and fits. `run_steps(n)` runs n train steps on a throwaway state and returns
     the seconds of each (the first includes compilation); `run_validation()` runs one
-    validation pass. Raises BudgetTooSmallError if not one epoch fits."""
+    validation pass; `run_low_res_steps`, when the run trains its first epochs small, the
+    same at the low size. Raises BudgetTooSmallError if not one epoch fits."""
     times = run_steps(1 + CALIBRATION_STEPS)
     compile_s, step_s = times[0], statistics.median(times[1:])
+    low_res_step_s = 0.0
+    if run_low_res_steps is not None and low_res_fraction > 0:
+        low_res_step_s = statistics.median(run_low_res_steps(1 + CALIBRATION_STEPS)[1:])
+    else:
+        low_res_fraction = 0.0
     run_validation()                 # compiles the eval step, which training reuses
     t = time.time()
     run_validation()
@@ -125,10 +193,12 @@ def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
     setup_s = time.time() - started
     budget_s = budget_minutes * 60.0
     epochs = fit_epochs(budget_s, setup_s, compile_s, step_s, steps_per_epoch, val_eval_s,
-                        final_eval_s)
+                        final_eval_s, low_res_step_s=low_res_step_s,
+                        low_res_fraction=low_res_fraction)
     epochs = _agree(epochs)
     plan = BudgetPlan(budget_s, setup_s, compile_s, step_s, val_eval_s, final_eval_s,
-                      steps_per_epoch, epochs, calibrated_step_s=step_s)
+                      steps_per_epoch, epochs, calibrated_step_s=step_s,
+                      low_res_step_s=low_res_step_s, low_res_fraction=low_res_fraction)
     if epochs < 1:
         raise BudgetTooSmallError(
             f'time_budget_minutes={budget_minutes:g} fits no full epoch on this machine: setup '
@@ -136,10 +206,18 @@ def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
             f'{plan.epoch_s:.0f} s ({steps_per_epoch} steps of {step_s:.2f} s plus '
             f'{val_eval_s:.0f} s of validation). Raise time_budget_minutes, or choose a '
             'smaller model or a larger batch_size.')
-    log.info('Time budget %.0f min: step %.3f s, validation %.1f s, compile %.0f s, setup '
+    log.info('Time budget %.0f min: step %.3f s%s, validation %.1f s, compile %.0f s, setup '
              '%.0f s -> %d epochs, predicted to end after %.1f min.', budget_minutes, step_s,
-             val_eval_s, compile_s, setup_s, epochs, plan.predicted_s / 60)
+             _low_res_note(plan), val_eval_s, compile_s, setup_s, epochs,
+             plan.predicted_s / 60)
     return plan
+
+
+def _low_res_note(plan: BudgetPlan) -> str:
+    if not plan.low_res_step_s:
+        return ''
+    return (f' ({plan.low_res_step_s:.3f} s at the low size for the first '
+            f'{low_res_epochs(plan.num_epochs, plan.low_res_fraction)})')
 
 
 def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step_s: float,
@@ -151,18 +229,32 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     is then charged); `length_matters`: False when the schedule is the same for every
     length, so a new length never costs a compile. Never fewer epochs than are done.
     Pure: in a multi-process run, pass every process the same measurements
-    (`agree_measurements`) and they all refit alike."""
+    (`agree_measurements`) and they all refit alike.
+
+    With low-resolution first epochs, `step_s` is the loop's step at the size the last
+    epoch trained at; the other size's step is scaled by the calibration's ratio."""
     left = plan.budget_s * (1.0 - safety) - elapsed_s - plan.final_eval_s
-    measured = dataclasses.replace(plan, step_s=step_s, val_eval_s=val_eval_s,
-                                   epochs_done=epochs_done, fitted_at_s=elapsed_s,
+    full_step_s, low_step_s = step_s, plan.low_res_step_s
+    if plan.low_res_step_s:
+        ratio = plan.low_res_step_s / plan.step_s
+        if epochs_done <= low_res_epochs(plan.num_epochs, plan.low_res_fraction):
+            full_step_s, low_step_s = step_s / ratio, step_s
+        else:
+            low_step_s = step_s * ratio
+    measured = dataclasses.replace(plan, step_s=full_step_s, low_res_step_s=low_step_s,
+                                   val_eval_s=val_eval_s, epochs_done=epochs_done,
+                                   fitted_at_s=elapsed_s,
                                    calibrated_step_s=plan.calibrated_step_s or plan.step_s)
-    epoch_s = measured.epoch_s
+
+    def fits(n: int, new_step: bool) -> bool:
+        compiles = _compiles(new_step, epochs_done, n, low_step_s, plan.low_res_fraction)
+        return compiles * plan.compile_s + measured.epochs_s(epochs_done, n) <= left
     if not length_matters:
-        more = max(0, math.floor(left / epoch_s))
-        return dataclasses.replace(measured, num_epochs=epochs_done + more,
-                                   recompiles=False)
-    with_compile = epochs_done + max(0, math.floor((left - plan.compile_s) / epoch_s))
-    keep_fits = (plan.num_epochs - epochs_done) * epoch_s <= left
+        return dataclasses.replace(
+            measured, num_epochs=_most_epochs(epochs_done, lambda n: fits(n, False)),
+            recompiles=False)
+    with_compile = _most_epochs(epochs_done, lambda n: fits(n, True))
+    keep_fits = fits(plan.num_epochs, False)
     if not must_recompile and keep_fits and with_compile <= plan.num_epochs:
         # The running step already has this length, and a new one would not train more.
         return dataclasses.replace(measured, num_epochs=plan.num_epochs,
@@ -221,11 +313,15 @@ def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, 
         return with_num_epochs(exp, plan.num_epochs), plan, None
     test = exp.test_data.num_examples if exp.test_data is not None else 0
     runner = make_runner(exp)
+    low_res = exp.config.data.get('low_res')
+    low_size = train_image_size(low_res, 0, 1)
     plan = plan_budget(
         budget_minutes, started, exp.train_data.steps_per_epoch,
         run_steps=lambda n: _time_steps(runner, exp, n),
         run_validation=lambda: evaluator(eval_variables(exp.state), exp.val_data),
-        val_examples=exp.val_data.num_examples, test_examples=test)
+        val_examples=exp.val_data.num_examples, test_examples=test,
+        run_low_res_steps=(lambda n: _time_steps(runner, exp, n, low_size)) if low_size else None,
+        low_res_fraction=low_res.epochs_fraction if low_size else 0.0)
     if length_free_steps(exp.config.optimizer, plan.steps_per_epoch) >= plan.steps_per_epoch:
         return exp, plan, runner
     return with_num_epochs(exp, plan.num_epochs), plan, None
@@ -243,16 +339,19 @@ def stored_plan(ckpt: Checkpointer) -> BudgetPlan | None:
     return None
 
 
-def _time_steps(runner: Any, exp: 'Experiment', n: int) -> list[float]:
+def _time_steps(runner: Any, exp: 'Experiment', n: int, size: int | None = None
+                ) -> list[float]:
     """Seconds of each of n real train steps on a copy of the initial state (the step
-    donates its input, and the run must start from the untouched one)."""
+    donates its input, and the run must start from the untouched one), at image side
+    `size` (None: the data's own)."""
     data = exp.train_data
     carried = runner.put(jax.tree.map(jnp.copy, exp.state))
     batches = data.epoch(0)
     times = []
     for k in range(n):
         t = time.time()
-        carried, metrics = runner.step(carried, data.batch(batches, k % data.steps_per_epoch))
+        batch = data.batch(batches, k % data.steps_per_epoch, size=size)
+        carried, metrics = runner.step(carried, batch)
         jax.block_until_ready((carried, metrics))
         times.append(time.time() - t)
     return times

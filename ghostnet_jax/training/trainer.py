@@ -29,7 +29,8 @@ from ghostnet_jax.data.metrics import ExactEvaluator, steps_in_flight
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.callbacks import callbacks_from_config
 from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer, CheckpointError
-from ghostnet_jax.training.config_checks import check_batch_sizes, check_parallel
+from ghostnet_jax.training.config_checks import (check_batch_sizes, check_low_res_size,
+                                                 check_parallel)
 from ghostnet_jax.training.experiment import build_experiment, with_schedule_length
 from ghostnet_jax.training.final_evaluation import evaluate_final_weights
 from ghostnet_jax.training.final_weights import final_weights_rule
@@ -45,6 +46,7 @@ from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
+from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
 from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, fit_to_budget,
                                                loop_step_seconds, refit_after_epoch)
 
@@ -82,6 +84,7 @@ class Trainer:
                  jax.process_count())
         self._started = time.time()
         self.exp = exp = build_experiment(config, self.mesh)
+        check_low_res_size(config, exp.train_data.image_shape)
         # Only now: a run that cannot get its data leaves no empty workdir behind.
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.ckpt = Checkpointer.from_config(self.workdir, config.checkpoint)
@@ -128,6 +131,7 @@ class Trainer:
         self._window_start = self._epoch_started = time.time()
         self._last_metrics: dict = {}
         self._step = 0                # steps trained (host count; state.step agrees)
+        self._size: int | None = None   # the image side the last epoch trained at
 
     def _make_runner(self, exp) -> DataParallelStep:
         config = self.config
@@ -246,10 +250,18 @@ class Trainer:
         self.progress.start_epoch(epoch + 1)
         self._epoch_started = time.time()
         batches = data.epoch(epoch)
+        size = self._train_size(epoch)
+        if size != self._size:
+            log.info('Epoch %d on: training images %s (data.low_res: the first %d of %d '
+                     'epochs train small).', epoch + 1, f'{size}x{size}' if size else
+                     'at full size', low_res_epochs(self.num_epochs,
+                                                    self.config.data.low_res.epochs_fraction),
+                     self.num_epochs)
+            self._size = size
         first, stop = self._step - epoch * spe, min(spe, self.total_steps - epoch * spe)
         self._epoch_clock = [(first, self._epoch_started)]
         for k in range(first, stop):
-            batch = data.batch(batches, k)
+            batch = data.batch(batches, k, size=size)
             if not self._max_in_flight:
                 batch = jax.block_until_ready(batch)
             self._carried, metrics = self.runner.step(self._carried, batch)
@@ -269,6 +281,10 @@ class Trainer:
             return self._decide(preemption)
         return None
 
+    def _train_size(self, epoch: int) -> int | None:
+        """The image side epoch `epoch` trains at (None: the data's own)."""
+        return train_image_size(self.config.data.get('low_res'), epoch, self.num_epochs)
+
     def _end_epoch(self, epoch: int, preemption: Preemption) -> str | None:
         """Validation, callbacks, the stop decision and the checkpoint of a full epoch."""
         self._sync_state()
@@ -284,8 +300,10 @@ class Trainer:
             self._refit_budget(val_eval_s)
         self.writer.write_scalars(self._step, {'loss': val['loss'], 'accuracy': val['accuracy']},
                                   'val', epoch=epoch + 1)
-        self.writer.write_scalars(self._step, {'epoch_time_s': record['epoch_time_s']}, 'train',
-                                  epoch=epoch + 1)
+        self.writer.write_scalars(self._step, {
+            'epoch_time_s': record['epoch_time_s'],
+            'image_size': self._train_size(epoch) or self.exp.train_data.image_shape[0]},
+            'train', epoch=epoch + 1)
         if self.plateau:
             decision = self.plateau.update(epoch, record,
                                            base_lr=float(self.exp.schedule(self._step)))

@@ -1,0 +1,138 @@
+"""Low-resolution first epochs (config.data.low_res): which epochs, the downscaled batches,
+the config errors, and how a time budget counts them. The trainer end to end is in
+test_train_time_budget.py (a budgeted low-res run, interrupted and resumed across the
+switch, against one trained straight through)."""
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from ghostnet_jax import data as D
+from ghostnet_jax.configs import default
+from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
+from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
+from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
+                                               plan_budget, refit_after_epoch)
+
+
+def test_which_epochs_train_small():
+    assert [low_res_epochs(n, 0.5) for n in (1, 2, 3, 10, 11)] == [1, 1, 1, 5, 5]
+    assert low_res_epochs(20, 0.01) == 1          # at least the first (the refit's epoch)
+    assert low_res_epochs(4, 1.0) == 4 and low_res_epochs(4, 0.0) == 0
+    cfg = ml_collections.ConfigDict(dict(size=24, epochs_fraction=0.5))
+    assert [train_image_size(cfg, e, 6) for e in range(6)] == [24, 24, 24, None, None, None]
+    cfg.size = 0
+    assert train_image_size(cfg, 0, 6) is None
+
+
+N, H = 16, 8
+RNG = np.random.default_rng(0)
+SPLIT = D.ArraySplit(RNG.integers(0, 256, (N, H, H, 3), dtype=np.uint8),
+                     np.arange(N, dtype=np.int32), tuple(f'c{i}' for i in range(N)), 'synthetic')
+MEAN, STD = np.array([100.0, 120.0, 140.0], np.float32), np.array([50.0, 60.0, 70.0], np.float32)
+
+
+def _data(aug):
+    mesh = jax.make_mesh((1,), ('data',), devices=jax.devices()[:1])
+    return D.DeviceTrainData(SPLIT, mesh, 8, seed=0, augment=aug, mean=MEAN, std=STD)
+
+
+def test_a_small_batch_is_the_same_augmented_batch_downscaled():
+    data = _data(D.AugmentConfig(crop_padding=2, flip=True))
+    eb = data.epoch(1)
+    full, small = data.batch(eb, 1), data.batch(eb, 1, size=4)
+    assert small['image'].shape == (8, 4, 4, 3) and full['image'].shape == (8, H, H, 3)
+    np.testing.assert_array_equal(np.asarray(small['label']), np.asarray(full['label']))
+    # 8 -> 4 with antialiasing: each output pixel is a weighted mean of a 4x4 neighbourhood
+    # (triangle filter), so the image mean is kept up to the border weights.
+    expected = jax.image.resize(full['image'], (8, 4, 4, 3), 'linear', antialias=True)
+    np.testing.assert_allclose(np.asarray(small['image']), np.asarray(expected), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(small['image']).mean((1, 2)),
+                               np.asarray(full['image']).mean((1, 2)), atol=0.15)
+    # The no-op size leaves the batch exactly as it was.
+    np.testing.assert_array_equal(np.asarray(data.batch(eb, 1, size=H)['image']),
+                                  np.asarray(full['image']))
+    with pytest.raises(ValueError, match='size 9'):
+        data.batch(eb, 1, size=9)
+
+
+def test_small_batches_with_mixing_keep_soft_labels():
+    data = _data(D.AugmentConfig(mixup_alpha=1.0))
+    b = data.batch(data.epoch(0), 0, size=4)
+    assert b['image'].shape == (8, 4, 4, 3)
+    np.testing.assert_allclose(np.asarray(b['label']).sum(-1), 1.0, atol=1e-6)
+
+
+@pytest.mark.parametrize('size, fraction, match', [
+    (1, 0.5, 'at least 2'), (-4, 0.5, 'at least 2'), (24, 0.0, 'in \\(0, 1\\]'),
+    (24, 1.5, 'in \\(0, 1\\]')])
+def test_bad_low_res_values_are_config_errors(size, fraction, match):
+    config = default.get_config()
+    config.data.low_res.size, config.data.low_res.epochs_fraction = size, fraction
+    with pytest.raises(ConfigError, match=match):
+        validate_config(config, default.get_config())
+
+
+def test_a_low_size_not_below_the_images_is_refused():
+    config = default.get_config()
+    config.data.low_res.size = 32
+    with pytest.raises(ConfigError, match='smaller than the training images \\(32x32\\)'):
+        check_low_res_size(config, (32, 32, 3))
+    config.data.low_res.size = 24
+    check_low_res_size(config, (32, 32, 3))
+
+
+def test_fit_counts_small_epochs_at_their_own_step_and_one_compile_per_size():
+    # 600 s * 0.97 = 582, minus setup 20 and final evaluation 10: 552 s. Full epochs cost
+    # 100 * 0.5 + 5 = 55 s, small ones 100 * 0.25 + 5 = 30 s, and two sizes two compiles
+    # of 30 s. 11 epochs (5 small): 60 + 150 + 330 = 540 fits; 12 (6 small): 570 does not.
+    # Without the small epochs the same budget fits 9 (test_time_budget).
+    assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03, low_res_step_s=0.25,
+                      low_res_fraction=0.5) == 11
+    assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03) == 9
+
+
+def _steps(times):
+    return lambda n: list(times)
+
+
+def test_plan_times_both_sizes_and_predicts_within_the_budget():
+    plan = plan_budget(10.0, time.time(), steps_per_epoch=100,
+                       run_steps=_steps([40.0, 0.5, 0.5, 0.5, 0.5, 0.5]),
+                       run_validation=lambda: None, val_examples=1000, test_examples=0,
+                       run_low_res_steps=_steps([30.0, 0.3, 0.2, 0.3, 0.3, 0.3]),
+                       low_res_fraction=0.5)
+    assert plan.step_s == 0.5 and plan.low_res_step_s == 0.3 and plan.compile_s == 40.0
+    # (582 - 80 compiles) / epochs of 30 s (small) and 50 s (full): 12 (6 + 6) = 480 fits,
+    # 13 (6 + 7) = 530 does not.
+    assert plan.num_epochs == 12
+    assert plan.predicted_s <= 600 * (1 - SAFETY_FRACTION)
+    assert BudgetPlan.from_json(plan.to_json()) == plan
+
+
+def _plan(**kw):
+    return BudgetPlan(budget_s=3600.0, setup_s=120.0, compile_s=37.0, step_s=0.6,
+                      val_eval_s=7.0, final_eval_s=10.0, steps_per_epoch=351, num_epochs=20,
+                      calibrated_step_s=0.6, low_res_step_s=0.3, low_res_fraction=0.5, **kw)
+
+
+def test_refit_after_a_small_epoch_scales_the_full_step_by_the_calibrated_ratio():
+    # The loop's small step took 0.36 s (the calibration said 0.3): the full step is then
+    # 0.6 * 0.36 / 0.3 = 0.72 s. Left: 3492 - 300 - 10 = 3182 s, two compiles (74 s).
+    # n epochs, k = n // 2 small: 1 done, (k - 1) * (126.36 + 7) + (n - k) * (252.72 + 7).
+    plan = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=300.0, step_s=0.36,
+                             val_eval_s=7.0, must_recompile=True, length_matters=True)
+    assert plan.low_res_step_s == pytest.approx(0.36)
+    assert plan.step_s == pytest.approx(0.72)
+
+    def cost(n):
+        k = max(1, n // 2)
+        return 74 + (k - 1) * (351 * 0.36 + 7) + (n - k) * (351 * 0.72 + 7)
+    # 16 (8 small): 74 + 7 * 133.36 + 8 * 259.72 = 3085.3 fits; 17: 3345.0 does not.
+    best = max(n for n in range(1, 60) if cost(n) <= 3182)
+    assert plan.num_epochs == best == 16
+    assert plan.predicted_s == pytest.approx(300 + cost(best) + 10)
+    assert plan.predicted_s <= 3600 * (1 - SAFETY_FRACTION)
