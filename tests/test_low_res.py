@@ -15,7 +15,7 @@ from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
 from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
 from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
-                                               plan_budget, refit_after_epoch)
+                                               plan_budget, refit_after_epoch, refit_message)
 
 
 def test_which_epochs_train_small():
@@ -136,3 +136,20 @@ def test_refit_after_a_small_epoch_scales_the_full_step_by_the_calibrated_ratio(
     assert plan.num_epochs == best == 16
     assert plan.predicted_s == pytest.approx(300 + cost(best) + 10)
     assert plan.predicted_s <= 3600 * (1 - SAFETY_FRACTION)
+
+
+def test_the_refit_log_names_the_measured_low_size_step():
+    before = _plan()
+    after = refit_after_epoch(before, epochs_done=1, elapsed_s=300.0, step_s=0.36,
+                              val_eval_s=7.0, must_recompile=True, length_matters=True)
+    message = refit_message(before, after)
+    assert message.startswith('Time budget refit after epoch 1: the loop\'s step took 0.360 s '
+                              'at the low size (calibration: 0.300 s; the full-size step '
+                              'scaled alike: 0.720 s)')
+    assert '-> 16 epochs (was 20)' in message
+    plain = BudgetPlan(budget_s=3600.0, setup_s=120.0, compile_s=37.0, step_s=0.6,
+                       val_eval_s=7.0, final_eval_s=10.0, steps_per_epoch=351, num_epochs=20,
+                       calibrated_step_s=0.6)
+    after = refit_after_epoch(plain, epochs_done=1, elapsed_s=300.0, step_s=0.65,
+                              val_eval_s=7.0, must_recompile=True, length_matters=True)
+    assert "the loop's step took 0.650 s (calibration: 0.600 s)" in refit_message(plain, after)

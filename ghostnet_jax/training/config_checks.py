@@ -71,7 +71,8 @@ def validate_config(config: ml_collections.ConfigDict,
     if config.get('time_budget_minutes') is not None:
         _positive(config.time_budget_minutes, 'time_budget_minutes', allow_zero=True)
     _check_augment(config.data.augment)
-    _check_low_res(config.data.low_res, config.data.get('image_size'))
+    if config.data.get('low_res'):
+        _check_low_res(config.data.low_res, config.data.get('image_size'))
     if not isinstance(config.eval_flip, bool):
         raise ConfigError(f'eval_flip must be True or False, got {config.eval_flip!r}.')
 
@@ -107,7 +108,7 @@ def _check_low_res(low_res: ml_collections.ConfigDict, image_size: int | None) -
 
 def check_low_res_size(config: ml_collections.ConfigDict, image_shape: tuple) -> None:
     """data.low_res.size must be below the training images' side (known once loaded)."""
-    size, side = config.data.low_res.size, min(image_shape[:2])
+    size, side = (config.data.get('low_res') or {}).get('size', 0), min(image_shape[:2])
     if size and size >= side:
         raise ConfigError(f'data.low_res.size={size} must be smaller than the training '
                           f'images ({side}x{side}), or 0 (off).')

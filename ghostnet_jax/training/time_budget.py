@@ -262,6 +262,21 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     return dataclasses.replace(measured, num_epochs=with_compile, recompiles=True)
 
 
+def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
+    """The log line of a refit after the first epoch."""
+    if after.low_res_step_s and after.epochs_done <= low_res_epochs(before.num_epochs,
+                                                                    before.low_res_fraction):
+        step = (f"the loop's step took {after.low_res_step_s:.3f} s at the low size "
+                f"(calibration: {before.low_res_step_s:.3f} s; the full-size step scaled "
+                f"alike: {after.step_s:.3f} s)")
+    else:
+        step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
+                f"{after.calibrated_step_s:.3f} s)")
+    return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
+            f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs}), '
+            f'predicted to end after {after.predicted_s / 60:.1f} min.')
+
+
 def loop_step_seconds(clock: list[tuple[int, float]]) -> float:
     """Seconds per step from an epoch's clock, (steps done, time) at its start and at each
     log point, leaving out the first window (it can include a compile and the epoch's

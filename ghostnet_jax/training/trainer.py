@@ -48,7 +48,8 @@ from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
 from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
 from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, fit_to_budget,
-                                               loop_step_seconds, refit_after_epoch)
+                                               loop_step_seconds, refit_after_epoch,
+                                               refit_message)
 
 log = logging.getLogger(__name__)
 
@@ -338,10 +339,7 @@ class Trainer:
         plan = refit_after_epoch(self.budget, 1, elapsed_s, step_s, val_eval_s,
                                  must_recompile=self._runner_num_epochs != self.budget.num_epochs,
                                  length_matters=length_matters)
-        log.info('Time budget refit after epoch 1: the loop\'s step took %.3f s (calibration: '
-                 '%.3f s), validation %.1f s -> %d epochs (was %d), predicted to end after '
-                 '%.1f min.', plan.step_s, plan.calibrated_step_s, plan.val_eval_s,
-                 plan.num_epochs, self.budget.num_epochs, plan.predicted_s / 60)
+        log.info(refit_message(self.budget, plan))
         self.budget = plan
         self.loop.time_budget = plan.to_json()
         self._set_num_epochs(plan.num_epochs)
