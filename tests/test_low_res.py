@@ -157,3 +157,12 @@ def test_the_refit_log_names_the_measured_low_size_step():
     after = refit_after_epoch(plain, epochs_done=1, elapsed_s=300.0, step_s=0.65,
                               val_eval_s=7.0, must_recompile=True, length_matters=True)
     assert "the loop's step took 0.650 s (calibration: 0.600 s)" in refit_message(plain, after)
+
+
+def test_a_sweep_of_a_low_res_config_trains_its_runs_one_by_one():
+    # The vectorized sweep has no per-epoch image size, so it must not take such a config.
+    from ghostnet_jax.study.vectorized import why_not_vectorized
+    config = default.get_config()
+    assert why_not_vectorized(config) is None
+    config.data.low_res.size = 24
+    assert why_not_vectorized(config) == 'data.low_res trains the first epochs at another image size'

@@ -57,6 +57,8 @@ def why_not_vectorized(config: ml_collections.ConfigDict) -> str | None:
         return 'max_steps is set'
     if config.get('time_budget_minutes'):
         return 'time_budget_minutes fits each run to its own measured step time'
+    if (config.data.get('low_res') or {}).get('size'):
+        return 'data.low_res trains the first epochs at another image size'
     if config.parallel != 'jit':
         return f'parallel={config.parallel!r} (vectorized runs use jit)'
     if jax.process_count() > 1:
