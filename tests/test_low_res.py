@@ -2,10 +2,10 @@
 the config errors, and how a time budget counts them. The trainer end to end is in
 test_train_time_budget.py (a budgeted low-res run, interrupted and resumed across the
 switch, against one trained straight through)."""
+import dataclasses
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -13,9 +13,10 @@ import pytest
 from ghostnet_jax import data as D
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
-from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
+from ghostnet_jax.training.low_res import (fraction_for, low_res_epoch_choices, low_res_epochs,
+                                           train_image_size)
 from ghostnet_jax.training.time_budget import (LOW_RES_EXTRAPOLATION_MARGIN, SAFETY_FRACTION,
-                                               BudgetPlan, fit_epochs,
+                                               BudgetPlan, configure_for, fit_epochs,
                                                plan_budget, refit_after_epoch, refit_message)
 
 
@@ -27,6 +28,20 @@ def test_which_epochs_train_small():
     assert [train_image_size(cfg, e, 6) for e in range(6)] == [24, 24, 24, None, None, None]
     cfg.size = 0
     assert train_image_size(cfg, 0, 6) is None
+
+
+def test_the_fraction_rounds_as_the_exact_product_would():
+    # 0.29 * 100 is 28.999999999999996 in floating point; the share means 29.
+    assert low_res_epochs(100, 0.29) == 29
+    assert low_res_epoch_choices(100, 0.29) == (29,)
+    assert low_res_epoch_choices(19, 0.5) == (9, 10)
+    assert low_res_epoch_choices(20, 0.6) == (12,)     # 0.6 * 20 = 12.000000000000002
+    assert low_res_epoch_choices(3, 0.1) == (1,)       # at least one, both ways
+    assert low_res_epoch_choices(7, 0.0) == (0,)
+    # The fraction the budget writes to config.json gives back exactly its count.
+    for n in range(1, 120):
+        for k in range(1, n + 1):
+            assert low_res_epochs(n, fraction_for(k, n)) == k, (k, n)
 
 
 N, H = 16, 8
@@ -92,8 +107,18 @@ def test_fit_counts_small_epochs_at_their_own_step_and_one_compile_per_size():
     # of 30 s. 11 epochs (5 small): 60 + 150 + 330 = 540 fits; 12 (6 small): 570 does not.
     # Without the small epochs the same budget fits 9 (test_time_budget).
     assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03, low_res_step_s=0.25,
-                      low_res_fraction=0.5) == 11
-    assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03) == 9
+                      low_res_fraction=0.5) == (11, 5)
+    assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03) == (9, 0)
+
+
+@pytest.mark.parametrize('left, fitted', [(630, (13, 6)), (610, (13, 7)), (590, (12, 6))])
+def test_the_fit_rounds_the_fraction_up_when_only_that_fits_one_more_epoch(left, fitted):
+    # The same epochs as above, no reserve: budget 20 + 10 + left. 13 epochs cost
+    # 60 + 6 * 30 + 7 * 55 = 625 s with 6 small, 600 s with 7 (0.5 * 13 rounded up);
+    # 12 cost 570 (6 small), 14 cost 655 at best (7 small).
+    got = fit_epochs(20 + 10 + left, 20, 30, 0.5, 100, 5, 10, safety=0.0,
+                     low_res_step_s=0.25, low_res_fraction=0.5)
+    assert got == fitted
 
 
 def _steps(times):
@@ -142,6 +167,30 @@ def test_refit_after_a_small_epoch_scales_the_full_step_by_the_calibrated_ratio(
     assert plan.predicted_s <= 3600 * (1 - SAFETY_FRACTION)
 
 
+def test_a_refit_that_rounds_up_writes_the_count_into_the_config():
+    # As above with a 3800 s budget: left 3800 * 0.97 - 300 - 10 = 3376 s. 17 epochs cost
+    # 74 + 8 * 133.36 + 8 * 272.356 = 3319.7 s with 9 small (0.5 * 17 rounded up) and
+    # 74 + 7 * 133.36 + 9 * 272.356 = 3458.7 s with 8; 18 cost 3592.1 s.
+    before = dataclasses.replace(_plan(), budget_s=3800.0)
+    plan = refit_after_epoch(before, epochs_done=1, elapsed_s=300.0, step_s=0.36,
+                             val_eval_s=7.0, must_recompile=True, length_matters=True)
+    assert (plan.num_epochs, plan.small_epochs) == (17, 9)
+    assert plan.predicted_s == pytest.approx(300 + 3319.7 + 10, abs=0.1)
+    assert 'the first 9 at the low size, epochs_fraction 0.5 rounded up' in \
+        refit_message(before, plan)
+    config = default.get_config()
+    config.data.low_res.size = 24
+    configure_for(plan, config)
+    assert config.num_epochs == 17
+    sizes = [train_image_size(config.data.low_res, e, config.num_epochs) for e in range(17)]
+    assert sizes == [24] * 9 + [None] * 8
+    assert BudgetPlan.from_json(plan.to_json()) == plan
+    # A count the fraction gives anyway leaves the configured fraction alone.
+    config = default.get_config()
+    configure_for(dataclasses.replace(plan, num_epochs=18, fitted_small_epochs=9), config)
+    assert (config.num_epochs, config.data.low_res.epochs_fraction) == (18, 0.5)
+
+
 def test_the_refit_log_names_the_measured_low_size_step():
     before = _plan()
     after = refit_after_epoch(before, epochs_done=1, elapsed_s=300.0, step_s=0.36,
@@ -165,4 +214,5 @@ def test_a_sweep_of_a_low_res_config_trains_its_runs_one_by_one():
     config = default.get_config()
     assert why_not_vectorized(config) is None
     config.data.low_res.size = 24
-    assert why_not_vectorized(config) == 'data.low_res trains the first epochs at another image size'
+    assert why_not_vectorized(config) == \
+        'data.low_res trains the first epochs at another image size'

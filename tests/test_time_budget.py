@@ -12,11 +12,11 @@ from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, Budg
 def test_fit_epochs_by_hand():
     # 600 s * 0.97 = 582; minus setup 20, one more compile 30, final evaluation 10 -> 522 s
     # for epochs of 100 steps * 0.5 s + 5 s validation = 55 s: 9 whole epochs (495 s).
-    assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03) == 9
+    assert fit_epochs(600, 20, 30, 0.5, 100, 5, 10, safety=0.03) == (9, 0)   # (epochs, small)
     # One second less per epoch's step total moves the boundary: 522 / 54 = 9.67 -> 9,
     # 522 / 52 = 10.04 -> 10.
-    assert fit_epochs(600, 20, 30, 0.47, 100, 5, 10, safety=0.03) == 10
-    assert fit_epochs(60, 50, 30, 0.5, 100, 5, 10) == 0      # setup alone eats the budget
+    assert fit_epochs(600, 20, 30, 0.47, 100, 5, 10, safety=0.03) == (10, 0)
+    assert fit_epochs(60, 50, 30, 0.5, 100, 5, 10) == (0, 0)     # setup alone eats the budget
 
 
 def _fake_steps(times):
@@ -37,8 +37,8 @@ def test_plan_uses_the_median_step_and_keeps_compile_apart():
     assert plan.compile_s == 40.0 and plan.step_s == 0.5
     assert plan.val_eval_s < 0.5
     assert plan.final_eval_s == pytest.approx(4 * plan.val_eval_s)
-    expected = fit_epochs(600.0, plan.setup_s, 40.0, 0.5, 100, plan.val_eval_s,
-                          plan.final_eval_s)
+    expected, _ = fit_epochs(600.0, plan.setup_s, 40.0, 0.5, 100, plan.val_eval_s,
+                             plan.final_eval_s)
     assert plan.num_epochs == expected == 10     # (582 - 40 - ~0) / (50 + ~0)
     assert plan.predicted_s <= 600.0 * (1 - SAFETY_FRACTION)
     assert BudgetPlan.from_json(plan.to_json()) == plan

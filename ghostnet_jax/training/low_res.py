@@ -18,13 +18,35 @@ import math
 from typing import Any
 
 
+# fraction * num_epochs is rounded as the exact product would be: 0.29 * 100 is 28.999...
+# in floating point, and k / n * n can land just below k.
+_ROUNDING_SLACK = 1e-9
+
+
 def low_res_epochs(num_epochs: int, fraction: float) -> int:
-    """How many of the first epochs of a `num_epochs` run train small: at least one when
-    the fraction is > 0 (a time budget refits the length after epoch 1, and that epoch
-    has been trained small), never more than the run has."""
+    """How many of the first epochs of a `num_epochs` run train small: the fraction rounded
+    down, at least one when it is > 0 (a time budget refits the length after epoch 1, and
+    that epoch has been trained small), never more than the run has."""
     if fraction <= 0 or num_epochs <= 0:
         return 0
-    return min(num_epochs, max(1, math.floor(fraction * num_epochs)))
+    return min(num_epochs, max(1, math.floor(fraction * num_epochs + _ROUNDING_SLACK)))
+
+
+def low_res_epoch_choices(num_epochs: int, fraction: float) -> tuple[int, ...]:
+    """The counts of small epochs a time budget may give a `num_epochs` run: the fraction
+    rounded down, or up when that is another count. Rounding up is what the budget takes
+    when the time left fits one more small epoch but not one more full-size one."""
+    down = low_res_epochs(num_epochs, fraction)
+    if not down:
+        return (0,)
+    up = min(num_epochs, max(1, math.ceil(fraction * num_epochs - _ROUNDING_SLACK)))
+    return (down,) if up == down else (down, up)
+
+
+def fraction_for(small_epochs: int, num_epochs: int) -> float:
+    """The epochs_fraction that gives exactly `small_epochs` of `num_epochs` (the budget
+    writes it to config.json when it rounds up, so the file describes the run)."""
+    return small_epochs / num_epochs
 
 
 def train_image_size(low_res: Any, epoch: int, num_epochs: int) -> int | None:

@@ -85,11 +85,11 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
                              state.ema_batch_stats),
         nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
                                  state.nonfinite_step))
-    param_norm = optax.global_norm(state.params)
+    norm = optax.tree_utils.tree_norm
     metrics = {
         'loss': loss, 'accuracy': accuracy, 'learning_rate': lr,
-        'grad_norm': optax.global_norm(grads),
-        'update_param_ratio': optax.global_norm(updates) / jnp.maximum(param_norm, 1e-12),
+        'grad_norm': norm(grads),
+        'update_param_ratio': norm(updates) / jnp.maximum(norm(state.params), 1e-12),
         **_group_norms(grads, model),
     }
     return new_state, metrics

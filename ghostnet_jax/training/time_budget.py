@@ -16,6 +16,10 @@ all), that epoch's learning rates are the same for every length, so the refit le
 trace: the run equals one trained with the refitted num_epochs from the start. With a
 shorter warmup the refit re-spaces the decay still ahead, once.
 
+With low-resolution first epochs (`config.data.low_res`) the fit also chooses how many
+train small: `epochs_fraction` of them rounded down, or up when only that fits one more
+epoch, so less of the budget goes unused.
+
 The fitted length is then fixed for the life of the run: it is stored with every
 checkpoint, and a resumed run keeps it instead of measuring again, so resume stays exact.
 
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import statistics
 import time
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -38,7 +41,8 @@ import jax.numpy as jnp
 
 from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
 from ghostnet_jax.training.config_checks import ConfigError
-from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
+from ghostnet_jax.training.low_res import (fraction_for, low_res_epoch_choices, low_res_epochs,
+                                           train_image_size)
 from ghostnet_jax.training.state import eval_variables
 
 if TYPE_CHECKING:
@@ -80,9 +84,19 @@ class BudgetPlan:
     fitted_at_s: float = 0.0
     recompiles: bool = True
     calibrated_step_s: float = 0.0   # the first fit's step_s, kept for the record
-    # config.data.low_res: the step at the low size (0: off), and the share of epochs at it.
+    # config.data.low_res: the step at the low size (0: off), the configured share of
+    # epochs at it, and the count of small epochs the fit chose (0: the share rounded
+    # down, as in plans stored before the fit could round it up).
     low_res_step_s: float = 0.0
     low_res_fraction: float = 0.0
+    fitted_small_epochs: int = 0
+
+    @property
+    def small_epochs(self) -> int:
+        """How many of the first epochs train at the low size."""
+        if not self.low_res_step_s:
+            return 0
+        return self.fitted_small_epochs or low_res_epochs(self.num_epochs, self.low_res_fraction)
 
     @property
     def epoch_s(self) -> float:
@@ -92,12 +106,12 @@ class BudgetPlan:
     def epochs_s(self, first: int, num_epochs: int) -> float:
         """Epochs first..num_epochs-1 of a `num_epochs` run, trained and validated."""
         return _epochs_s(first, num_epochs, self.steps_per_epoch, self.step_s,
-                         self.val_eval_s, self.low_res_step_s, self.low_res_fraction)
+                         self.val_eval_s, self.low_res_step_s, self.small_epochs)
 
     def sizes_ahead(self, first: int, num_epochs: int) -> int:
         """Distinct image sizes among epochs first..num_epochs-1: the compiles a new step
         function pays for them."""
-        return _sizes_ahead(first, num_epochs, self.low_res_step_s, self.low_res_fraction)
+        return _sizes_ahead(first, num_epochs, self.small_epochs)
 
     @property
     def refitted(self) -> bool:
@@ -107,7 +121,7 @@ class BudgetPlan:
     def predicted_s(self) -> float:
         start = self.fitted_at_s if self.refitted else self.setup_s
         compiles = _compiles(self.recompiles, self.epochs_done, self.num_epochs,
-                             self.low_res_step_s, self.low_res_fraction)
+                             self.small_epochs)
         return (start + compiles * self.compile_s
                 + self.epochs_s(self.epochs_done, self.num_epochs) + self.final_eval_s)
 
@@ -123,30 +137,26 @@ class BudgetPlan:
 
 
 def _epochs_s(first: int, num_epochs: int, steps_per_epoch: int, step_s: float,
-              val_eval_s: float, low_res_step_s: float, low_res_fraction: float) -> float:
-    small = low_res_epochs(num_epochs, low_res_fraction) if low_res_step_s else 0
+              val_eval_s: float, low_res_step_s: float, small: int) -> float:
+    """Epochs first..num_epochs-1 of a run whose first `small` epochs train small."""
     n_small = max(0, small - first)
     n_full = max(0, num_epochs - max(first, small))
     return (n_small * (steps_per_epoch * low_res_step_s + val_eval_s)
             + n_full * (steps_per_epoch * step_s + val_eval_s))
 
 
-def _sizes_ahead(first: int, num_epochs: int, low_res_step_s: float,
-                 low_res_fraction: float) -> int:
+def _sizes_ahead(first: int, num_epochs: int, small: int) -> int:
     if first >= num_epochs:
         return 0
-    small = low_res_epochs(num_epochs, low_res_fraction) if low_res_step_s else 0
     return int(first < small) + int(num_epochs > max(first, small))
 
 
-def _compiles(new_step: bool, first: int, num_epochs: int, low_res_step_s: float,
-              low_res_fraction: float) -> int:
+def _compiles(new_step: bool, first: int, num_epochs: int, small: int) -> int:
     """Compiles still to pay from epoch `first` on. A new step function compiles once per
     size ahead; a kept one may still meet the full size for the first time at the switch
     from the low size (counted: the safe side)."""
     if new_step:
-        return _sizes_ahead(first, num_epochs, low_res_step_s, low_res_fraction)
-    small = low_res_epochs(num_epochs, low_res_fraction) if low_res_step_s else 0
+        return _sizes_ahead(first, num_epochs, small)
     return int(first < small < num_epochs)
 
 
@@ -158,21 +168,39 @@ def _most_epochs(first: int, fits: Callable[[int], bool]) -> int:
     return n
 
 
+def _most_epochs_and_small(first: int, choices: Callable[[int], tuple[int, ...]],
+                           fits: Callable[[int, int], bool]) -> tuple[int, int]:
+    """The most epochs n >= first that fit with one of their counts of small epochs, and
+    the smallest such count (the full size trains better; small epochs only fill time)."""
+    def small(n: int) -> int | None:
+        return next((k for k in choices(n) if fits(n, k)), None)
+    n = _most_epochs(first, lambda n: small(n) is not None)
+    found = small(n)
+    return n, choices(n)[0] if found is None else found
+
+
+def _small_choices(low_res_step_s: float, fraction: float) -> Callable[[int], tuple[int, ...]]:
+    if not low_res_step_s:
+        return lambda n: (0,)
+    return lambda n: low_res_epoch_choices(n, fraction)
+
+
 def fit_epochs(budget_s: float, setup_s: float, compile_s: float, step_s: float,
                steps_per_epoch: int, val_eval_s: float, final_eval_s: float,
                safety: float = SAFETY_FRACTION, low_res_step_s: float = 0.0,
-               low_res_fraction: float = 0.0) -> int:
+               low_res_fraction: float = 0.0) -> tuple[int, int]:
     """Whole epochs (each trained and validated) that fit in what the budget leaves after
     setup, the compiles ahead (one per image size) and the final evaluation, keeping
-    `safety` of it in reserve. With a low-resolution step, the first epochs
-    (`low_res.low_res_epochs`) cost that step instead."""
+    `safety` of it in reserve, and how many of them train small. With a low-resolution
+    step, the first epochs cost that step instead: `low_res_fraction` of them, rounded
+    down, or up when only that fits one more epoch."""
     left = budget_s * (1.0 - safety) - setup_s - final_eval_s
 
-    def fits(n: int) -> bool:
-        return (_compiles(True, 0, n, low_res_step_s, low_res_fraction) * compile_s
+    def fits(n: int, small: int) -> bool:
+        return (_compiles(True, 0, n, small) * compile_s
                 + _epochs_s(0, n, steps_per_epoch, step_s, val_eval_s, low_res_step_s,
-                            low_res_fraction)) <= left
-    return _most_epochs(0, fits)
+                            small)) <= left
+    return _most_epochs_and_small(0, _small_choices(low_res_step_s, low_res_fraction), fits)
 
 
 def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
@@ -198,13 +226,13 @@ def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
     final_eval_s = val_eval_s * (1.0 + test_examples / max(val_examples, 1))
     setup_s = time.time() - started
     budget_s = budget_minutes * 60.0
-    epochs = fit_epochs(budget_s, setup_s, compile_s, step_s, steps_per_epoch, val_eval_s,
-                        final_eval_s, low_res_step_s=low_res_step_s,
-                        low_res_fraction=low_res_fraction)
-    epochs = _agree(epochs)
+    epochs, small = _agree(*fit_epochs(
+        budget_s, setup_s, compile_s, step_s, steps_per_epoch, val_eval_s, final_eval_s,
+        low_res_step_s=low_res_step_s, low_res_fraction=low_res_fraction))
     plan = BudgetPlan(budget_s, setup_s, compile_s, step_s, val_eval_s, final_eval_s,
                       steps_per_epoch, epochs, calibrated_step_s=step_s,
-                      low_res_step_s=low_res_step_s, low_res_fraction=low_res_fraction)
+                      low_res_step_s=low_res_step_s, low_res_fraction=low_res_fraction,
+                      fitted_small_epochs=small)
     if epochs < 1:
         raise BudgetTooSmallError(
             f'time_budget_minutes={budget_minutes:g} fits no full epoch on this machine: setup '
@@ -223,7 +251,23 @@ def _low_res_note(plan: BudgetPlan) -> str:
     if not plan.low_res_step_s:
         return ''
     return (f' ({plan.low_res_step_s:.3f} s at the low size for the first '
-            f'{low_res_epochs(plan.num_epochs, plan.low_res_fraction)})')
+            f'{plan.small_epochs}{_rounded_up_note(plan)})')
+
+
+def _rounded_up_note(plan: BudgetPlan) -> str:
+    if plan.small_epochs == low_res_epochs(plan.num_epochs, plan.low_res_fraction):
+        return ''
+    return (f', epochs_fraction {plan.low_res_fraction:g} rounded up: one more small epoch '
+            'fits, one more full-size one does not')
+
+
+def configure_for(plan: BudgetPlan, config: Any) -> None:
+    """Writes the plan's length, and its count of small epochs where the fit rounded the
+    fraction up, into `config`: config.json then describes the run as trained, and a
+    rerun with time_budget_minutes=0 repeats it."""
+    config.num_epochs = plan.num_epochs
+    if plan.small_epochs != low_res_epochs(plan.num_epochs, plan.low_res_fraction):
+        config.data.low_res.epochs_fraction = fraction_for(plan.small_epochs, plan.num_epochs)
 
 
 def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step_s: float,
@@ -243,7 +287,7 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     full_step_s, low_step_s = step_s, plan.low_res_step_s
     if plan.low_res_step_s:
         ratio = plan.low_res_step_s / plan.step_s
-        if epochs_done <= low_res_epochs(plan.num_epochs, plan.low_res_fraction):
+        if epochs_done <= plan.small_epochs:
             full_step_s, low_step_s = step_s / ratio * LOW_RES_EXTRAPOLATION_MARGIN, step_s
         else:
             low_step_s = step_s * ratio
@@ -252,35 +296,49 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
                                    fitted_at_s=elapsed_s,
                                    calibrated_step_s=plan.calibrated_step_s or plan.step_s)
 
-    def fits(n: int, new_step: bool) -> bool:
-        compiles = _compiles(new_step, epochs_done, n, low_step_s, plan.low_res_fraction)
-        return compiles * plan.compile_s + measured.epochs_s(epochs_done, n) <= left
+    def fits(n: int, small: int, new_step: bool) -> bool:
+        compiles = _compiles(new_step, epochs_done, n, small)
+        return compiles * plan.compile_s + _epochs_s(
+            epochs_done, n, plan.steps_per_epoch, full_step_s, val_eval_s, low_step_s,
+            small) <= left
+    # Epochs already trained small stay counted small: at least epochs_done of them.
+    choices = _small_choices(low_step_s, plan.low_res_fraction)
+    if plan.small_epochs >= epochs_done:
+        def choices_done(n: int) -> tuple[int, ...]:
+            return tuple(dict.fromkeys(min(n, max(k, epochs_done)) for k in choices(n)))
+    else:
+        choices_done = choices
+
+    def refitted(new_step: bool, recompiles: bool) -> BudgetPlan:
+        n, small = _most_epochs_and_small(epochs_done, choices_done,
+                                          lambda n, k: fits(n, k, new_step))
+        return dataclasses.replace(measured, num_epochs=n, fitted_small_epochs=small,
+                                   recompiles=recompiles)
     if not length_matters:
-        return dataclasses.replace(
-            measured, num_epochs=_most_epochs(epochs_done, lambda n: fits(n, False)),
-            recompiles=False)
-    with_compile = _most_epochs(epochs_done, lambda n: fits(n, True))
-    keep_fits = fits(plan.num_epochs, False)
-    if not must_recompile and keep_fits and with_compile <= plan.num_epochs:
+        return refitted(new_step=False, recompiles=False)
+    with_compile = refitted(new_step=True, recompiles=True)
+    keep_fits = fits(plan.num_epochs, plan.small_epochs, False)
+    if not must_recompile and keep_fits and with_compile.num_epochs <= plan.num_epochs:
         # The running step already has this length, and a new one would not train more.
         return dataclasses.replace(measured, num_epochs=plan.num_epochs,
-                                   recompiles=False)
-    return dataclasses.replace(measured, num_epochs=with_compile, recompiles=True)
+                                   fitted_small_epochs=plan.small_epochs, recompiles=False)
+    return with_compile
 
 
 def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
     """The log line of a refit after the first epoch."""
-    if after.low_res_step_s and after.epochs_done <= low_res_epochs(before.num_epochs,
-                                                                    before.low_res_fraction):
+    if after.low_res_step_s and after.epochs_done <= before.small_epochs:
         step = (f"the loop's step took {after.low_res_step_s:.3f} s at the low size "
                 f"(calibration: {before.low_res_step_s:.3f} s; the full-size step scaled "
                 f"alike: {after.step_s:.3f} s)")
     else:
         step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
                 f"{after.calibrated_step_s:.3f} s)")
+    small = (f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
+             if after.small_epochs else '')
     return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
-            f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs}), '
-            f'predicted to end after {after.predicted_s / 60:.1f} min.')
+            f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs})'
+            f'{small}, predicted to end after {after.predicted_s / 60:.1f} min.')
 
 
 def loop_step_seconds(clock: list[tuple[int, float]]) -> float:
@@ -301,9 +359,9 @@ def agree_measurements(*values: float) -> tuple[float, ...]:
     return tuple(float(v) for v in agreed)
 
 
-def _agree(epochs: int) -> int:
+def _agree(*counts: int) -> tuple[int, ...]:
     """Every process trains the same length: process 0's measurement decides."""
-    return int(agree_measurements(epochs)[0])
+    return tuple(int(c) for c in agree_measurements(*counts))
 
 
 def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, started: float,

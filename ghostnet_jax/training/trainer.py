@@ -47,9 +47,9 @@ from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
 from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
-from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, fit_to_budget,
-                                               loop_step_seconds, refit_after_epoch,
-                                               refit_message)
+from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, configure_for,
+                                               fit_to_budget, loop_step_seconds,
+                                               refit_after_epoch, refit_message)
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Trainer:
                 log.info('num_epochs=%d comes from time_budget_minutes (the config said %d; '
                          'set time_budget_minutes=0 to train that).', self.budget.num_epochs,
                          config.num_epochs)
-                config.num_epochs = self.budget.num_epochs
+                configure_for(self.budget, config)
         self.spe = exp.train_data.steps_per_epoch
         self.num_epochs = config.num_epochs
         self.full_length = self.spe * self.num_epochs
@@ -342,6 +342,7 @@ class Trainer:
         log.info(refit_message(self.budget, plan))
         self.budget = plan
         self.loop.time_budget = plan.to_json()
+        configure_for(plan, self.config)   # the count of small epochs, if rounded up
         self._set_num_epochs(plan.num_epochs)
         if length_matters and plan.num_epochs != self._runner_num_epochs:
             self.exp = with_schedule_length(self.exp, plan.num_epochs)
