@@ -36,6 +36,14 @@ def test_warmup_cosine_values():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
 
 
+def test_warmup_linear_values():
+    # The same warmup; then a straight line from 0.1 to 0.001 over steps 20..100.
+    cfg = _cfg(schedule="warmup_linear", learning_rate=0.1, warmup_epochs=2.0, min_lr=0.001)
+    got = _lrs(cfg, [0, 10, 20, 40, 60, 100, 150])
+    want = [0.0, 0.05, 0.1, 0.001 + 0.099 * 0.75, 0.001 + 0.099 * 0.5, 0.001, 0.001]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
 def test_cosine_without_warmup_starts_at_peak():
     cfg = _cfg(learning_rate=0.2, warmup_epochs=0.0, min_lr=0.0)
     np.testing.assert_allclose(_lrs(cfg, [0, 50, 100]), [0.2, 0.1, 0.0], atol=1e-7)
@@ -56,7 +64,7 @@ def test_piecewise_boundaries_are_absolute_epochs():
 def test_bad_names_list_valid_choices():
     with pytest.raises(ValueError, match="rmsprop.*sgd, adam, adamw"):
         optim.build_optimizer(_cfg(name="rmsprop"), 10, 10)
-    with pytest.raises(ValueError, match="cosine.*warmup_cosine, constant, piecewise"):
+    with pytest.raises(ValueError, match="cosine.*warmup_cosine, warmup_linear, constant, piecewise"):
         optim.build_optimizer(_cfg(schedule="cosine"), 10, 10)
 
 

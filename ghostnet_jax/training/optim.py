@@ -4,10 +4,12 @@ Config (`config.optimizer`, defaults in `default_optimizer_config()`):
 
   name             'sgd' | 'adam' | 'adamw'
   learning_rate    peak learning rate (after warmup)
-  schedule         'warmup_cosine' | 'constant' | 'piecewise'
+  schedule         'warmup_cosine' | 'warmup_linear' | 'constant' | 'piecewise'
   warmup_epochs    linear warmup 0 -> learning_rate over this many epochs (any schedule;
                    may be fractional). lr(step) = learning_rate * step / warmup_steps.
-  min_lr           warmup_cosine: value reached at the last step (cosine end)
+  min_lr           warmup_cosine / warmup_linear: value reached at the last step
+                   (warmup_linear decays in a straight line: the budget-aware schedule of
+                   Li et al., "Budgeted Training", ICLR 2020, for short runs)
   boundaries_epochs, decay_factor
                    piecewise: lr *= decay_factor from the first step of each listed epoch
   momentum, nesterov   sgd
@@ -43,7 +45,7 @@ import optax
 Schedule = Callable[[Any], jax.Array]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("warmup_cosine", "constant", "piecewise")
+SCHEDULES = ("warmup_cosine", "warmup_linear", "constant", "piecewise")
 DEFAULT_EMA_DECAY = 0.0
 
 
@@ -101,13 +103,17 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
         def main(step):
             n = jnp.sum(step >= bounds) if bounds.size else 0
             return jnp.asarray(peak * factor**n, jnp.float32)
-    else:  # warmup_cosine
+    else:  # warmup_cosine, warmup_linear: from peak to min_lr over the steps after warmup
         end, span = float(cfg.min_lr), float(max(total - warmup, 1))
+        if cfg.schedule == "warmup_linear":
+            shape = lambda t: 1.0 - t
+        else:
+            shape = lambda t: 0.5 * (1.0 + jnp.cos(math.pi * t))
 
         def main(step):
             # Clamped so that steps after `total` (e.g. an extra epoch) stay at min_lr.
             t = jnp.clip((step - warmup) / span, 0.0, 1.0)
-            return jnp.asarray(end + (peak - end) * 0.5 * (1.0 + jnp.cos(math.pi * t)), jnp.float32)
+            return jnp.asarray(end + (peak - end) * shape(t), jnp.float32)
 
     def schedule(step):
         step = jnp.asarray(step, jnp.float32)
