@@ -75,6 +75,18 @@ Record of the variants (each a full run of this command on the same kind of mach
    the epoch count are not separated). This process's loop ran slower (24x24 step 0.325 s against variant 8's
    0.307 s), and the margin counts more for the full-size epochs, so it fitted 18 epochs,
    not 20.
+10. Variant 9 with a smaller first size for more of the epochs
+   (`--config.data.low_res.size=20 --config.data.low_res.epochs_fraction=0.6`): the plan
+   0.548 s (0.245 s at 20x20) -> 23 epochs; the refit: the loop's 20x20 step 0.275 s (full
+   size scaled + 5%: 0.647 s) -> 20 epochs, 12 of them at 20x20, predicted 56.3 min;
+   **85.94%** (epoch 20), 0.70 below variant 9. By epoch: 41.9, 49.1, 49.4, 56.5, 60.9,
+   60.1, 61.0, 59.7, 61.0, 65.9, 62.0, 65.2 (20x20, validated at 32x32: further below
+   variant 9's 24x24 epochs) | 81.0, 81.2, 83.9, 84.5, 85.3, 85.3, 85.9, 85.9. Eight
+   full-size epochs were too few to recover from twelve at 20x20. Its full-size epochs took
+   240-270 s against the 235 s the refit assumed (the loop's full step ~0.70 s against the
+   0.548 s calibrated: the extrapolation from a 20x20 step falls further short than from
+   24x24, and 15.5 minutes of SIGSTOP pauses for tests fell inside the run), so it ended
+   58.0 minutes into its 60 (the trainer's clock less the pauses). Not adopted.
 Tried and stopped: variant 5 with crop_padding=2 alone, stopped after 3 of 14 epochs to
 free the machine for variant 8 (no figure).
 Dropout 0.0 and eval_flip=True were changed together in variant 2 without a separate
