@@ -1,6 +1,6 @@
 """The default recipe fitted to one hour on a 2-core CPU: GhostNet-CIFAR 0.5x, the first
-half of the epochs at 24x24 (`data.low_res`), `time_budget_minutes=60` (the trainer
-measures both steps and fits whole epochs).
+half of the epochs at 24x24 (`data.low_res`), a linear learning-rate decay,
+`time_budget_minutes=60` (the trainer measures both steps and fits whole epochs).
 
 Command (CIFAR-10's train split as a JPEG folder DATA/train/<class>/*.jpg; 45,000 train /
 5,000 validation; with tfds:cifar10 prepared, drop the two data overrides):
@@ -9,14 +9,16 @@ Command (CIFAR-10's train split as a JPEG folder DATA/train/<class>/*.jpg; 45,00
 
 Expected (measured 2026-11-30 on an idle 2-core AMD EPYC VM, AVX-512, float32, huge-page
 malloc, XLA fast math; validation accuracy, as these machines have no test split):
-    the plan: step 0.501 s (0.267 s at 24x24), validation 6.7 s, compile 35 s, setup 120 s
-    -> 23 epochs; the refit after epoch 1: the loop's 24x24 step 0.325 s (the full-size
-    step scaled alike, plus 5%: 0.641 s) -> 18 epochs, 9 of them at 24x24, predicted 56.0
-    min; the run: **86.64%** validation (the best epoch, 18), 55.5 min wall (`/usr/bin/time`
-    68.6 min less a 13.0-min SIGSTOP pause while a test suite ran; the trainer's own clock,
-    likewise: 55.1 min). By epoch: 41.1, 60.5, 59.5, 66.6, 64.3, 67.0, 70.5, 72.0, 74.3
-    (24x24, validated at 32x32) | 80.8, 81.7, 83.1, 84.2, 84.6, 85.9, 86.5, 86.6, 86.6.
-    This is variant 9 below. The 87% goal is not reached.
+    the plan: step 0.506 s (0.300 s at 24x24), validation 6.5 s, compile 35 s, setup 119 s
+    -> 22 epochs; the refit after epoch 1: the loop's 24x24 step 0.335 s (the full-size
+    step scaled alike, plus 5%: 0.593 s) -> 19 epochs, 9 of them at 24x24, predicted 57.8
+    min; the run: **87.06%** validation (the best epoch, 19), but **61.9 min** (the
+    trainer's clock; 62.4 by `/usr/bin/time`): the full-size epochs took 221-255 s where
+    the refit assumed ~215 s (the calibrated 24x24/32x32 step ratio, 0.59, was above the
+    0.53 of variants 8 and 9, so the scaled full-size step came out too short). By epoch:
+    41.1, 55.7, 60.3, 63.9, 65.0, 67.5, 70.0, 71.4, 73.1 (24x24, validated at 32x32) |
+    80.4, 80.7, 81.9, 82.9, 81.8, 83.7, 84.0, 85.6, 86.8, 87.1. This is variant 11 below:
+    87% is reached, but not within the hour; variant 9 (cosine) is the record within it.
 A machine with another step time gets another number of epochs, and so another accuracy.
 
 Why 0.5x: its train step is ~2.3x faster than 1.0x's on 2 cores (238.0 vs 104.7 img/s,
@@ -70,13 +72,20 @@ Record of the variants (each a full run of this command on the same kind of mach
    ones 217-221 s: the loop's full step (0.605 s) was 4.2% slower than the scaled estimate,
    hence LOW_RES_EXTRAPOLATION_MARGIN in training/time_budget.py. (About 10 s of unit
    tests ran beside it.)
-9. Variant 8 with crop_padding=2 and the 5% margin (this config): 86.64% in 55.5 min
-   (above): +0.50 over variant 5, +0.20 over variant 8 with two fewer epochs (pad 2 and
-   the epoch count are not separated). This process's loop ran slower (24x24 step 0.325 s against variant 8's
-   0.307 s), and the margin counts more for the full-size epochs, so it fitted 18 epochs,
-   not 20.
+9. Variant 8 with crop_padding=2 and the 5% margin (this config with
+   `--config.optimizer.schedule=warmup_cosine`): the plan 0.501 s (0.267 s at 24x24) -> 23
+   epochs; the refit: the loop's 24x24 step 0.325 s (full size scaled + 5%: 0.641 s) -> 18
+   epochs, 9 of them at 24x24, predicted 56.0 min; **86.64%** (epoch 18) in 55.5 min wall
+   (`/usr/bin/time` 68.6 min less a 13.0-min SIGSTOP pause while a test suite ran; the
+   trainer's clock 55.1). By epoch: 41.1, 60.5, 59.5, 66.6, 64.3, 67.0, 70.5, 72.0, 74.3 |
+   80.8, 81.7, 83.1, 84.2, 84.6, 85.9, 86.5, 86.6, 86.6. **The record within the hour**:
+   +0.50 over variant 5, +0.20 over variant 8 with two fewer epochs (pad 2 and the epoch
+   count are not separated). This process's loop ran slower (24x24 step 0.325 s against
+   variant 8's 0.307 s), and the margin counts more for the full-size epochs, so it
+   fitted 18 epochs, not 20.
 10. Variant 9 with a smaller first size for more of the epochs
-   (`--config.data.low_res.size=20 --config.data.low_res.epochs_fraction=0.6`): the plan
+   (`--config.data.low_res.size=20 --config.data.low_res.epochs_fraction=0.6`, with
+   `--config.optimizer.schedule=warmup_cosine` since variant 11): the plan
    0.548 s (0.245 s at 20x20) -> 23 epochs; the refit: the loop's 20x20 step 0.275 s (full
    size scaled + 5%: 0.647 s) -> 20 epochs, 12 of them at 20x20, predicted 56.3 min;
    **85.94%** (epoch 20), 0.70 below variant 9. By epoch: 41.9, 49.1, 49.4, 56.5, 60.9,
@@ -87,6 +96,13 @@ Record of the variants (each a full run of this command on the same kind of mach
    0.548 s calibrated: the extrapolation from a 20x20 step falls further short than from
    24x24, and 15.5 minutes of SIGSTOP pauses for tests fell inside the run), so it ended
    58.0 minutes into its 60 (the trainer's clock less the pauses). Not adopted.
+11. Variant 9 with the learning rate decaying linearly instead of along a cosine
+   (`optimizer.schedule='warmup_linear'`, this config; Li et al., "Budgeted Training",
+   ICLR 2020): **87.06%** in 61.9 min (above). Behind variant 9 at the same point of the
+   schedule until the last two epochs (81.8 vs 84.2 at ~73%, 85.6 vs 86.5 at 89%), then
+   86.8 and 87.1: the linear decay keeps the rate higher late and drops it to zero in the
+   final epochs. +0.42 over variant 9, with one epoch more (19 against 18, the calibration
+   noise above): the two are not separated, and the run overran the hour.
 Tried and stopped: variant 5 with crop_padding=2 alone, stopped after 3 of 14 epochs to
 free the machine for variant 8 (no figure).
 Dropout 0.0 and eval_flip=True were changed together in variant 2 without a separate
@@ -108,6 +124,7 @@ def get_config():
     config.label_smoothing = 0.1
     config.optimizer.learning_rate = 0.1
     config.optimizer.warmup_epochs = 1.0
+    config.optimizer.schedule = 'warmup_linear'   # budget-aware decay (variant 11)
     config.log_every_steps = 50
     config.eval_flip = True
     config.data.low_res.size = 24          # the first half of the epochs at 24x24 (variant 8)
