@@ -216,3 +216,17 @@ def test_a_sweep_of_a_low_res_config_trains_its_runs_one_by_one():
     config.data.low_res.size = 24
     assert why_not_vectorized(config) == \
         'data.low_res trains the first epochs at another image size'
+
+
+def test_a_resume_with_another_low_res_setting_warns(caplog):
+    from ghostnet_jax.training.resume_checks import check_resume, run_identity
+    config = default.get_config()
+    config.data.low_res.size = 24
+    saved = run_identity(config)
+    with caplog.at_level('WARNING'):
+        check_resume(saved, run_identity(config), [])
+    assert 'data.low_res' not in caplog.text
+    config.data.low_res.size = 20
+    with caplog.at_level('WARNING'):
+        check_resume(saved, run_identity(config), [])
+    assert 'Resuming with a changed data.low_res' in caplog.text

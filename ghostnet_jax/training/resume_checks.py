@@ -18,7 +18,7 @@ REFUSED = ('batch_size', 'seed', 'model.name', 'model.dropout_rate', 'data.sourc
            'data.train_split', 'data.val_split', 'data.image_size')
 # Fields whose change is deliberate but alters what follows.
 WARNED = ('optimizer', 'num_epochs', 'max_steps', 'label_smoothing', 'ema_decay', 'dtype',
-          'data.augment', 'callbacks', 'init_from')
+          'data.augment', 'data.low_res', 'callbacks', 'init_from')
 
 
 class ResumeMismatchError(ValueError):
