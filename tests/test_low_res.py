@@ -13,8 +13,7 @@ import pytest
 from ghostnet_jax import data as D
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
-from ghostnet_jax.training.low_res import (fraction_for, low_res_epoch_choices, low_res_epochs,
-                                           train_image_size)
+from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs, train_image_size
 from ghostnet_jax.training.time_budget import (LOW_RES_EXTRAPOLATION_MARGIN, SAFETY_FRACTION,
                                                BudgetPlan, configure_for, fit_epochs,
                                                plan_budget, refit_after_epoch, refit_message)
@@ -38,10 +37,10 @@ def test_the_fraction_rounds_as_the_exact_product_would():
     assert low_res_epoch_choices(20, 0.6) == (12,)     # 0.6 * 20 = 12.000000000000002
     assert low_res_epoch_choices(3, 0.1) == (1,)       # at least one, both ways
     assert low_res_epoch_choices(7, 0.0) == (0,)
-    # The fraction the budget writes to config.json gives back exactly its count.
+    # The fraction the budget writes to config.json, k / n, gives back exactly k.
     for n in range(1, 120):
         for k in range(1, n + 1):
-            assert low_res_epochs(n, fraction_for(k, n)) == k, (k, n)
+            assert low_res_epochs(n, k / n) == k, (k, n)
 
 
 N, H = 16, 8

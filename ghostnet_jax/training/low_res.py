@@ -43,12 +43,6 @@ def low_res_epoch_choices(num_epochs: int, fraction: float) -> tuple[int, ...]:
     return (down,) if up == down else (down, up)
 
 
-def fraction_for(small_epochs: int, num_epochs: int) -> float:
-    """The epochs_fraction that gives exactly `small_epochs` of `num_epochs` (the budget
-    writes it to config.json when it rounds up, so the file describes the run)."""
-    return small_epochs / num_epochs
-
-
 def train_image_size(low_res: Any, epoch: int, num_epochs: int) -> int | None:
     """The side length epoch `epoch` (0-based) trains at, or None for the full size.
     `low_res` is config.data.low_res (size 0 = off)."""

@@ -41,8 +41,7 @@ import jax.numpy as jnp
 
 from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
 from ghostnet_jax.training.config_checks import ConfigError
-from ghostnet_jax.training.low_res import (fraction_for, low_res_epoch_choices, low_res_epochs,
-                                           train_image_size)
+from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs, train_image_size
 from ghostnet_jax.training.state import eval_variables
 
 if TYPE_CHECKING:
@@ -267,7 +266,8 @@ def configure_for(plan: BudgetPlan, config: Any) -> None:
     rerun with time_budget_minutes=0 repeats it."""
     config.num_epochs = plan.num_epochs
     if plan.small_epochs != low_res_epochs(plan.num_epochs, plan.low_res_fraction):
-        config.data.low_res.epochs_fraction = fraction_for(plan.small_epochs, plan.num_epochs)
+        # k / n gives back exactly k (low_res_epochs rounds as the exact product would).
+        config.data.low_res.epochs_fraction = plan.small_epochs / plan.num_epochs
 
 
 def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step_s: float,
@@ -301,16 +301,12 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
         return compiles * plan.compile_s + _epochs_s(
             epochs_done, n, plan.steps_per_epoch, full_step_s, val_eval_s, low_step_s,
             small) <= left
-    # Epochs already trained small stay counted small: at least epochs_done of them.
+    # Every count of small epochs is >= 1 (low_res_epochs), so the refit after epoch 1
+    # keeps that epoch, trained small, counted small.
     choices = _small_choices(low_step_s, plan.low_res_fraction)
-    if plan.small_epochs >= epochs_done:
-        def choices_done(n: int) -> tuple[int, ...]:
-            return tuple(dict.fromkeys(min(n, max(k, epochs_done)) for k in choices(n)))
-    else:
-        choices_done = choices
 
     def refitted(new_step: bool, recompiles: bool) -> BudgetPlan:
-        n, small = _most_epochs_and_small(epochs_done, choices_done,
+        n, small = _most_epochs_and_small(epochs_done, choices,
                                           lambda n, k: fits(n, k, new_step))
         return dataclasses.replace(measured, num_epochs=n, fitted_small_epochs=small,
                                    recompiles=recompiles)
