@@ -16,7 +16,9 @@ from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size,
 from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs, train_image_size
 from ghostnet_jax.training.time_budget import (LOW_RES_EXTRAPOLATION_MARGIN, SAFETY_FRACTION,
                                                BudgetPlan, configure_for, fit_epochs,
-                                               plan_budget, refit_after_epoch, refit_message)
+                                               full_size_refit_due, plan_budget,
+                                               refit_after_epoch, refit_message,
+                                               with_respacing)
 
 
 def test_which_epochs_train_small():
@@ -205,6 +207,65 @@ def test_the_refit_log_names_the_measured_low_size_step():
     after = refit_after_epoch(plain, epochs_done=1, elapsed_s=300.0, step_s=0.65,
                               val_eval_s=7.0, must_recompile=True, length_matters=True)
     assert "the loop's step took 0.650 s (calibration: 0.600 s)" in refit_message(plain, after)
+
+
+def _refit_at_the_first_full_epoch(full_step_s):
+    """The plan of the test above (15 epochs, 7 small) refitted again after epoch 8, its
+    first at full size, 1500 s in."""
+    first = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=300.0, step_s=0.36,
+                              val_eval_s=7.0, must_recompile=True, length_matters=True)
+    assert (first.num_epochs, first.small_epochs) == (15, 7)
+    assert full_size_refit_due(first, 8)
+    assert not full_size_refit_due(first, 7) and not full_size_refit_due(first, 9)
+    second = refit_after_epoch(first, epochs_done=8, elapsed_s=1500.0, step_s=full_step_s,
+                               val_eval_s=7.0, must_recompile=False, length_matters=True)
+    return first, with_respacing(first, second)
+
+
+def test_the_first_full_size_epoch_refits_from_its_own_step_and_respaces_the_decay():
+    # Left: 3492 - 1500 - 10 = 1982 s. At the loop's 0.8 s an epoch costs 351 * 0.8 + 7 =
+    # 287.8 s: the 7 left of 15 (2014.6 s) do not fit; with one compile (37 s) 6 do:
+    # 37 + 6 * 287.8 = 1763.8, and 7 would need 2051.6.
+    first, plan = _refit_at_the_first_full_epoch(0.8)
+    assert plan.step_s == 0.8 and plan.low_res_step_s == 0.36    # the loop's, from epoch 1
+    assert (plan.num_epochs, plan.small_epochs, plan.recompiles) == (14, 7, True)
+    assert plan.predicted_s == pytest.approx(1500 + 37 + 6 * 287.8 + 10)
+    assert (plan.respaced_at_step, plan.respaced_from_epochs) == (8 * 351, 15)
+    assert not full_size_refit_due(plan, 8)                   # once
+    message = refit_message(first, plan)
+    assert message.startswith("Time budget refit after epoch 8: the loop's step took 0.800 s "
+                              "(calibration: 0.600 s)")
+    assert '-> 14 epochs (was 15), the first 7 at the low size; the decay left from step ' \
+        '2808 is spread over the new length' in message
+    config = default.get_config()
+    config.data.low_res.size = 24
+    configure_for(plan, config)
+    assert config.num_epochs == 14 and config.optimizer.decay_respaced_from == (2808, 15)
+    assert config.data.low_res.epochs_fraction == 0.5           # 0.5 * 14 is still 7
+    assert BudgetPlan.from_json(plan.to_json()) == plan
+
+
+def test_the_first_full_size_epoch_keeps_the_length_when_it_still_fits():
+    # At 0.7 s the 7 epochs left cost 7 * 252.7 = 1768.9 s of the 1982: the running step
+    # keeps its length, and a new one would fit no more (37 + 7 * 252.7 fits, 8 do not).
+    first, plan = _refit_at_the_first_full_epoch(0.7)
+    assert (plan.num_epochs, plan.recompiles, plan.respaced_at_step) == (15, False, 0)
+    config = default.get_config()
+    configure_for(plan, config)
+    assert config.optimizer.decay_respaced_from == ()
+
+
+def test_more_epochs_after_the_switch_keep_the_small_ones_already_trained():
+    # At 0.6 s (217.6 s an epoch) 37 + 8 * 217.6 = 1777.8 fits, 9 do not: 16 epochs,
+    # of which still 7 small (0.5 * 16 would be 8, but epoch 8 has trained at full size).
+    _, plan = _refit_at_the_first_full_epoch(0.6)
+    assert (plan.num_epochs, plan.small_epochs) == (16, 7)
+    config = default.get_config()
+    config.data.low_res.size = 24
+    configure_for(plan, config)
+    sizes = [train_image_size(config.data.low_res, e, config.num_epochs) for e in range(16)]
+    assert sizes == [24] * 7 + [None] * 9
+    assert config.optimizer.decay_respaced_from == (2808, 15)
 
 
 def test_a_sweep_of_a_low_res_config_trains_its_runs_one_by_one():

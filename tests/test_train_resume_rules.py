@@ -1,6 +1,9 @@
 """What a rerun in an existing workdir does (train_harness.job_resume_rules): a finished run
 says so and leaves its results alone; a resume that would continue another experiment
-(other seed, batch size) is refused before anything is written, naming the fields."""
+(other seed, batch size) is refused before anything is written, naming the fields; an
+unchanged config resumes without warnings."""
+import json
+
 import train_harness as h
 
 
@@ -23,3 +26,24 @@ def test_a_resume_that_changes_the_experiment_is_refused(trainer):
     # Nothing was written: no logs, no config, no new checkpoint.
     assert sorted(p.name for p in run.workdir.iterdir()) == ['checkpoints']
     assert h.finished_steps(run.workdir) == [h.STEPS_PER_EPOCH]
+
+
+def test_a_saved_identity_read_back_from_json_matches_its_config(caplog):
+    """The identity is stored as JSON, where tuples come back as lists: an unchanged
+    config must not warn on every resume (it once warned 'changed optimizer' each time)."""
+    from ghostnet_jax.configs import default
+    from ghostnet_jax.training.resume_checks import check_resume, run_identity
+    config = default.get_config()
+    config.optimizer.boundaries_epochs = (3, 6)
+    config.optimizer.decay_respaced_from = (8, 34)
+    saved = json.loads(json.dumps(run_identity(config)))
+    with caplog.at_level('WARNING'):
+        check_resume(saved, run_identity(config), [])
+    assert caplog.records == []
+    config.optimizer.decay_respaced_from = (8, 35)
+    with caplog.at_level('WARNING'):
+        check_resume(saved, run_identity(config), [], warn=False)
+    assert caplog.records == []
+    with caplog.at_level('WARNING'):
+        check_resume(saved, run_identity(config), [])
+    assert 'Resuming with a changed optimizer' in caplog.text

@@ -6,6 +6,7 @@ training to the same step with num_epochs set to the fitted value by hand gives
 bit-identical weights and losses (warmup spans the first epoch, which therefore trains
 alike for every length; afterwards the schedule spans the fitted length)."""
 import json
+import re
 
 import train_harness as h
 
@@ -24,6 +25,8 @@ def test_budget_fits_num_epochs_and_a_resume_keeps_it(trainer):
     assert plan['epochs_done'] == 1 and plan['calibrated_step_s'] > 0   # refitted once
     assert 'refit after epoch 1' in runs['first'].output()
     assert 'refit' not in runs['resumed'].output()               # the stored plan is kept
+    for changed in ('changed optimizer', 'changed num_epochs'):   # config.json's values
+        assert changed not in runs['resumed'].output(), changed
     assert 'fitted to 10 min' in runs['resumed'].output()        # the 20-min rerun was told
     assert h.host_state(budget, h.PARALLEL_STEPS)['num_epochs'] == fitted
     h.assert_trees_equal(h.state_arrays(budget, h.PARALLEL_STEPS),
@@ -54,25 +57,42 @@ def test_a_budget_given_to_a_run_that_started_without_one_is_ignored(trainer):
 
 def test_low_res_first_epoch_under_a_budget_resumes_exactly(trainer):
     """data.low_res with a budget: the calibration times both sizes, epoch 1 trains on 8x8
-    images and epoch 2 on the data's 16x16, and a run stopped inside the small epoch and
-    resumed across the switch equals one trained straight through."""
+    images and epoch 2 on the data's 16x16, the budget refits after each (after epoch 2
+    from the full-size step, re-spacing the decay if the length changes), and a run
+    stopped inside the small epoch and resumed across both refits and past them equals
+    one trained straight through with the length and schedule its config.json records."""
     job = trainer.result('low_res_budget')
     runs, fitted = job['runs'], job['fitted']
-    for name in ('first', 'resumed', 'reference'):
+    for name in ('first', 'resumed', 'third_epoch', 'reference'):
         assert runs[name].rc == 0, runs[name].tail()
     budget, reference = runs['first'].workdir, runs['reference'].workdir
-    plan = h.host_state(budget, h.PARALLEL_STEPS)['time_budget']
-    assert plan['num_epochs'] == fitted > 2 and plan['epochs_done'] == 1
+    end = 3 * h.STEPS_PER_EPOCH
+    plan = h.host_state(budget, end)['time_budget']
+    assert plan['num_epochs'] == fitted > 3 and plan['epochs_done'] == 2
     assert 0 < plan['low_res_step_s'] and plan['low_res_fraction'] == 1e-6
-    assert 'refit after epoch 1' in runs['resumed'].output()
+    assert plan['fitted_small_epochs'] in (0, 1)       # 1e-6 of any length rounds to 1
+    resumed = runs['resumed'].output()
+    assert 'refit after epoch 1' in resumed and 'refit after epoch 2' in resumed
+    assert 'refit' not in runs['third_epoch'].output()
+    for name, changed in [(n, c) for n in ('resumed', 'third_epoch')
+                          for c in ('changed optimizer', 'changed num_epochs')]:
+        assert changed not in runs[name].output(), (name, changed)   # the refits' own
     assert 'Epoch 1 on: training images 8x8' in runs['first'].output()
-    assert 'Epoch 2 on: training images at full size' in runs['resumed'].output()
+    assert 'Epoch 2 on: training images at full size' in resumed
+    # The refit after epoch 2 re-spaces the decay exactly when it changes the length.
+    after_first = int(re.search(r'refit after epoch 1: .*? -> (\d+) epochs', resumed)[1])
+    if plan['num_epochs'] != after_first:
+        assert job['respaced'] == [2 * h.STEPS_PER_EPOCH, after_first], job['respaced']
+        assert 'the decay left from step 8 is spread over the new length' in resumed
+    else:
+        assert job['respaced'] == []
     for workdir in (budget, reference):
         sizes = {r['epoch']: r['image_size'] for r in h.metrics(workdir)
                  if r['split'] == 'train' and 'image_size' in r}
-        assert sizes == {1: 8, 2: h.IMAGE_SIZE}, workdir
-    h.assert_trees_equal(h.state_arrays(budget, h.PARALLEL_STEPS),
-                         h.state_arrays(reference, h.PARALLEL_STEPS),
+        assert sizes == {1: 8, 2: h.IMAGE_SIZE, 3: h.IMAGE_SIZE}, workdir
+    h.assert_trees_equal(h.state_arrays(budget, end), h.state_arrays(reference, end),
                          'low-res budgeted run, resumed vs straight through')
     ours, ref = h.train_steps(budget), h.train_steps(reference)
-    assert [ours[s]['loss'] for s in sorted(ref)] == [ref[s]['loss'] for s in sorted(ref)]
+    assert sorted(ref) == sorted(ours)
+    for key in ('loss', 'learning_rate'):
+        assert [ours[s][key] for s in sorted(ref)] == [ref[s][key] for s in sorted(ref)], key

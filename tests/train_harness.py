@@ -476,18 +476,27 @@ LOW_RES_FLAGS = ('--config.data.low_res.size=8',
 
 def job_low_res_budget(t: Trainer, root: Path) -> dict:
     """A budgeted run whose first epoch trains on 8x8 images: stopped inside that epoch,
-    resumed across the switch to full size (the refit after epoch 1 happens in the resumed
-    process), and the same length trained straight through without a budget."""
+    resumed across the switch to full size (the refit after epoch 1 and the one after
+    epoch 2, the first at full size, happen in the resumed process), resumed again for
+    epoch 3 on the schedule that refit left, and the same length and schedule trained
+    straight through without a budget."""
     flags = ('--config.optimizer.warmup_epochs=1', *LOW_RES_FLAGS)
     workdir = root / 'budget'
     runs = {'first': t.run(workdir, '--config.time_budget_minutes=10', *flags,
                            '--config.max_steps=2', log_name='first')}
     runs['resumed'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
                             f'--config.max_steps={PARALLEL_STEPS}', log_name='resumed')
-    fitted = json.loads((workdir / 'config.json').read_text())['num_epochs']
-    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', *flags,
-                              f'--config.max_steps={PARALLEL_STEPS}')
-    return {'runs': runs, 'fitted': fitted}
+    runs['third_epoch'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
+                                f'--config.max_steps={3 * STEPS_PER_EPOCH}',
+                                log_name='third_epoch')
+    fitted = json.loads((workdir / 'config.json').read_text())
+    respaced = fitted['optimizer']['decay_respaced_from']
+    runs['reference'] = t.run(
+        root / 'reference', f'--config.num_epochs={fitted["num_epochs"]}', *flags,
+        *([f'--config.optimizer.decay_respaced_from=({respaced[0]},{respaced[1]})']
+          if respaced else []),
+        f'--config.max_steps={3 * STEPS_PER_EPOCH}')
+    return {'runs': runs, 'fitted': fitted['num_epochs'], 'respaced': respaced}
 
 
 FAULT_SCRIPT = """

@@ -10,6 +10,14 @@ Config (`config.optimizer`, defaults in `default_optimizer_config()`):
   min_lr           warmup_cosine / warmup_linear: value reached at the last step
                    (warmup_linear decays in a straight line: the budget-aware schedule of
                    Li et al., "Budgeted Training", ICLR 2020, for short runs)
+  decay_respaced_from
+                   () or (step, num_epochs): the run's length changed at `step`, where it
+                   had been num_epochs. Up to that step the decay is the one of a
+                   num_epochs run; from it on, the part of the decay still ahead is
+                   spread over the steps left to the run's num_epochs, so the learning
+                   rate is continuous (warmup_linear: a straight line from lr(step) to
+                   min_lr). A time budget writes it when it refits a run mid-decay
+                   (training/time_budget.py); config.json then repeats the run.
   boundaries_epochs, decay_factor
                    piecewise: lr *= decay_factor from the first step of each listed epoch
   momentum, nesterov   sgd
@@ -58,6 +66,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
             schedule="warmup_cosine",
             warmup_epochs=5.0,
             min_lr=0.0,
+            decay_respaced_from=(),
             boundaries_epochs=(),
             decay_factor=0.1,
             momentum=0.9,
@@ -104,15 +113,17 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
             n = jnp.sum(step >= bounds) if bounds.size else 0
             return jnp.asarray(peak * factor**n, jnp.float32)
     else:  # warmup_cosine, warmup_linear: from peak to min_lr over the steps after warmup
-        end, span = float(cfg.min_lr), float(max(total - warmup, 1))
+        end = float(cfg.min_lr)
         if cfg.schedule == "warmup_linear":
             shape = lambda t: 1.0 - t
         else:
             shape = lambda t: 0.5 * (1.0 + jnp.cos(math.pi * t))
+        progress = _decay_progress(warmup, total, steps_per_epoch,
+                                   tuple(cfg.get("decay_respaced_from", ())))
 
         def main(step):
             # Clamped so that steps after `total` (e.g. an extra epoch) stay at min_lr.
-            t = jnp.clip((step - warmup) / span, 0.0, 1.0)
+            t = jnp.clip(progress(step), 0.0, 1.0)
             return jnp.asarray(end + (peak - end) * shape(t), jnp.float32)
 
     def schedule(step):
@@ -122,6 +133,28 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
         return jnp.where(step < warmup, jnp.asarray(peak * step / warmup, jnp.float32), main(step))
 
     return schedule
+
+
+def _decay_progress(warmup: int, total: int, steps_per_epoch: int,
+                    respaced_from: tuple) -> Callable[[jax.Array], jax.Array]:
+    """step -> the share of the decay done (0 at the end of warmup, 1 at `total`), for a
+    run whose length may have changed mid-decay (`decay_respaced_from`)."""
+    if not respaced_from:
+        return lambda step: (step - warmup) / float(max(total - warmup, 1))
+    at, earlier_epochs = int(respaced_from[0]), int(respaced_from[1])
+    # Before warmup ends no decay has happened: the new length alone decides.
+    bend = max(at, warmup)
+    if bend >= total:
+        raise ValueError(f"optimizer.decay_respaced_from={tuple(respaced_from)}: the step "
+                         f"({at}) must come before the end of training ({total} steps)")
+    earlier_span = float(max(steps_per_epoch * earlier_epochs - warmup, 1))
+    done_at_bend = (bend - warmup) / earlier_span
+
+    def progress(step):
+        before = (step - warmup) / earlier_span
+        after = done_at_bend + (1.0 - done_at_bend) * (step - bend) / float(total - bend)
+        return jnp.where(step < bend, before, after)
+    return progress
 
 
 def length_free_steps(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> float:

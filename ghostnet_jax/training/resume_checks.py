@@ -6,6 +6,7 @@ augmentation) are allowed with a warning; bookkeeping (logging cadence, checkpoi
 retention, eval batch size, test split) silently."""
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Mapping
 
@@ -37,13 +38,16 @@ def _get(config: Mapping[str, Any], dotted: str) -> Any:
 def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The fields a resume compares, as JSON."""
     d = config.to_dict()
-    return {field: _get(d, field) for field in REFUSED + WARNED}
+    # Through JSON, as the saved identity went: a tuple field then compares equal to the
+    # list it was saved as.
+    return json.loads(json.dumps({field: _get(d, field) for field in REFUSED + WARNED}))
 
 
 def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
-                 spec_differences: list[str]) -> None:
-    """Raises ResumeMismatchError for refused changes; warns about the others. `saved`
-    may be empty (a checkpoint from before identities were stored): nothing to compare."""
+                 spec_differences: list[str], warn: bool = True) -> None:
+    """Raises ResumeMismatchError for refused changes; warns about the others (if `warn`).
+    `saved` may be empty (a checkpoint from before identities were stored): nothing to
+    compare."""
     if not saved:
         return
     refused = [f'{f}: {saved.get(f)!r} -> {current.get(f)!r}' for f in REFUSED
@@ -54,7 +58,7 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
             'This workdir holds a run with another ' + '; '.join(refused) + '. Resuming would '
             'continue a different experiment (another batch order, LR schedule or input '
             'normalization). Use a new --workdir, or restore the original values.')
-    for f in WARNED:
+    for f in WARNED if warn else ():
         if f in saved and saved.get(f) != current.get(f):
             log.warning('Resuming with a changed %s (%r -> %r): the rest of the run uses the '
                         'new value.', f, saved.get(f), current.get(f))

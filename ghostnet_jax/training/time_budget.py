@@ -18,7 +18,13 @@ shorter warmup the refit re-spaces the decay still ahead, once.
 
 With low-resolution first epochs (`config.data.low_res`) the fit also chooses how many
 train small: `epochs_fraction` of them rounded down, or up when only that fits one more
-epoch, so less of the budget goes unused.
+epoch, so less of the budget goes unused. Epoch 1 then trains small, and the refit after
+it can only scale the full-size step by the small step's loop/calibration ratio, which
+missed by up to 16% (cpu_hour variant 11 overran its hour by 1.9 minutes). So such a
+run fits a third time, after its first full-size epoch, from that epoch's own step.
+The decay has begun by then: if the length changes, the part of the decay still ahead
+is spread over the epochs left (`optimizer.decay_respaced_from`), so the learning rate
+stays continuous.
 
 The fitted length is then fixed for the life of the run: it is stored with every
 checkpoint, and a resumed run keeps it instead of measuring again, so resume stays exact.
@@ -76,7 +82,7 @@ class BudgetPlan:
     final_eval_s: float       # estimate: validation and test passes of the final weights
     steps_per_epoch: int
     num_epochs: int
-    # Set by the refit after the first epoch (`refit_after_epoch`): from then on step_s
+    # Set by each refit (`refit_after_epoch`), after epoch `epochs_done`: from then on step_s
     # and val_eval_s are the loop's own, `fitted_at_s` is the wall time of the refit and
     # `compile_s` counts only if the refit changed the length.
     epochs_done: int = 0
@@ -89,6 +95,11 @@ class BudgetPlan:
     low_res_step_s: float = 0.0
     low_res_fraction: float = 0.0
     fitted_small_epochs: int = 0
+    # The refit after the first full-size epoch changed the length mid-decay: at this
+    # step, from this many epochs (0: it did not). configure_for writes them into
+    # config.optimizer.decay_respaced_from.
+    respaced_at_step: int = 0
+    respaced_from_epochs: int = 0
 
     @property
     def small_epochs(self) -> int:
@@ -265,6 +276,9 @@ def configure_for(plan: BudgetPlan, config: Any) -> None:
     fraction up, into `config`: config.json then describes the run as trained, and a
     rerun with time_budget_minutes=0 repeats it."""
     config.num_epochs = plan.num_epochs
+    if plan.respaced_at_step:
+        config.optimizer.decay_respaced_from = (plan.respaced_at_step,
+                                                plan.respaced_from_epochs)
     if plan.small_epochs != low_res_epochs(plan.num_epochs, plan.low_res_fraction):
         # k / n gives back exactly k (low_res_epochs rounds as the exact product would).
         config.data.low_res.epochs_fraction = plan.small_epochs / plan.num_epochs
@@ -282,15 +296,14 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     (`agree_measurements`) and they all refit alike.
 
     With low-resolution first epochs, `step_s` is the loop's step at the size the last
-    epoch trained at; the other size's step is scaled by the calibration's ratio."""
+    epoch trained at. While only small epochs are done, the full-size step is that one
+    scaled by the calibration's ratio (plus a margin); after them the plan keeps the small
+    step it had, for the record."""
     left = plan.budget_s * (1.0 - safety) - elapsed_s - plan.final_eval_s
     full_step_s, low_step_s = step_s, plan.low_res_step_s
-    if plan.low_res_step_s:
+    if plan.low_res_step_s and epochs_done <= plan.small_epochs:
         ratio = plan.low_res_step_s / plan.step_s
-        if epochs_done <= plan.small_epochs:
-            full_step_s, low_step_s = step_s / ratio * LOW_RES_EXTRAPOLATION_MARGIN, step_s
-        else:
-            low_step_s = step_s * ratio
+        full_step_s, low_step_s = step_s / ratio * LOW_RES_EXTRAPOLATION_MARGIN, step_s
     measured = dataclasses.replace(plan, step_s=full_step_s, low_res_step_s=low_step_s,
                                    val_eval_s=val_eval_s, epochs_done=epochs_done,
                                    fitted_at_s=elapsed_s,
@@ -302,8 +315,11 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
             epochs_done, n, plan.steps_per_epoch, full_step_s, val_eval_s, low_step_s,
             small) <= left
     # Every count of small epochs is >= 1 (low_res_epochs), so the refit after epoch 1
-    # keeps that epoch, trained small, counted small.
+    # keeps that epoch, trained small, counted small. Once a full-size epoch has trained,
+    # the count is history.
     choices = _small_choices(low_step_s, plan.low_res_fraction)
+    if low_step_s and epochs_done > plan.small_epochs:
+        choices = lambda n: (plan.small_epochs,)
 
     def refitted(new_step: bool, recompiles: bool) -> BudgetPlan:
         n, small = _most_epochs_and_small(epochs_done, choices,
@@ -321,8 +337,25 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     return with_compile
 
 
+def full_size_refit_due(plan: BudgetPlan, epochs_done: int) -> bool:
+    """Whether the epoch just done is a low-res run's first at full size, not yet refitted
+    from (a run resumed past it keeps the length it chose there)."""
+    small = plan.small_epochs
+    return bool(small) and epochs_done == small + 1 and plan.epochs_done <= small
+
+
+def with_respacing(before: BudgetPlan, after: BudgetPlan) -> BudgetPlan:
+    """`after`, a refit of a run already decaying, records where its length changed, so
+    the schedule can spread the decay left over the new length from there (optim.py,
+    `decay_respaced_from`) and a resume rebuilds the same schedule."""
+    if after.num_epochs == before.num_epochs:
+        return after
+    return dataclasses.replace(after, respaced_at_step=after.epochs_done * after.steps_per_epoch,
+                               respaced_from_epochs=before.num_epochs)
+
+
 def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
-    """The log line of a refit after the first epoch."""
+    """The log line of a refit."""
     if after.low_res_step_s and after.epochs_done <= before.small_epochs:
         step = (f"the loop's step took {after.low_res_step_s:.3f} s at the low size "
                 f"(calibration: {before.low_res_step_s:.3f} s; the full-size step scaled "
@@ -332,9 +365,11 @@ def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
                 f"{after.calibrated_step_s:.3f} s)")
     small = (f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
              if after.small_epochs else '')
+    respaced = (f'; the decay left from step {after.respaced_at_step} is spread over the new '
+                f'length' if after.respaced_at_step and not before.respaced_at_step else '')
     return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
             f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs})'
-            f'{small}, predicted to end after {after.predicted_s / 60:.1f} min.')
+            f'{small}{respaced}, predicted to end after {after.predicted_s / 60:.1f} min.')
 
 
 def loop_step_seconds(clock: list[tuple[int, float]]) -> float:
@@ -385,6 +420,7 @@ def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, 
                         '(%d epochs) when it started; it keeps that length. Use a new --workdir '
                         'to fit another budget.', budget_minutes, plan.budget_s / 60,
                         plan.num_epochs)
+        configure_for(plan, exp.config)   # the schedule as the run left it
         return with_num_epochs(exp, plan.num_epochs), plan, None
     test = exp.test_data.num_examples if exp.test_data is not None else 0
     runner = make_runner(exp)

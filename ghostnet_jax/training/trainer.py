@@ -48,8 +48,9 @@ from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
 from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
 from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, configure_for,
-                                               fit_to_budget, loop_step_seconds,
-                                               refit_after_epoch, refit_message)
+                                               fit_to_budget, full_size_refit_due,
+                                               loop_step_seconds, refit_after_epoch,
+                                               refit_message, with_respacing)
 
 log = logging.getLogger(__name__)
 
@@ -297,8 +298,9 @@ class Trainer:
                   'train_accuracy': float(train_acc), 'val_accuracy': val['accuracy'],
                   'val_loss': val['loss'], 'lr_scale': float(get_lr_scale(self.state.opt_state)),
                   'epoch_time_s': time.time() - self._epoch_started}
-        if self.budget and not self.budget.refitted and epoch == 0:
-            self._refit_budget(val_eval_s)
+        if self.budget and ((not self.budget.refitted and epoch == 0)
+                            or full_size_refit_due(self.budget, epoch + 1)):
+            self._refit_budget(epoch + 1, val_eval_s)
         self.writer.write_scalars(self._step, {'loss': val['loss'], 'accuracy': val['accuracy']},
                                   'val', epoch=epoch + 1)
         self.writer.write_scalars(self._step, {
@@ -329,20 +331,25 @@ class Trainer:
             f' ({val["num_examples"]} examples) | {record["epoch_time_s"]:.0f} s')
         return kind
 
-    def _refit_budget(self, val_eval_s: float) -> None:
-        """Refits the budgeted length from the first epoch as the loop ran it (time_budget.py
-        says why), and compiles the step for it if the length changed."""
+    def _refit_budget(self, epochs_done: int, val_eval_s: float) -> None:
+        """Refits the budgeted length from the epoch just done as the loop ran it (the
+        first, and a low-res run's first at full size; time_budget.py says why), and
+        compiles the step for it if the length changed."""
         step_s = loop_step_seconds(self._epoch_clock)
         elapsed_s, step_s, val_eval_s = agree_measurements(
             time.time() - self._started, step_s, val_eval_s)
         length_matters = not math.isinf(length_free_steps(self.config.optimizer, self.spe))
-        plan = refit_after_epoch(self.budget, 1, elapsed_s, step_s, val_eval_s,
+        plan = refit_after_epoch(self.budget, epochs_done, elapsed_s, step_s, val_eval_s,
                                  must_recompile=self._runner_num_epochs != self.budget.num_epochs,
                                  length_matters=length_matters)
+        if length_matters and epochs_done > 1:    # the decay has begun
+            plan = with_respacing(self.budget, plan)
         log.info(refit_message(self.budget, plan))
         self.budget = plan
         self.loop.time_budget = plan.to_json()
         configure_for(plan, self.config)   # the count of small epochs, if rounded up
+        # A resume compares its config with this one, which now holds the refit's length.
+        self.loop.identity = run_identity(self.config)
         self._set_num_epochs(plan.num_epochs)
         if length_matters and plan.num_epochs != self._runner_num_epochs:
             self.exp = with_schedule_length(self.exp, plan.num_epochs)
@@ -382,13 +389,13 @@ class Trainer:
             _, host = self.ckpt.read_host('latest')
         except CheckpointError:
             return
-        self._check_resume(LoopState.from_json(host))
+        self._check_resume(LoopState.from_json(host), warn=False)   # warned after the restore
 
-    def _check_resume(self, loop: LoopState) -> None:
+    def _check_resume(self, loop: LoopState, warn: bool = True) -> None:
         stored = ModelSpec.from_json(loop.model_spec) if loop.model_spec else None
         changed = [d for d in (stored.differences(self.spec) if stored else [])
                    if d.split(':')[0] in _DATA_SPEC_FIELDS]
-        check_resume(loop.identity, run_identity(self.config), changed)
+        check_resume(loop.identity, run_identity(self.config), changed, warn=warn)
 
     # ----------------------------------------------------------- the one stop rule
     def _decide(self, preemption: Preemption, early_stop: bool = False) -> str | None:
