@@ -14,11 +14,11 @@ from ghostnet_jax import data as D
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
 from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs, train_image_size
-from ghostnet_jax.training.time_budget import (LOW_RES_EXTRAPOLATION_MARGIN, SAFETY_FRACTION,
-                                               BudgetPlan, configure_for, fit_epochs,
-                                               full_size_refit_due, plan_budget,
-                                               refit_after_epoch, refit_message,
-                                               with_respacing)
+from ghostnet_jax.training.budget_fit import (LOW_RES_EXTRAPOLATION_MARGIN, SAFETY_FRACTION,
+                                              BudgetPlan, configure_for, fit_epochs,
+                                              full_size_refit_due, refit_after_epoch,
+                                              refit_message, with_respacing)
+from ghostnet_jax.training.time_budget import plan_budget
 
 
 def test_which_epochs_train_small():

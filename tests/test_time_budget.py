@@ -1,12 +1,13 @@
-"""Fitting a run's length to a wall-clock budget (training/time_budget.py), by hand."""
+"""Fitting a run's length to a wall-clock budget (training/time_budget.py and its
+arithmetic, training/budget_fit.py), by hand."""
 import time
 
 import pytest
 
 from ghostnet_jax.training.config_checks import ConfigError
-from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, BudgetTooSmallError,
-                                               fit_epochs, loop_step_seconds,
-                                               plan_budget, refit_after_epoch)
+from ghostnet_jax.training.budget_fit import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
+                                              refit_after_epoch)
+from ghostnet_jax.training.time_budget import BudgetTooSmallError, loop_step_seconds, plan_budget
 
 
 def test_fit_epochs_by_hand():

@@ -47,10 +47,9 @@ from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
 from ghostnet_jax.training.state import eval_variables
 from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
-from ghostnet_jax.training.time_budget import (BudgetPlan, agree_measurements, configure_for,
-                                               fit_to_budget, full_size_refit_due,
-                                               loop_step_seconds, refit_after_epoch,
-                                               refit_message, with_respacing)
+from ghostnet_jax.training.budget_fit import (BudgetPlan, configure_for, full_size_refit_due,
+                                              refit_after_epoch, refit_message, with_respacing)
+from ghostnet_jax.training.time_budget import agree_measurements, fit_to_budget, loop_step_seconds
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,277 @@
+"""How many epochs fit a time budget: the plan of a budgeted run and the pure arithmetic
+of fitting and refitting it. The measurements, and why a run is fitted when it is, are
+in time_budget.py."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs
+
+# Share of the budget kept in reserve for what calibration cannot see coming: checkpoint
+# writes, log flushes, epoch-to-epoch jitter of the step time.
+SAFETY_FRACTION = 0.03
+# A refit after a low-resolution epoch has not seen the loop's full-size step; it scales
+# the calibrated one by the small step's loop/calibration ratio, and adds this much. The
+# full-size step slows more in the loop than the small one (measured, cpu_hour with
+# data.low_res.size=24: calibration 0.509 / 0.270 s, loop 0.605 / 0.307 s, so the scaled
+# estimate, 0.580 s, was 4.2% short and the run ended 59.9 minutes into its 60). It
+# only sets the length until the first full-size epoch, whose refit measures the step.
+LOW_RES_EXTRAPOLATION_MARGIN = 1.05
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetPlan:
+    """The measurements behind a fitted length, and the length. Times in seconds."""
+    budget_s: float
+    setup_s: float            # trainer start to the end of calibration
+    compile_s: float          # the train step's first call; paid once more after fitting
+    step_s: float             # median of the timed steps
+    val_eval_s: float         # one validation pass, compiled
+    final_eval_s: float       # estimate: validation and test passes of the final weights
+    steps_per_epoch: int
+    num_epochs: int
+    # Set by each refit (`refit_after_epoch`), after epoch `epochs_done`: from then on step_s
+    # and val_eval_s are the loop's own, `fitted_at_s` is the wall time of the refit and
+    # `compile_s` counts only if the refit changed the length.
+    epochs_done: int = 0
+    fitted_at_s: float = 0.0
+    recompiles: bool = True
+    calibrated_step_s: float = 0.0   # the first fit's step_s, kept for the record
+    # config.data.low_res: the step at the low size (0: off), the configured share of
+    # epochs at it, and the count of small epochs the fit chose (0: the share rounded
+    # down, as in plans stored before the fit could round it up).
+    low_res_step_s: float = 0.0
+    low_res_fraction: float = 0.0
+    fitted_small_epochs: int = 0
+    # The refit after the first full-size epoch changed the length mid-decay: at this
+    # step, from this many epochs (0: it did not). configure_for writes them into
+    # config.optimizer.decay_respaced_from.
+    respaced_at_step: int = 0
+    respaced_from_epochs: int = 0
+
+    @property
+    def small_epochs(self) -> int:
+        """How many of the first epochs train at the low size."""
+        if not self.low_res_step_s:
+            return 0
+        return self.fitted_small_epochs or low_res_epochs(self.num_epochs, self.low_res_fraction)
+
+    @property
+    def epoch_s(self) -> float:
+        """One full-size epoch, trained and validated."""
+        return self.steps_per_epoch * self.step_s + self.val_eval_s
+
+    def epochs_s(self, first: int, num_epochs: int) -> float:
+        """Epochs first..num_epochs-1 of a `num_epochs` run, trained and validated."""
+        return _epochs_s(first, num_epochs, self.steps_per_epoch, self.step_s,
+                         self.val_eval_s, self.low_res_step_s, self.small_epochs)
+
+    def sizes_ahead(self, first: int, num_epochs: int) -> int:
+        """Distinct image sizes among epochs first..num_epochs-1: the compiles a new step
+        function pays for them."""
+        return _sizes_ahead(first, num_epochs, self.small_epochs)
+
+    @property
+    def refitted(self) -> bool:
+        return self.epochs_done > 0
+
+    @property
+    def predicted_s(self) -> float:
+        start = self.fitted_at_s if self.refitted else self.setup_s
+        compiles = _compiles(self.recompiles, self.epochs_done, self.num_epochs,
+                             self.small_epochs)
+        return (start + compiles * self.compile_s
+                + self.epochs_s(self.epochs_done, self.num_epochs) + self.final_eval_s)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d['predicted_s'] = round(self.predicted_s, 1)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> 'BudgetPlan':
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _epochs_s(first: int, num_epochs: int, steps_per_epoch: int, step_s: float,
+              val_eval_s: float, low_res_step_s: float, small: int) -> float:
+    """Epochs first..num_epochs-1 of a run whose first `small` epochs train small."""
+    n_small = max(0, small - first)
+    n_full = max(0, num_epochs - max(first, small))
+    return (n_small * (steps_per_epoch * low_res_step_s + val_eval_s)
+            + n_full * (steps_per_epoch * step_s + val_eval_s))
+
+
+def _sizes_ahead(first: int, num_epochs: int, small: int) -> int:
+    if first >= num_epochs:
+        return 0
+    return int(first < small) + int(num_epochs > max(first, small))
+
+
+def _compiles(new_step: bool, first: int, num_epochs: int, small: int) -> int:
+    """Compiles still to pay from epoch `first` on. A new step function compiles once per
+    size ahead; a kept one may still meet the full size for the first time at the switch
+    from the low size (counted: the safe side)."""
+    if new_step:
+        return _sizes_ahead(first, num_epochs, small)
+    return int(first < small < num_epochs)
+
+
+def _most_epochs(first: int, fits: Callable[[int], bool]) -> int:
+    """The largest n >= first with fits(n) (first if none), for costs that grow with n."""
+    n = first
+    while n < 100_000 and fits(n + 1):
+        n += 1
+    return n
+
+
+def _most_epochs_and_small(first: int, choices: Callable[[int], tuple[int, ...]],
+                           fits: Callable[[int, int], bool]) -> tuple[int, int]:
+    """The most epochs n >= first that fit with one of their counts of small epochs, and
+    the smallest such count (the full size trains better; small epochs only fill time)."""
+    def small(n: int) -> int | None:
+        return next((k for k in choices(n) if fits(n, k)), None)
+    n = _most_epochs(first, lambda n: small(n) is not None)
+    found = small(n)
+    return n, choices(n)[0] if found is None else found
+
+
+def _small_choices(low_res_step_s: float, fraction: float) -> Callable[[int], tuple[int, ...]]:
+    if not low_res_step_s:
+        return lambda n: (0,)
+    return lambda n: low_res_epoch_choices(n, fraction)
+
+
+def fit_epochs(budget_s: float, setup_s: float, compile_s: float, step_s: float,
+               steps_per_epoch: int, val_eval_s: float, final_eval_s: float,
+               safety: float = SAFETY_FRACTION, low_res_step_s: float = 0.0,
+               low_res_fraction: float = 0.0) -> tuple[int, int]:
+    """Whole epochs (each trained and validated) that fit in what the budget leaves after
+    setup, the compiles ahead (one per image size) and the final evaluation, keeping
+    `safety` of it in reserve, and how many of them train small. With a low-resolution
+    step, the first epochs cost that step instead: `low_res_fraction` of them, rounded
+    down, or up when only that fits one more epoch."""
+    left = budget_s * (1.0 - safety) - setup_s - final_eval_s
+
+    def fits(n: int, small: int) -> bool:
+        return (_compiles(True, 0, n, small) * compile_s
+                + _epochs_s(0, n, steps_per_epoch, step_s, val_eval_s, low_res_step_s,
+                            small)) <= left
+    return _most_epochs_and_small(0, _small_choices(low_res_step_s, low_res_fraction), fits)
+
+
+def low_res_note(plan: BudgetPlan) -> str:
+    if not plan.low_res_step_s:
+        return ''
+    return (f' ({plan.low_res_step_s:.3f} s at the low size for the first '
+            f'{plan.small_epochs}{_rounded_up_note(plan)})')
+
+
+def _rounded_up_note(plan: BudgetPlan) -> str:
+    if plan.small_epochs == low_res_epochs(plan.num_epochs, plan.low_res_fraction):
+        return ''
+    return (f', epochs_fraction {plan.low_res_fraction:g} rounded up: one more small epoch '
+            'fits, one more full-size one does not')
+
+
+def configure_for(plan: BudgetPlan, config: Any) -> None:
+    """Writes the plan's length, and its count of small epochs where the fit rounded the
+    fraction up, into `config`: config.json then describes the run as trained, and a
+    rerun with time_budget_minutes=0 repeats it."""
+    config.num_epochs = plan.num_epochs
+    if plan.respaced_at_step:
+        config.optimizer.decay_respaced_from = (plan.respaced_at_step,
+                                                plan.respaced_from_epochs)
+    if plan.small_epochs != low_res_epochs(plan.num_epochs, plan.low_res_fraction):
+        # k / n gives back exactly k (low_res_epochs rounds as the exact product would).
+        config.data.low_res.epochs_fraction = plan.small_epochs / plan.num_epochs
+
+
+def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step_s: float,
+                      val_eval_s: float, must_recompile: bool, length_matters: bool,
+                      safety: float = SAFETY_FRACTION) -> BudgetPlan:
+    """The plan refitted from the loop's own measurements after `epochs_done` epochs,
+    `elapsed_s` after the trainer started. `must_recompile`: the running step was compiled
+    for another length and has to be compiled again whatever the refit says (its compile
+    is then charged); `length_matters`: False when the schedule is the same for every
+    length, so a new length never costs a compile. Never fewer epochs than are done.
+    Pure: in a multi-process run, pass every process the same measurements
+    (`agree_measurements`) and they all refit alike.
+
+    With low-resolution first epochs, `step_s` is the loop's step at the size the last
+    epoch trained at. While only small epochs are done, the full-size step is that one
+    scaled by the calibration's ratio (plus a margin); after them the plan keeps the small
+    step it had, for the record."""
+    left = plan.budget_s * (1.0 - safety) - elapsed_s - plan.final_eval_s
+    full_step_s, low_step_s = step_s, plan.low_res_step_s
+    if plan.low_res_step_s and epochs_done <= plan.small_epochs:
+        ratio = plan.low_res_step_s / plan.step_s
+        full_step_s, low_step_s = step_s / ratio * LOW_RES_EXTRAPOLATION_MARGIN, step_s
+    measured = dataclasses.replace(plan, step_s=full_step_s, low_res_step_s=low_step_s,
+                                   val_eval_s=val_eval_s, epochs_done=epochs_done,
+                                   fitted_at_s=elapsed_s,
+                                   calibrated_step_s=plan.calibrated_step_s or plan.step_s)
+
+    def fits(n: int, small: int, new_step: bool) -> bool:
+        compiles = _compiles(new_step, epochs_done, n, small)
+        return compiles * plan.compile_s + _epochs_s(
+            epochs_done, n, plan.steps_per_epoch, full_step_s, val_eval_s, low_step_s,
+            small) <= left
+    # Every count of small epochs is >= 1 (low_res_epochs), so the refit after epoch 1
+    # keeps that epoch, trained small, counted small. Once a full-size epoch has trained,
+    # the count is history.
+    choices = _small_choices(low_step_s, plan.low_res_fraction)
+    if low_step_s and epochs_done > plan.small_epochs:
+        choices = lambda n: (plan.small_epochs,)
+
+    def refitted(new_step: bool, recompiles: bool) -> BudgetPlan:
+        n, small = _most_epochs_and_small(epochs_done, choices,
+                                          lambda n, k: fits(n, k, new_step))
+        return dataclasses.replace(measured, num_epochs=n, fitted_small_epochs=small,
+                                   recompiles=recompiles)
+    if not length_matters:
+        return refitted(new_step=False, recompiles=False)
+    with_compile = refitted(new_step=True, recompiles=True)
+    keep_fits = fits(plan.num_epochs, plan.small_epochs, False)
+    if not must_recompile and keep_fits and with_compile.num_epochs <= plan.num_epochs:
+        # The running step already has this length, and a new one would not train more.
+        return dataclasses.replace(measured, num_epochs=plan.num_epochs,
+                                   fitted_small_epochs=plan.small_epochs, recompiles=False)
+    return with_compile
+
+
+def full_size_refit_due(plan: BudgetPlan, epochs_done: int) -> bool:
+    """Whether the epoch just done is a low-res run's first at full size, not yet refitted
+    from (a run resumed past it keeps the length it chose there)."""
+    small = plan.small_epochs
+    return bool(small) and epochs_done == small + 1 and plan.epochs_done <= small
+
+
+def with_respacing(before: BudgetPlan, after: BudgetPlan) -> BudgetPlan:
+    """`after`, a refit of a run already decaying, records where its length changed, so
+    the schedule can spread the decay left over the new length from there (optim.py,
+    `decay_respaced_from`) and a resume rebuilds the same schedule."""
+    if after.num_epochs == before.num_epochs:
+        return after
+    return dataclasses.replace(after, respaced_at_step=after.epochs_done * after.steps_per_epoch,
+                               respaced_from_epochs=before.num_epochs)
+
+
+def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
+    """The log line of a refit."""
+    if after.low_res_step_s and after.epochs_done <= before.small_epochs:
+        step = (f"the loop's step took {after.low_res_step_s:.3f} s at the low size "
+                f"(calibration: {before.low_res_step_s:.3f} s; the full-size step scaled "
+                f"alike: {after.step_s:.3f} s)")
+    else:
+        step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
+                f"{after.calibrated_step_s:.3f} s)")
+    small = (f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
+             if after.small_epochs else '')
+    respaced = (f'; the decay left from step {after.respaced_at_step} is spread over the new '
+                f'length' if after.respaced_at_step and not before.respaced_at_step else '')
+    return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
+            f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs})'
+            f'{small}{respaced}, predicted to end after {after.predicted_s / 60:.1f} min.')
