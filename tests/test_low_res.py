@@ -235,8 +235,8 @@ def test_the_first_full_size_epoch_refits_from_its_own_step_and_respaces_the_dec
     message = refit_message(first, plan)
     assert message.startswith("Time budget refit after epoch 8: the loop's step took 0.800 s "
                               "(calibration: 0.600 s)")
-    assert '-> 14 epochs (was 15), the first 7 at the low size; the decay left from step ' \
-        '2808 is spread over the new length' in message
+    assert '-> 14 epochs (was 15), the first 7 at the low size (trained); the decay left ' \
+        'from step 2808 is spread over the new length' in message
     config = default.get_config()
     config.data.low_res.size = 24
     configure_for(plan, config)
@@ -258,8 +258,10 @@ def test_the_first_full_size_epoch_keeps_the_length_when_it_still_fits():
 def test_more_epochs_after_the_switch_keep_the_small_ones_already_trained():
     # At 0.6 s (217.6 s an epoch) 37 + 8 * 217.6 = 1777.8 fits, 9 do not: 16 epochs,
     # of which still 7 small (0.5 * 16 would be 8, but epoch 8 has trained at full size).
-    _, plan = _refit_at_the_first_full_epoch(0.6)
+    first, plan = _refit_at_the_first_full_epoch(0.6)
     assert (plan.num_epochs, plan.small_epochs) == (16, 7)
+    assert '-> 16 epochs (was 15), the first 7 at the low size (trained);' in \
+        refit_message(first, plan)                     # not a rounding of 0.5 * 16
     config = default.get_config()
     config.data.low_res.size = 24
     configure_for(plan, config)

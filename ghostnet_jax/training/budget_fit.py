@@ -268,8 +268,11 @@ def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
     else:
         step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
                 f"{after.calibrated_step_s:.3f} s)")
-    small = (f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
-             if after.small_epochs else '')
+    small = ''
+    if after.small_epochs and after.epochs_done > after.small_epochs:   # a count trained
+        small = f', the first {after.small_epochs} at the low size (trained)'
+    elif after.small_epochs:
+        small = f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
     respaced = (f'; the decay left from step {after.respaced_at_step} is spread over the new '
                 f'length' if after.respaced_at_step and not before.respaced_at_step else '')
     return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
