@@ -121,6 +121,15 @@ Record of the variants (each a full run of this command on the same kind of mach
    86.2. Full-size epochs took 244-275 s (variant 11: 221-255 s) and small ones 131-140 s
    (variant 11: 120-130 s): this process trained ~8-15% slower, so fewer epochs fit and
    the accuracy is lower; the budget held. About 16 s of unit tests ran during epoch 1.
+13. Variant 12 with `--config.seed=1` (code at 69ffbe6), idle: the plan 0.635 s (0.330 s
+   at 24x24) -> 18 epochs; the refit after epoch 1: 0.325 s at 24x24 (full size scaled +
+   5%: 0.655 s) -> 18 epochs, 9 small; the refit after epoch 10: the loop's full step
+   0.744 s -> 16 epochs, predicted 54.1 min; **85.80%** (epoch 16) in **50.6 min** (51.1
+   by `/usr/bin/time`). By epoch: 47.6, 58.8, 63.1, 67.4, 66.5, 71.6, 71.8, 65.5, 69.9 |
+   79.2, 79.6, 80.6, 82.8, 83.5, 85.1, 85.8. Its later full-size epochs ran faster than
+   the one the third fit measured (225-234 s against ~268 s), so 9 minutes of the hour
+   went unused: the step's mean varies by ±20% from epoch to epoch on this VM. With
+   variant 12, the first two samples of this config: 86.24% and 85.80%.
 Tried and stopped: variant 5 with crop_padding=2 alone, stopped after 3 of 14 epochs to
 free the machine for variant 8 (no figure).
 Dropout 0.0 and eval_flip=True were changed together in variant 2 without a separate
