@@ -7,15 +7,13 @@ took ~530,000 minor page faults per step and spent 43% of its CPU time in the ke
 glibc 2.35+ backs those mappings with 2 MiB transparent huge pages when the tunable
 `glibc.malloc.hugetlb=1` is set, which cut the faults ~45x and made the same training
 loop 1.6-1.9x faster (README, Performance). glibc reads tunables only when a process
-starts, so the command-line tools re-execute themselves once with it set.
+starts, so the command-line tools re-execute themselves once with it set (`cli_process`).
 
-Set GHOSTNET_JAX_MALLOC_HUGE_PAGES=0 to keep the process as started.
+Set GHOSTNET_JAX_MALLOC_HUGE_PAGES=0 to leave the tunable unset.
 """
 from __future__ import annotations
 
-import os
 import platform
-import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -24,14 +22,14 @@ OPT_OUT = 'GHOSTNET_JAX_MALLOC_HUGE_PAGES'
 _THP_MODE = Path('/sys/kernel/mm/transparent_hugepage/enabled')
 
 
-def _glibc_version() -> tuple[int, ...]:
+def running_glibc() -> tuple[int, ...]:
     name, version = platform.libc_ver()
     if name != 'glibc' or not version:
         return ()
     return tuple(int(p) for p in version.split('.')[:2] if p.isdigit())
 
 
-def _thp_mode() -> str:
+def kernel_thp_mode() -> str:
     """The kernel's transparent-huge-page mode ('always', 'madvise' or 'never'), or ''."""
     try:
         text = _THP_MODE.read_text()
@@ -53,15 +51,3 @@ def with_tunable(environ: Mapping[str, str]) -> dict[str, str]:
     env = dict(environ)
     env['GLIBC_TUNABLES'] = ':'.join(p for p in (env.get('GLIBC_TUNABLES'), TUNABLE) if p)
     return env
-
-
-def use_malloc_huge_pages(module: str) -> None:
-    """Re-executes `python -m <module> <same arguments>` with the tunable, where it applies
-    and is not set yet; returns without doing anything otherwise. Call it first thing in a
-    tool's `__main__` block (the process keeps its pid, so signals still reach it)."""
-    if not should_reexec(os.environ, sys.platform, _glibc_version(), _thp_mode()):
-        return
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, '-m', module, *sys.argv[1:]],
-              with_tunable(os.environ))

@@ -7,6 +7,8 @@ from importlib import metadata
 
 import jax
 
+from ghostnet_jax import malloc_block_cache
+
 # CPU features that change which kernels XLA (and PyTorch) pick on x86.
 _CPU_FLAGS_OF_INTEREST = ('avx', 'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16',
                           'avx512_vnni', 'amx_tile', 'amx_bf16')
@@ -52,5 +54,7 @@ def environment() -> dict:
         'versions': {p: _version(p) for p in ('jax', 'jaxlib', 'flax', 'optax', 'numpy')},
         'xla_flags': os.environ.get('XLA_FLAGS', ''),
         'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
+        # None when the large-block malloc cache is not loaded (no C compiler, opted out).
+        'malloc_block_cache': malloc_block_cache.stats(),
         'compilation_cache_dir': cache_dir or None,
     }
