@@ -91,3 +91,19 @@ def stats() -> dict[str, int] | None:
     values = [ctypes.c_ulong() for _ in range(4)]
     function(*(ctypes.byref(v) for v in values))
     return dict(zip(('hits', 'misses', 'blocks', 'kept_bytes'), (v.value for v in values)))
+
+
+def main() -> int:
+    """`LD_PRELOAD=$(python -m ghostnet_jax.malloc_block_cache) python your_script.py`: the
+    cache for programs that use the package from Python rather than through its commands."""
+    library = built_library(cache_folder(os.environ))
+    if library is None:
+        print('no C compiler found (cc, gcc or $CC): the block cache cannot be built',
+              file=sys.stderr)
+        return 1
+    print(library)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -57,6 +57,15 @@ def test_built_once_per_source(tmp_path):
 
 
 @needs_cc
+def test_module_prints_the_library_for_python_programs(tmp_path):
+    env = {**os.environ, 'XDG_CACHE_HOME': str(tmp_path)}
+    out = subprocess.run([sys.executable, '-m', 'ghostnet_jax.malloc_block_cache'], env=env,
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    library = out.strip()
+    assert library.startswith(str(tmp_path / 'ghostnet_jax')) and os.path.isfile(library)
+
+
+@needs_cc
 def test_restart_environment_preloads_it_once(tmp_path):
     base = {k: v for k, v in os.environ.items()
             if k not in ('LD_PRELOAD', cache.OPT_OUT, 'GLIBC_TUNABLES')}
