@@ -45,12 +45,17 @@ static size_t largest_served, free_bytes;
 static unsigned long clock_ticks, hits, misses;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
-__attribute__((constructor)) static void read_threshold(void) {
+/* A child forked while another thread held the lock would wait on it forever. */
+static void lock_before_fork(void) { pthread_mutex_lock(&lock); }
+static void unlock_after_fork(void) { pthread_mutex_unlock(&lock); }
+
+__attribute__((constructor)) static void set_up(void) {
     const char *mb = getenv("GHOSTNET_JAX_MALLOC_BLOCK_CACHE_MIN_MB");
     if (mb && *mb) {
         long value = strtol(mb, NULL, 10);
         if (value > 0) min_bytes = (size_t)value << 20;
     }
+    pthread_atfork(lock_before_fork, unlock_after_fork, unlock_after_fork);
 }
 
 /* hits: requests served from a kept block; misses: requests that mapped a new one;

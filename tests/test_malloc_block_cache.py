@@ -147,6 +147,7 @@ PROBE = textwrap.dedent("""
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert not errors, errors
+
     print('stats', cache.stats())
 """)
 
