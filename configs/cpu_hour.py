@@ -23,7 +23,7 @@ def get_config():
     config = default.get_config()
     config.model.name = 'ghostnet_cifar_050'
     config.model.dropout_rate = 0.0
-    config.time_budget_minutes = 60.0   # num_epochs is fitted to the machine (README, Training)
+    config.time_budget_minutes = 60.0   # num_epochs is fitted to the machine (docs/training.md)
     config.batch_size = 128
     config.label_smoothing = 0.1
     config.optimizer.learning_rate = 0.1

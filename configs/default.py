@@ -39,7 +39,7 @@ def get_config() -> ml_collections.ConfigDict:
         # folder sources: leave out (and log by name, with a count) files that cannot be
         # decoded, instead of stopping with an error naming the first one.
         skip_corrupt_images=False,
-        # On-device training augmentation, in this order (see README, Training):
+        # On-device training augmentation, in this order (docs/training.md):
         augment=ml_collections.ConfigDict(dict(
             crop_padding=4,        # pad by 4 and crop back at a random offset (0 = off)
             padding_mode='reflect',  # or 'zero'
@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.init_from = config_dict.placeholder(str)   # checkpoint / converted weights dir
     config.max_steps = config_dict.placeholder(int)   # stop early (smoke tests, benchmarks)
     # Minutes of wall time for the whole run: num_epochs is then fitted from the measured
-    # step and validation time (README, Training); None or 0: train num_epochs.
+    # step and validation time (docs/training.md); None or 0: train num_epochs.
     config.time_budget_minutes = config_dict.placeholder(float)
     config.log_every_steps = 50
     config.report = True           # report/report.md (curves, diagnosis, confusion) at the end

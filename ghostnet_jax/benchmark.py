@@ -5,9 +5,10 @@
 
 Prints (and with --json writes) the median steady-state train step in images/s (each step
 waited for), evaluation images/s (the trainer's Evaluator), a real epoch's images/s
-(device-resident data, augmentation, metrics fetched every log_every_steps), the time to
+(the trainer's own epoch loop: device-resident data, augmentation, metrics fetched every
+log_every_steps), the time to
 the first finished train step including init (`compile_s`; cold unless a persistent
-compilation cache is configured, see the README), and the machine, versions and XLA flags.
+compilation cache is configured), and the machine, versions, allocator and XLA flags.
 --compilation-cache DIR turns on JAX's persistent compilation cache; run twice for the warm time.
 --profile DIR adds a jax.profiler trace and a table of time by op category.
 --compare-torch times PyTorch/timm eager on the identical network in the same process,
@@ -15,11 +16,12 @@ interleaved with the JAX steps (needs the `torch` extra).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from ghostnet_jax.models import list_models
+from ghostnet_jax.cli import errors, flags
+
+PROG = 'python -m ghostnet_jax.benchmark'
 
 
 def _summary(d: dict) -> str:
@@ -47,62 +49,66 @@ def _summary(d: dict) -> str:
     return '\n'.join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m ghostnet_jax.benchmark', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', default='ghostnet_cifar_100', choices=list_models())
-    parser.add_argument('--batch-size', type=int, default=128)
-    parser.add_argument('--image-size', type=int, default=32)
-    parser.add_argument('--steps', type=int, default=20, help='timed train steps')
-    parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'))
-    parser.add_argument('--conv-impl', default='auto', choices=('auto', 'native', 'shifted'))
-    parser.add_argument('--epoch-steps', type=int, default=50,
-                        help='steps of the timed epoch (0: skip)')
-    parser.add_argument('--log-every-steps', type=int, default=None,
-                        help="metrics fetch cadence in the epoch (default: the default config's)")
-    parser.add_argument('--eval-batch-size', type=int, default=500)
-    parser.add_argument('--eval-batches', type=int, default=4, help='0: skip evaluation')
-    parser.add_argument('--json', metavar='PATH', help='write the results as JSON')
-    parser.add_argument('--profile', metavar='DIR', help='jax.profiler trace + op-category table')
-    parser.add_argument('--compare-torch', action='store_true',
-                        help='interleave PyTorch/timm eager steps of the identical network')
-    parser.add_argument('--torch-threads', type=int, default=None)
-    parser.add_argument('--compilation-cache', metavar='DIR',
-                        help='persistent XLA compilation cache (every entry kept): a rerun '
-                             'with the same DIR measures the warm time to the first step')
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> int:
+    from ghostnet_jax.models import list_models
+    parser = flags.command_parser(PROG, __doc__)
+    flags.add(parser, '--model', default='ghostnet_cifar_100', choices=list_models(),
+              metavar='MODEL')
+    flags.add(parser, '--batch-size', type=int, default=128)
+    flags.add(parser, '--image-size', type=int, default=32)
+    flags.add(parser, '--steps', type=int, default=20, help='timed train steps')
+    flags.add(parser, '--dtype', default='float32', choices=('float32', 'bfloat16'))
+    flags.add(parser, '--conv-impl', default='auto', choices=('auto', 'native', 'shifted'))
+    flags.add(parser, '--epoch-steps', type=int, default=50,
+              help='steps of the timed epoch (0: skip)')
+    flags.add(parser, '--log-every-steps', type=int, default=None,
+              help="metrics fetch cadence in the epoch (default: the default config's)")
+    flags.add(parser, '--eval-batch-size', type=int, default=500)
+    flags.add(parser, '--eval-batches', type=int, default=4, help='0: skip evaluation')
+    flags.add(parser, '--json', metavar='PATH', help='write the results as JSON')
+    flags.add(parser, '--profile', metavar='DIR', help='jax.profiler trace + op-category table')
+    flags.add(parser, '--compare-torch', action='store_true',
+              help='interleave PyTorch/timm eager steps of the identical network')
+    flags.add(parser, '--torch-threads', type=int, default=None)
+    flags.add(parser, '--compilation-cache', metavar='DIR',
+              help='persistent XLA compilation cache (every entry kept): a rerun with the '
+                   'same DIR measures the warm time to the first step')
+    args, _ = flags.parse(parser, argv)
 
-    if args.compare_torch:
-        from ghostnet_jax.benchmarking.torch_peer import TORCH_PEERS, torch_available
-        if not torch_available():
-            parser.exit(2, 'error: --compare-torch needs torch and timm: '
-                           "pip install -e '.[torch]' (see the README).\n")
-        if args.model not in TORCH_PEERS:
-            parser.exit(2, f'error: no timm peer for {args.model}; one of {sorted(TORCH_PEERS)}.\n')
+    def body() -> int:
+        if args.compare_torch:
+            from ghostnet_jax.benchmarking.torch_peer import TORCH_PEERS, require_torch
+            require_torch()
+            if args.model not in TORCH_PEERS:
+                raise errors.UsageError(f'no timm peer for {args.model}; one of '
+                                        f'{sorted(TORCH_PEERS)}.')
+        if args.compilation_cache:
+            import jax
+            # Before anything compiles. Thresholds 0: GhostNet's many small jits (init,
+            # data, eval) would otherwise be left out and recompiled on every run.
+            jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
+            jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
+            jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+        from ghostnet_jax.benchmarking import run_benchmark
+        result = run_benchmark(
+            args.model, args.batch_size, args.image_size, args.steps, args.dtype,
+            args.conv_impl, epoch_steps=args.epoch_steps, log_every_steps=args.log_every_steps,
+            eval_batch_size=args.eval_batch_size, eval_batches=args.eval_batches,
+            profile_dir=args.profile, compare_torch=args.compare_torch,
+            torch_threads=args.torch_threads)
+        d = result.as_dict()
+        print(_summary(d))
+        if args.json:
+            with open(args.json, 'w', encoding='utf-8') as f:
+                json.dump(d, f, indent=2)
+            print(f'wrote {args.json}', file=sys.stderr)
+        return errors.OK
 
-    if args.compilation_cache:
-        import jax
-        # Before anything compiles. Thresholds 0: GhostNet's many small jits (init, data,
-        # eval) would otherwise be left out and recompiled on every run.
-        jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
-        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-        jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
-    from ghostnet_jax.benchmarking import run_benchmark
-    result = run_benchmark(
-        args.model, args.batch_size, args.image_size, args.steps, args.dtype, args.conv_impl,
-        epoch_steps=args.epoch_steps, log_every_steps=args.log_every_steps,
-        eval_batch_size=args.eval_batch_size, eval_batches=args.eval_batches,
-        profile_dir=args.profile, compare_torch=args.compare_torch,
-        torch_threads=args.torch_threads)
-    d = result.as_dict()
-    print(_summary(d))
-    if args.json:
-        with open(args.json, 'w', encoding='utf-8') as f:
-            json.dump(d, f, indent=2)
-        print(f'wrote {args.json}', file=sys.stderr)
+    return errors.run_command(PROG, body, argv)
 
 
 if __name__ == '__main__':
-    from ghostnet_jax.cli_process import prepare_cli_process
-    prepare_cli_process('ghostnet_jax.benchmark')
-    main()
+    from ghostnet_jax.cli.process import prepare_process, setup_logging
+    prepare_process()
+    setup_logging()
+    sys.exit(main())

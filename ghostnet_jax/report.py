@@ -1,37 +1,36 @@
 """Report of a training run: `python -m ghostnet_jax.report --workdir DIR`.
 
-Reads DIR's metrics.jsonl, results.json and best checkpoint (no training) and writes
-DIR/report/report.md with curves (train vs validation loss/accuracy, learning rate,
-per-stage gradient norms, update/parameter ratio), an over/underfitting diagnosis,
-gradient-health warnings, the confusion matrix and per-class accuracy on the test split
-(validation when the run has none) and a grid of misclassified images."""
+Reads DIR's metrics.jsonl, results.json and the weights results.json evaluated (no
+training) and writes DIR/report/report.md with curves (train vs validation loss/accuracy,
+learning rate, per-stage gradient norms, update/parameter ratio), an over/underfitting
+diagnosis, gradient-health warnings, the confusion matrix and per-class accuracy on the
+test split (validation when the run has none) and a grid of misclassified images.
+"""
 from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from ghostnet_jax.cli import errors, flags
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'A run folder written by ghostnet_jax.train.',
-                               required=True)
+PROG = 'python -m ghostnet_jax.report'
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) > 1:
-        raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-    from ghostnet_jax.study.command import prepare_logging
-    from ghostnet_jax.study.report import write_report
-    prepare_logging()
-    try:
-        path = write_report(_WORKDIR.value)
-    except FileNotFoundError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 1
-    print(path.read_text())
-    print(f'Written: {path}')
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    parser = flags.command_parser(PROG, __doc__)
+    flags.add(parser, '--workdir', required=True, help='a run folder written by ghostnet_jax.train')
+    args, _ = flags.parse(parser, argv)
+
+    def body() -> int:
+        from ghostnet_jax.study.report import write_report
+        path = write_report(args.workdir)
+        print(path.read_text())
+        print(f'Written: {path}')
+        return errors.OK
+
+    return errors.run_command(PROG, body, argv)
 
 
 if __name__ == '__main__':
-    from ghostnet_jax.exit_codes import run_cli
-    # Data, checkpoint and storage failures: one paragraph and the documented exit code.
-    app.run(lambda argv: sys.exit(run_cli(lambda: main(argv), 'python -m ghostnet_jax.report')))
+    from ghostnet_jax.cli.process import setup_logging
+    setup_logging()
+    sys.exit(main())

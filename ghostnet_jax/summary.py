@@ -2,34 +2,37 @@
 
     python -m ghostnet_jax.summary --model ghostnet_cifar_100 [--input-size 32]
         [--num-classes 10] [--format text|markdown|csv]
+
+One row per layer (path, type, input and output shape, parameters, MACs), then trainable
+parameters, BatchNorm buffers and total MACs (convs and dense layers, no biases, BatchNorm
+or activations: the convention behind the official 141M of GhostNet 1.0x).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ghostnet_jax.layer_table import format_table, layer_table
-from ghostnet_jax.models import create_model, list_models
+from ghostnet_jax.cli import errors, flags
+
+PROG = 'python -m ghostnet_jax.summary'
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog='python -m ghostnet_jax.summary', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', required=True, help='one of: ' + ', '.join(list_models()))
-    parser.add_argument('--input-size', type=int, default=None,
-                        help='square input side (default: 32 for CIFAR models, 224 otherwise)')
-    parser.add_argument('--num-classes', type=int, default=None)
-    parser.add_argument('--format', choices=('text', 'markdown', 'csv'), default='text')
-    args = parser.parse_args(argv)
+    from ghostnet_jax.models import list_models
+    parser = flags.command_parser(PROG, __doc__)
+    flags.add(parser, '--model', required=True, choices=list_models(), metavar='MODEL',
+              help='one of: ' + ', '.join(list_models()))
+    flags.add(parser, '--input-size', type=int, default=None,
+              help='square input side (default: 32 for CIFAR models, 224 otherwise)')
+    flags.add(parser, '--num-classes', type=int, default=None)
+    flags.add(parser, '--format', choices=('text', 'markdown', 'csv'), default='text')
+    args, _ = flags.parse(parser, argv)
 
-    if args.model not in list_models():
-        parser.error(f'unknown model {args.model!r}; valid names: {", ".join(list_models())}')
-    overrides = {} if args.num_classes is None else {'num_classes': args.num_classes}
-    model = create_model(args.model, **overrides)
-    input_size = args.input_size or (224 if args.model.startswith('ghostnet_') and
-                                     'cifar' not in args.model else 32)
-    print(format_table(layer_table(model, input_size), args.format))
-    return 0
+    def body() -> int:
+        from ghostnet_jax.models.layer_table import model_summary
+        print(model_summary(args.model, args.input_size, args.num_classes, args.format))
+        return errors.OK
+
+    return errors.run_command(PROG, body, argv)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@
 # `prepare` downloads, as CPython 3.12 manylinux wheels, the packages this project needs
 # that a CUDA JAX image usually lacks (TFDS, ml_collections, tensorboardX and their
 # dependencies), and copies TRAIN_TAR, a .tar.gz of CIFAR-10's train split as
-# train/<class>/*.jpg (the README's folder layout), beside them.
+# train/<class>/*.jpg (docs/data.md's folder layout), beside them.
 # `run` installs the wheels into /tmp/site without touching the image's JAX, extracts the
 # data and writes: log.txt, bench.json (one entry per grid point), train_results.json,
 # train_metrics.jsonl and env.txt into $OUT. Each step has its own timeout, so a failure

@@ -201,7 +201,7 @@ def main() -> None:
     timm = import_timm()
     if importlib.util.find_spec('ghostnet_jax') is None:
         sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # Run from a checkout.
-    from ghostnet_jax.convert import expected_torch_shapes
+    from ghostnet_jax.models.pytorch_weights import expected_torch_shapes
 
     meta: dict[str, Any] = {'torch': torch.__version__, 'timm': timm.__version__, 'models': {}}
     arrays = {}

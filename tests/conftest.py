@@ -1,5 +1,8 @@
 """Session fixtures for the end-to-end trainer tests (tests/test_train_*.py)."""
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,13 @@ import train_harness as h
 # spend, and no test here measures speed. Must happen before jax is first imported.
 if h.XLA_TEST_FLAGS not in os.environ.get('XLA_FLAGS', ''):
     os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {h.XLA_TEST_FLAGS}".strip()
+
+# Decoded-split caches of in-process tests go to a folder of this session, never to the
+# user's ~/.cache (runs started by the harness get their own GHOSTNET_JAX_CACHE).
+if 'GHOSTNET_JAX_CACHE' not in os.environ:
+    _cache = tempfile.mkdtemp(prefix='ghostnet_jax_test_cache_')
+    os.environ['GHOSTNET_JAX_CACHE'] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 # Jobs (train_harness.JOBS) and the tests that use them: started early when those tests are
 # selected. The first group does not need the reference run; the second does.

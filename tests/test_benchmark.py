@@ -12,7 +12,7 @@ import pytest
 from ghostnet_jax import benchmark
 from ghostnet_jax.benchmarking import profile as prof
 from ghostnet_jax.benchmarking import torch_peer
-from ghostnet_jax.benchmarking.environment import cpu_info
+from ghostnet_jax.training.environment import cpu_info, loaded_allocator
 
 BATCH, EPOCH_STEPS, EVAL_BATCH, EVAL_BATCHES, STEPS = 8, 3, 10, 2, 3
 
@@ -32,7 +32,7 @@ def report(tmp_path_factory):
 def test_json_has_the_issue_fields(report):
     for key in ('train_images_per_sec', 'eval_images_per_sec', 'compile_s',
                 'epoch_images_per_sec', 'backend', 'device_count', 'dtype', 'batch_size',
-                'versions', 'xla_flags', 'cpu'):
+                'versions', 'xla_flags', 'cpu', 'allocator'):
         assert key in report, key
     assert report['backend'] == jax.default_backend()
     assert report['device_count'] == jax.device_count()
@@ -40,6 +40,7 @@ def test_json_has_the_issue_fields(report):
         'float32', BATCH, 'ghostnet_cifar_tiny')
     assert report['versions']['jax'] == jax.__version__
     assert report['compile_s'] > 0
+    assert report['allocator'] == (loaded_allocator() or "glibc's malloc")
 
 
 def test_throughputs_are_images_over_median_seconds(report):
@@ -113,19 +114,30 @@ def test_instruction_names_come_from_hlo_metadata():
 
 def test_cpu_flags_from_cpuinfo(tmp_path):
     f = tmp_path / 'cpuinfo'
-    f.write_text('processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: fpu sse2 avx avx2 fma '
-                 'avx512f\n\nprocessor\t: 1\nflags\t\t: fpu amx_tile\n')
+    f.write_text('processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: Test CPU\n'
+                 'flags\t\t: fpu sse2 avx avx2 fma avx512f\n\nprocessor\t: 1\n'
+                 'flags\t\t: fpu amx_tile\n')
     info = cpu_info(str(f))
-    assert info['model'] == 'Test CPU'
+    assert (info['model'], info['family'], info['model_number']) == ('Test CPU', '26', '2')
     assert info['flags'] == ['avx', 'avx2', 'fma', 'avx512f']
 
 
+def test_loaded_allocator_reads_the_process_maps(tmp_path):
+    maps = tmp_path / 'maps'
+    maps.write_text('7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n'
+                    '7f02-7f03 r-xp 00000000 08:01 456 /usr/lib/libtcmalloc_minimal.so.4.5.10\n'
+                    '7f04-7f05 rw-p 00000000 00:00 0\n')
+    assert loaded_allocator(str(maps)) == '/usr/lib/libtcmalloc_minimal.so.4.5.10'
+    maps.write_text('7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n')
+    assert loaded_allocator(str(maps)) is None
+    assert loaded_allocator(str(tmp_path / 'missing')) is None
+
+
 def test_compare_torch_without_torch_exits_cleanly(monkeypatch, capsys):
-    monkeypatch.setattr(torch_peer, 'torch_available', lambda: False)
-    with pytest.raises(SystemExit) as e:
-        benchmark.main(['--compare-torch'])
-    assert e.value.code == 2
-    assert "pip install -e '.[torch]'" in capsys.readouterr().err
+    import sys
+    monkeypatch.setitem(sys.modules, 'timm', None)     # makes `import timm` fail
+    assert benchmark.main(['--compare-torch']) == 2
+    assert "pip install 'ghostnet_jax[torch]'" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not torch_peer.torch_available(), reason='torch/timm not installed')

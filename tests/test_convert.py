@@ -21,9 +21,11 @@ from flax import traverse_util
 
 from ghostnet_jax import create_model
 from ghostnet_jax import convert
-from ghostnet_jax.convert import (StateDictMismatchError, UnsafeCheckpointError,
-                                  expected_torch_shapes, from_torch_state_dict, load_converted,
-                                  load_state_dict)
+from ghostnet_jax.cli import errors
+from ghostnet_jax.models.pytorch_weights import (StateDictMismatchError, UnsafeCheckpointError,
+                                                 expected_torch_shapes, from_torch_state_dict,
+                                                 load_state_dict)
+from ghostnet_jax.serving.converted import load_converted
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / 'tests' / 'fixtures'
@@ -297,7 +299,7 @@ def test_missing_safetensors_gives_install_hint(tmp_path, monkeypatch):
     path = tmp_path / 'weights.safetensors'
     path.write_bytes(b'not read')
     monkeypatch.setitem(sys.modules, 'safetensors.numpy', None)
-    with pytest.raises(ImportError, match='pip install safetensors'):
+    with pytest.raises(ImportError, match=r"pip install 'ghostnet_jax\[torch\]'"):
         load_state_dict(path)
 
 
@@ -341,7 +343,7 @@ def test_cli_safetensors_to_orbax_round_trip(safetensors_file, tmp_path, capsys)
     # A second conversion into the same directory is refused and changes nothing.
     before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
     assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050',
-                         '--out', str(out)]) == 1
+                         '--out', str(out)]) == errors.STORAGE
     assert 'refusing' in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
 
@@ -351,7 +353,7 @@ def test_cli_refuses_non_empty_directory(safetensors_file, tmp_path, capsys):
     out.mkdir()
     (out / 'keep.txt').write_text('mine')
     assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050',
-                         '--out', str(out)]) == 1
+                         '--out', str(out)]) == errors.STORAGE
     assert 'refusing' in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ['keep.txt']
     assert (out / 'keep.txt').read_text() == 'mine'
@@ -360,7 +362,7 @@ def test_cli_refuses_non_empty_directory(safetensors_file, tmp_path, capsys):
 def test_cli_reports_mismatch_without_writing(safetensors_file, tmp_path, capsys):
     out = tmp_path / 'wrong_model'
     assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_100',
-                         '--out', str(out)]) == 1
+                         '--out', str(out)]) == errors.CHECKPOINT
     err = capsys.readouterr().err
     assert 'Wrong shapes' in err and 'conv_stem.weight' in err
     assert not out.exists() or not any(out.iterdir())

@@ -3,8 +3,8 @@
 import pytest
 
 from ghostnet_jax.data import splits
+from ghostnet_jax.cli import errors
 from ghostnet_jax.data.errors import (
-    EXIT_CODE,
     DataError,
     InvalidSplitSpecError,
     SplitNotFoundError,
@@ -76,6 +76,7 @@ def test_errors():
 def test_cli_contract_of_data_errors():
     # The CLIs exit with 4 on a data error (2: bad config, 3: non-finite loss) and print one
     # paragraph: the kind and the message, whatever line breaks it had.
-    assert EXIT_CODE == 4 and DataError.exit_code == 4 and SplitNotFoundError('x').exit_code == 4
+    assert errors.classify(SplitNotFoundError('x'))[0] == errors.DATA == 4
+    assert errors.classify(DataError('x'))[0] == 4
     text = user_message(SplitNotFoundError('Split folder /d/test not found;\n  the splits are x.'))
     assert text == 'Data error (SplitNotFoundError): Split folder /d/test not found; the splits are x.'

@@ -25,8 +25,9 @@ import numpy as np
 import pytest
 import train_harness as h
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec('tensorflow') is None,
-                                reason="preparing TFDS datasets needs TensorFlow: pip install -e '.[prepare]'")
+pytestmark = [pytest.mark.extra, pytest.mark.skipif(
+    importlib.util.find_spec('tensorflow') is None,
+    reason="preparing TFDS datasets needs TensorFlow: pip install -e '.[prepare]'")]
 
 # Records per file of the small archive: 5 training batches + 1 test batch, as in the real one.
 PER_TRAIN_FILE, NUM_TEST = 12, 20
@@ -184,5 +185,5 @@ def test_manual_dir_archive_is_checked_against_the_registered_checksum(tmp_path)
                           timeout=300, check=False)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert 'Traceback' not in proc.stderr
-    (line,) = [x for x in proc.stderr.splitlines() if x.startswith('Data error')]
+    (line,) = [x for x in proc.stderr.splitlines() if 'error: Data error' in x]
     assert 'checksum' in line and 'cannot reach' not in line

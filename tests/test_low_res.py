@@ -14,10 +14,8 @@ from ghostnet_jax import data as D
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
 from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs, train_image_size
-from ghostnet_jax.training.budget_fit import (LOW_RES_EXTRAPOLATION_MARGIN, SAFETY_FRACTION,
-                                              BudgetPlan, configure_for, fit_epochs,
-                                              full_size_refit_due, refit_after_epoch,
-                                              refit_message, with_respacing)
+from ghostnet_jax.training.budget_fit import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
+                                              refit_after_epoch, refit_message)
 from ghostnet_jax.training.time_budget import plan_budget
 
 
@@ -146,14 +144,18 @@ def _plan(**kw):
                       calibrated_step_s=0.6, low_res_step_s=0.3, low_res_fraction=0.5, **kw)
 
 
-def test_refit_after_a_small_epoch_scales_the_full_step_by_the_calibrated_ratio():
-    # The loop's small step took 0.36 s (the calibration said 0.3): the full step is then
-    # 0.6 * 0.36 / 0.3 * 1.05 (the margin) = 0.756 s. Left: 3492 - 300 - 10 = 3182 s, two
-    # compiles (74 s). n epochs, k = n // 2 small: 1 done,
-    # (k - 1) * (126.36 + 7) + (n - k) * (265.356 + 7).
-    plan = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=300.0, step_s=0.36,
-                             val_eval_s=7.0, must_recompile=True, length_matters=True)
-    assert LOW_RES_EXTRAPOLATION_MARGIN == 1.05
+def _refit(before, **kw):
+    """The refit after epoch 1 (small) as the trainer makes it: the loop's small step
+    (0.36 s, the calibration said 0.3) and the full-size step timed then (0.756 s)."""
+    return refit_after_epoch(before, epochs_done=1, elapsed_s=300.0, step_s=0.756,
+                             val_eval_s=7.0, must_recompile=True, length_matters=True,
+                             low_res_step_s=0.36, **kw)
+
+
+def test_refit_after_a_small_epoch_uses_both_measured_steps():
+    # Left: 3492 - 300 - 10 = 3182 s, two compiles (74 s). n epochs, k = n // 2 small:
+    # 1 done, (k - 1) * (126.36 + 7) + (n - k) * (265.356 + 7).
+    plan = _refit(_plan())
     assert plan.low_res_step_s == pytest.approx(0.36)
     assert plan.step_s == pytest.approx(0.756)
 
@@ -168,106 +170,48 @@ def test_refit_after_a_small_epoch_scales_the_full_step_by_the_calibrated_ratio(
     assert plan.predicted_s <= 3600 * (1 - SAFETY_FRACTION)
 
 
-def test_a_refit_that_rounds_up_writes_the_count_into_the_config():
+def test_a_refit_that_rounds_up_keeps_the_count_in_the_plan_not_the_config():
     # As above with a 3800 s budget: left 3800 * 0.97 - 300 - 10 = 3376 s. 17 epochs cost
     # 74 + 8 * 133.36 + 8 * 272.356 = 3319.7 s with 9 small (0.5 * 17 rounded up) and
     # 74 + 7 * 133.36 + 9 * 272.356 = 3458.7 s with 8; 18 cost 3592.1 s.
     before = dataclasses.replace(_plan(), budget_s=3800.0)
-    plan = refit_after_epoch(before, epochs_done=1, elapsed_s=300.0, step_s=0.36,
-                             val_eval_s=7.0, must_recompile=True, length_matters=True)
+    plan = _refit(before)
     assert (plan.num_epochs, plan.small_epochs) == (17, 9)
     assert plan.predicted_s == pytest.approx(300 + 3319.7 + 10, abs=0.1)
     assert 'the first 9 at the low size, epochs_fraction 0.5 rounded up' in \
         refit_message(before, plan)
-    config = default.get_config()
-    config.data.low_res.size = 24
-    configure_for(plan, config)
-    assert config.num_epochs == 17
-    sizes = [train_image_size(config.data.low_res, e, config.num_epochs) for e in range(17)]
+    low_res = ml_collections.ConfigDict(dict(size=24, epochs_fraction=0.5))
+    sizes = [train_image_size(low_res, e, plan.num_epochs, plan.small_epochs) for e in range(17)]
     assert sizes == [24] * 9 + [None] * 8
+    # The fraction alone would have said 8.
+    assert [train_image_size(low_res, e, 17) for e in range(17)].count(24) == 8
     assert BudgetPlan.from_json(plan.to_json()) == plan
-    # A count the fraction gives anyway leaves the configured fraction alone.
-    config = default.get_config()
-    configure_for(dataclasses.replace(plan, num_epochs=18, fitted_small_epochs=9), config)
-    assert (config.num_epochs, config.data.low_res.epochs_fraction) == (18, 0.5)
 
 
-def test_the_refit_log_names_the_measured_low_size_step():
+def test_the_refit_log_names_both_measured_steps():
     before = _plan()
-    after = refit_after_epoch(before, epochs_done=1, elapsed_s=300.0, step_s=0.36,
-                              val_eval_s=7.0, must_recompile=True, length_matters=True)
-    message = refit_message(before, after)
-    assert message.startswith('Time budget refit after epoch 1: the loop\'s step took 0.360 s '
-                              'at the low size (calibration: 0.300 s; the full-size step '
-                              'scaled alike: 0.756 s)')
-    assert '-> 15 epochs (was 20)' in message
+    message = refit_message(before, _refit(before))
+    assert message.startswith("Time budget refit after epoch 1: the loop's step took 0.756 s "
+                              '(calibration: 0.600 s), 0.360 s at the low size (calibration: '
+                              '0.300 s)')
+    assert '-> 15 epochs (was 20), the first 7 at the low size' in message
     plain = BudgetPlan(budget_s=3600.0, setup_s=120.0, compile_s=37.0, step_s=0.6,
                        val_eval_s=7.0, final_eval_s=10.0, steps_per_epoch=351, num_epochs=20,
                        calibrated_step_s=0.6)
     after = refit_after_epoch(plain, epochs_done=1, elapsed_s=300.0, step_s=0.65,
                               val_eval_s=7.0, must_recompile=True, length_matters=True)
-    assert "the loop's step took 0.650 s (calibration: 0.600 s)" in refit_message(plain, after)
+    text = refit_message(plain, after)
+    assert "the loop's step took 0.650 s (calibration: 0.600 s), validation" in text
 
 
-def _refit_at_the_first_full_epoch(full_step_s):
-    """The plan of the test above (15 epochs, 7 small) refitted again after epoch 8, its
-    first at full size, 1500 s in."""
-    first = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=300.0, step_s=0.36,
-                              val_eval_s=7.0, must_recompile=True, length_matters=True)
-    assert (first.num_epochs, first.small_epochs) == (15, 7)
-    assert full_size_refit_due(first, 8)
-    assert not full_size_refit_due(first, 7) and not full_size_refit_due(first, 9)
-    second = refit_after_epoch(first, epochs_done=8, elapsed_s=1500.0, step_s=full_step_s,
-                               val_eval_s=7.0, must_recompile=False, length_matters=True)
-    return first, with_respacing(first, second)
-
-
-def test_the_first_full_size_epoch_refits_from_its_own_step_and_respaces_the_decay():
-    # Left: 3492 - 1500 - 10 = 1982 s. At the loop's 0.8 s an epoch costs 351 * 0.8 + 7 =
-    # 287.8 s: the 7 left of 15 (2014.6 s) do not fit; with one compile (37 s) 6 do:
-    # 37 + 6 * 287.8 = 1763.8, and 7 would need 2051.6.
-    first, plan = _refit_at_the_first_full_epoch(0.8)
-    assert plan.step_s == 0.8 and plan.low_res_step_s == 0.36    # the loop's, from epoch 1
-    assert (plan.num_epochs, plan.small_epochs, plan.recompiles) == (14, 7, True)
-    assert plan.predicted_s == pytest.approx(1500 + 37 + 6 * 287.8 + 10)
-    assert (plan.respaced_at_step, plan.respaced_from_epochs) == (8 * 351, 15)
-    assert not full_size_refit_due(plan, 8)                   # once
-    message = refit_message(first, plan)
-    assert message.startswith("Time budget refit after epoch 8: the loop's step took 0.800 s "
-                              "(calibration: 0.600 s)")
-    assert '-> 14 epochs (was 15), the first 7 at the low size (trained); the decay left ' \
-        'from step 2808 is spread over the new length' in message
-    config = default.get_config()
-    config.data.low_res.size = 24
-    configure_for(plan, config)
-    assert config.num_epochs == 14 and config.optimizer.decay_respaced_from == (2808, 15)
-    assert config.data.low_res.epochs_fraction == 0.5           # 0.5 * 14 is still 7
-    assert BudgetPlan.from_json(plan.to_json()) == plan
-
-
-def test_the_first_full_size_epoch_keeps_the_length_when_it_still_fits():
-    # At 0.7 s the 7 epochs left cost 7 * 252.7 = 1768.9 s of the 1982: the running step
-    # keeps its length, and a new one would fit no more (37 + 7 * 252.7 fits, 8 do not).
-    first, plan = _refit_at_the_first_full_epoch(0.7)
-    assert (plan.num_epochs, plan.recompiles, plan.respaced_at_step) == (15, False, 0)
-    config = default.get_config()
-    configure_for(plan, config)
-    assert config.optimizer.decay_respaced_from == ()
-
-
-def test_more_epochs_after_the_switch_keep_the_small_ones_already_trained():
-    # At 0.6 s (217.6 s an epoch) 37 + 8 * 217.6 = 1777.8 fits, 9 do not: 16 epochs,
-    # of which still 7 small (0.5 * 16 would be 8, but epoch 8 has trained at full size).
-    first, plan = _refit_at_the_first_full_epoch(0.6)
-    assert (plan.num_epochs, plan.small_epochs) == (16, 7)
-    assert '-> 16 epochs (was 15), the first 7 at the low size (trained);' in \
-        refit_message(first, plan)                     # not a rounding of 0.5 * 16
-    config = default.get_config()
-    config.data.low_res.size = 24
-    configure_for(plan, config)
-    sizes = [train_image_size(config.data.low_res, e, config.num_epochs) for e in range(16)]
-    assert sizes == [24] * 7 + [None] * 9
-    assert config.optimizer.decay_respaced_from == (2808, 15)
+def test_a_plan_of_the_earlier_three_fit_budget_keeps_its_bent_decay():
+    # Plans written before the budget was simplified could carry the step where a third
+    # fit re-spaced the decay; a resumed run rebuilds that schedule from the plan.
+    legacy = {**dataclasses.replace(_plan(), num_epochs=14).to_json(), 'respaced_at_step': 2808,
+              'respaced_from_epochs': 15}
+    plan = BudgetPlan.from_json(legacy)
+    assert plan.decay_respaced_from == (2808, 15)
+    assert _plan().decay_respaced_from == ()
 
 
 def test_a_sweep_of_a_low_res_config_trains_its_runs_one_by_one():

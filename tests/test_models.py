@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import ghostnet_jax
-from ghostnet_jax.layer_table import layer_table
+from ghostnet_jax.models.layer_table import layer_table
 from ghostnet_jax.models import GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
 
 # (model, classes, input) -> (trainable params, MACs rounded as the official table gives them)
@@ -104,10 +104,21 @@ def _random_variables(model, x, seed=0):
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
+# One width per family is compiled and run; the other widths of a family are the same
+# code with other channel counts, so their output shape is checked by tracing alone.
+COMPILED = ('ghostnet_100', 'ghostnet_cifar_050', 'ghostnet_cifar_tiny', 'vgg16', 'ghost_vgg16',
+            'resnet56', 'ghost_resnet56')
+
+
 @pytest.mark.parametrize('name', ghostnet_jax.list_models())
-def test_every_model_jits_with_the_right_output_shape(name):
+def test_every_model_gives_the_right_output_shape(name):
     model = ghostnet_jax.create_model(name, num_classes=7)
     x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    if name not in COMPILED:
+        shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+        out = jax.eval_shape(lambda v: model.apply(v, x, train=False), shapes)
+        assert out.shape == (2, 7)
+        return
     logits = jax.jit(lambda v, x: model.apply(v, x, train=False))(_random_variables(model, x), x)
     assert logits.shape == (2, 7) and bool(jnp.all(jnp.isfinite(logits)))
     assert float(jnp.abs(logits[0] - logits[1]).max()) > 0  # depends on the input
@@ -120,9 +131,11 @@ def test_unknown_model_lists_valid_names():
         ghostnet_jax.create_model('ghostnet_100', no_such_field=1)
 
 
+# The semantics below are the blocks' and the network's, the same at every width: the
+# 3-bottleneck ghostnet_cifar_tiny compiles in a fraction of the time of the real widths.
 @pytest.fixture(scope='module')
 def tiny_cifar():
-    model = ghostnet_jax.create_model('ghostnet_cifar_050', dropout_rate=0.5)
+    model = ghostnet_jax.create_model('ghostnet_cifar_tiny', dropout_rate=0.5)
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     return model, x, _random_variables(model, x)
 
@@ -160,7 +173,7 @@ def test_dropout_only_in_training(tiny_cifar):
     assert not np.allclose(train(variables, x, 0)[0], train(variables, x, 1)[0])  # new mask
     np.testing.assert_array_equal(train(variables, x, 0)[0], train(variables, x, 0)[0])
     # With rate 0 the same training pass is mask-independent: the masks were the difference.
-    no_dropout = ghostnet_jax.create_model('ghostnet_cifar_050', dropout_rate=0.0)
+    no_dropout = ghostnet_jax.create_model('ghostnet_cifar_tiny', dropout_rate=0.0)
     _, train0 = _jitted(no_dropout)
     np.testing.assert_allclose(train0(variables, x, 0)[0], train0(variables, x, 1)[0])
     with pytest.raises(Exception, match='dropout'):
@@ -168,7 +181,7 @@ def test_dropout_only_in_training(tiny_cifar):
 
 
 def test_bfloat16_compute_keeps_float32_params_and_stats():
-    model = ghostnet_jax.create_model('ghostnet_cifar_050', dtype=jnp.bfloat16)
+    model = ghostnet_jax.create_model('ghostnet_cifar_tiny', dtype=jnp.bfloat16)
     x = jnp.ones((2, 16, 16, 3))
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype('float32')}

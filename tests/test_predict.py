@@ -58,7 +58,15 @@ def test_json_probabilities_match_evaluate_on_the_same_files(trainer, base_run, 
     assert np.mean(losses) == pytest.approx(reference['loss'], abs=1e-5)
 
 
-def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path):
+def _predict_here(capsys, *args):
+    """predict in this process: (exit code, stdout, stderr)."""
+    from ghostnet_jax import predict
+    code = predict.main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path, capsys):
     folder = tmp_path / 'mixed'
     (folder / 'sub').mkdir(parents=True)
     for i, src in enumerate(sorted((trainer.data / 'train' / 'c1').glob('*.png'))[:3]):
@@ -67,15 +75,16 @@ def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path)
     broken = folder / 'broken.jpg'
     broken.write_bytes(b'\xff\xd8 truncated jpeg')
 
-    out = _predict(trainer, '--workdir', base_run, '--batch-size', 2, '--top-k', 2, folder)
-    assert out.returncode == 4, out.stderr
-    assert str(broken) in out.stderr and 'Traceback' not in out.stderr
+    code, _, err = _predict_here(capsys, '--workdir', base_run, '--batch-size', 2, '--top-k', 2,
+                                 folder)
+    assert code == 4, err
+    assert str(broken) in err and 'Traceback' not in err
 
-    out = _predict(trainer, '--workdir', base_run, '--format', 'csv', '--top-k', 2,
-                   '--skip-unreadable', '--batch-size', 2, folder)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f'skipped unreadable image {broken}' in out.stderr
-    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    code, stdout, err = _predict_here(capsys, '--workdir', base_run, '--format', 'csv',
+                                      '--top-k', 2, '--skip-unreadable', '--batch-size', 2, folder)
+    assert code == 0, err[-3000:]
+    assert f'skipped unreadable image {broken}' in err
+    rows = list(csv.DictReader(io.StringIO(stdout)))
     assert len(rows) == 3 * 2 and [r['rank'] for r in rows[:2]] == ['1', '2']
     assert {r['class_name'] for r in rows} <= {'c0', 'c1', 'c2'}
     assert float(rows[0]['probability']) >= float(rows[1]['probability'])
@@ -96,22 +105,29 @@ def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path)
     (['--workdir', '{run}', '--checkpoint', 'newest', '{image}'], 2, '--checkpoint'),
     (['{image}'], 2, '--workdir'),
 ])
-def test_exit_codes(trainer, base_run, tmp_path, args, code, message):
+def test_exit_codes(trainer, base_run, tmp_path, args, code, message, capsys):
+    # In-process (the CLI's own process is exercised above): each case fails before any
+    # compile, and a subprocess would spend seconds starting Python and JAX for each.
+    from ghostnet_jax import predict
     image = next((trainer.data / 'train' / 'c0').glob('*.png'))
     fill = dict(missing=tmp_path / 'missing', image=image, run=base_run)
-    out = _predict(trainer, *[a.format(**fill) for a in args])
-    assert out.returncode == code, out.stderr
-    assert message in out.stderr and 'Traceback' not in out.stderr
+    try:
+        got = predict.main([str(a).format(**fill) for a in args])
+    except SystemExit as e:   # argparse's own usage errors
+        got = e.code
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert message in err and 'Traceback' not in err
 
 
-def test_verbose_shows_the_traceback(trainer, tmp_path):
+def test_verbose_shows_the_traceback(trainer, tmp_path, capsys):
     image = next((trainer.data / 'train' / 'c0').glob('*.png'))
-    out = _predict(trainer, '--verbose', '--workdir', tmp_path, image)
-    assert out.returncode == 5 and 'Traceback' in out.stderr
+    code, _, err = _predict_here(capsys, '--verbose', '--workdir', tmp_path, image)
+    assert code == 5 and 'Traceback' in err
 
 
 def test_progress_bar_only_on_a_terminal():
-    from ghostnet_jax.predict import Progress
+    from ghostnet_jax.serving.classify import Progress
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -5,8 +5,6 @@ fixture's seed, as tests/test_convert.py does), and ImageNet's published normali
 and timm's eval geometry written out here independently of the package.
 """
 import json
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -15,6 +13,7 @@ from PIL import Image
 
 import ghostnet_jax
 from ghostnet_jax import convert
+from ghostnet_jax.models.pytorch_weights import from_torch_state_dict
 from ghostnet_jax.models import create_model
 from test_convert import _fixture, synthetic_state_dict
 
@@ -60,23 +59,23 @@ def test_loaded_weights_give_timms_logits(converted):
 
 
 def test_predict_cli_on_converted_weights_resizes_and_normalizes_like_timm(converted, tmp_path,
-                                                                           trainer):
+                                                                           capsys):
     directory, state_dict = converted
     rng = np.random.default_rng(0)
     # 256 high, 320 wide: the shorter side is already 256, so timm's transform is exactly
     # the centre crop rows 16:240, columns 48:272, with no resampling to reproduce.
     pixels = np.clip(rng.normal(128, 60, (256, 320, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / 'photo.png')
-    out = subprocess.run([sys.executable, '-m', 'ghostnet_jax.predict', '--workdir',
-                          str(directory), '--format', 'json', '--top-k', '5',
-                          str(tmp_path / 'photo.png')],
-                         env=trainer.env(), capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    [record] = json.loads(out.stdout)['predictions']
+    from ghostnet_jax import predict
+    code = predict.main(['--workdir', str(directory), '--format', 'json', '--top-k', '5',
+                         str(tmp_path / 'photo.png')])
+    out = capsys.readouterr()
+    assert code == 0, out.err[-3000:]
+    [record] = json.loads(out.out)['predictions']
 
     crop = pixels[16:240, 48:272].astype(np.float32) / 255.0
     x = ((crop - MEAN) / STD)[None]
-    variables = convert.from_torch_state_dict(state_dict, 'ghostnet_100')
+    variables = from_torch_state_dict(state_dict, 'ghostnet_100')
     net = create_model('ghostnet_100', conv_impl='native')
     probs = np.asarray(jax.nn.softmax(net.apply(variables, x, train=False)))[0]
     top = np.argsort(-probs)[:5]

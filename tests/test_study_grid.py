@@ -60,14 +60,16 @@ def test_best_row_is_highest_validation_accuracy_then_lowest_loss():
 
 
 def test_a_finished_budgeted_run_is_recognised_despite_its_fitted_num_epochs(tmp_path):
-    """config.json of a time-budgeted run records the fitted num_epochs; rerunning the
-    sweep must take the run as done, and still refuse a run made with another config."""
+    """Before 2026-12, config.json of a time-budgeted run recorded the fitted num_epochs
+    (and a bent decay): rerunning the sweep must take such a run as done, and still refuse
+    a run made with another config. (Runs written now keep the config as given.)"""
     import json
     from ghostnet_jax.study.sweep import SweepError, _config_text, finished
     config = smoke.get_config()
     config.time_budget_minutes = 30.0
     fitted = config.copy_and_resolve_references()
     fitted.num_epochs = 17
+    fitted.optimizer.decay_respaced_from = (40, 18)
     (tmp_path / 'config.json').write_text(_config_text(fitted))
     (tmp_path / 'results.json').write_text(json.dumps({'val': {'accuracy': 0.5}}))
     assert finished(tmp_path, config) == {'val': {'accuracy': 0.5}}

@@ -14,8 +14,10 @@ TEST_EXAMPLES = 3 * 8
 def run(tmp_path_factory):
     cli = s.Cli(tmp_path_factory.mktemp('report'))
     workdir = cli.root / 'run'
+    # eval_flip: the report's predictions (ghostnet_jax.load) must average the mirrored
+    # images as the trainer's evaluator did for results.json.
     cli.start('train', f'--workdir={workdir}', f'--config.data.test_split={TEST_SPLIT}',
-              '--config.report=True', log='train', epochs=3).check(0)
+              '--config.report=True', '--config.eval_flip=True', log='train', epochs=3).check(0)
     # Training wrote the report itself at the end (config.report); the command rewrites it.
     assert (workdir / 'report' / 'report.md').is_file()
     report = cli.start('report', f'--workdir={workdir}', log='report').check(0)

@@ -95,7 +95,11 @@ def _assert_same_run(a, b):
     np.testing.assert_allclose(ra['val']['loss'], rb['val']['loss'], rtol=1e-4, atol=1e-6)
     la, lb = _train_losses(a), _train_losses(b)
     assert len(la) == len(lb) == h.STEPS_PER_EPOCH * 2
-    np.testing.assert_allclose(la, lb, rtol=1e-4, atol=1e-6)
+    # The vmapped program rounds differently from the single one (1e-6 on the first steps);
+    # training amplifies that to ~2e-4 after 8 steps at lr 0.08. A wrong learning rate,
+    # batch or dropout mask moves the losses by percents.
+    np.testing.assert_allclose(la[:h.STEPS_PER_EPOCH], lb[:h.STEPS_PER_EPOCH], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(la, lb, rtol=5e-4, atol=1e-6)
     va, vb = h.val_epochs(a), h.val_epochs(b)
     assert sorted(va) == sorted(vb) == [1, 2]
     for e in va:

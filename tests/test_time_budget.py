@@ -7,7 +7,8 @@ import pytest
 from ghostnet_jax.training.config_checks import ConfigError
 from ghostnet_jax.training.budget_fit import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
                                               refit_after_epoch)
-from ghostnet_jax.training.time_budget import BudgetTooSmallError, loop_step_seconds, plan_budget
+from ghostnet_jax.training.epoch_loop import EpochRun
+from ghostnet_jax.training.time_budget import BudgetTooSmallError, plan_budget
 
 
 def test_fit_epochs_by_hand():
@@ -117,7 +118,17 @@ def test_a_plan_saved_before_refits_existed_still_loads():
 def test_the_loop_step_leaves_out_the_first_window():
     # Start at t=0; log points after 50 steps (t=40: a 30 s compile inside), 100 (t=70)
     # and 151 (t=100.6): (100.6 - 40) / (151 - 50) = 0.6 s per step.
-    assert loop_step_seconds([(0, 0.0), (50, 40.0), (100, 70.0), (151, 100.6)]) == \
-        pytest.approx(0.6)
+    run = EpochRun(None, None, 151, [(0, 0.0), (50, 40.0), (100, 70.0), (151, 100.6)])
+    assert run.seconds_per_step() == pytest.approx(0.6)
     # One window only (a tiny epoch): all of it counts.
-    assert loop_step_seconds([(0, 0.0), (4, 2.0)]) == pytest.approx(0.5)
+    assert EpochRun(None, None, 4, [(0, 0.0), (4, 2.0)]).seconds_per_step() == pytest.approx(0.5)
+
+
+def test_a_long_cpu_run_is_told_its_length_and_the_cpu_recipe():
+    from ghostnet_jax.training.trainer import long_cpu_run_note
+    # The default recipe on a 2-core CPU: 200 epochs of 351 steps at ~1 s a step.
+    note = long_cpu_run_note(1.0, 200 * 351, 200)
+    assert note.startswith('At 1.00 s per step on this CPU, the 70200 steps left (200 epochs) '
+                           'will take about 20 hours')
+    assert 'configs/cpu_hour.py' in note
+    assert long_cpu_run_note(0.4, 8000, 20) is None      # ~53 minutes: nothing to say

@@ -28,3 +28,12 @@ def test_huge_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(trainer, 
                          h.flat(load_variables(base_run / 'checkpoints' / str(good))),
                          'last good checkpoint')
     assert not (workdir / 'results.json').exists()
+
+
+def test_a_loss_that_is_bad_before_the_first_save_says_there_is_no_checkpoint():
+    from ghostnet_jax.training.trainer import nonfinite_message
+    first = nonfinite_message(2, 4, None, '/w/checkpoints')
+    assert first.startswith('Loss is not finite at step 3 (epoch 1);')
+    assert 'No checkpoint was saved' in first and 'None' not in first
+    later = nonfinite_message(9, 4, 8, '/w/checkpoints')
+    assert 'step 10 (epoch 3)' in later and 'Last good checkpoint: step 8 in /w/checkpoints' in later

@@ -20,6 +20,13 @@ def torch_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ('torch', 'timm'))
 
 
+def require_torch() -> None:
+    """MissingExtraError (with the install line) unless torch and timm are installed."""
+    from ghostnet_jax.optional import require
+    require('torch', 'torch', '--compare-torch (PyTorch)')
+    require('timm', 'torch', '--compare-torch (timm)')
+
+
 def _import_timm():
     """Imports timm beside a CPU-only torch.
 

@@ -5,21 +5,17 @@ All derive from ``DataError`` (a ``ValueError``) so a caller can catch every
 can still tell the specific causes apart.
 
 Every message is written for the person running a command: it names what was asked
-for (source, split, file), what was found, and what to do. A CLI prints it as one
-paragraph and exits with ``EXIT_CODE`` instead of showing a traceback: these are
-expected failures, and the traceback only hides the message (see ``user_message``).
+for (source, split, file), what was found, and what to do. A command prints it as one
+paragraph (``user_message``) and exits with the data-error code of
+``ghostnet_jax.cli.errors`` instead of showing a traceback: these are expected failures,
+and the traceback only hides the message.
 """
 
 from __future__ import annotations
 
-# The documented exit status of the CLIs for a data error (2 = bad config, 3 = non-finite loss).
-EXIT_CODE = 4
-
 
 class DataError(ValueError):
     """Base class: the requested data cannot be provided as configured."""
-
-    exit_code = EXIT_CODE
 
 
 class UnknownSourceError(DataError):

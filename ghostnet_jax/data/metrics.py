@@ -91,27 +91,35 @@ def summarize(counts: dict) -> dict:
 
 class ExactEvaluator:
     """Exact evaluation of `logits_fn(variables, images)` over masked batches, with one
-    compiled step reused for every call (every epoch's validation, the final test)."""
+    compiled step reused for every call (every epoch's validation, the final test).
+
+    `stacked`: `variables` hold several models on a leading axis (a vectorized sweep);
+    every model sees every batch and the call returns one summary per model."""
 
     def __init__(
         self,
         logits_fn: Callable[[Any, jax.Array], jax.Array],
         num_classes: int,
         max_in_flight: int = MAX_IN_FLIGHT,
+        stacked: bool = False,
     ):
         self.num_classes, self.max_in_flight = num_classes, max(1, int(max_in_flight))
+        self.stacked = stacked
 
         def counts(variables, batch):
             logits = logits_fn(variables, batch['image'])
             return example_counts(logits, batch['label'], batch['mask'], num_classes)
 
+        if stacked:
+            counts = jax.vmap(counts, in_axes=(0, None))
+        example_axis = 1 if stacked else 0
         self._first = jax.jit(counts)
         # Not donated: `recent` keeps earlier totals to wait on (they are small).
         self._step = jax.jit(lambda v, b, t: add_counts(t, counts(v, b)))
         # The only cross-device reduction: once per evaluation, fully replicated result.
-        self._total = jax.jit(lambda t: jax.tree.map(lambda x: jnp.sum(x, axis=0), t))
+        self._total = jax.jit(lambda t: jax.tree.map(lambda x: jnp.sum(x, axis=example_axis), t))
 
-    def __call__(self, variables: Any, batches: Iterable[dict]) -> dict:
+    def __call__(self, variables: Any, batches: Iterable[dict]) -> dict | list[dict]:
         # Arrays just restored or placed may still be in transfer: settle them before
         # queueing work that reads them.
         jax.block_until_ready(variables)
@@ -124,7 +132,11 @@ class ExactEvaluator:
                 recent.popleft().block_until_ready()
         if totals is None:
             raise ValueError('Evaluation got no batches.')
-        return summarize(self._total(totals))
+        summed = jax.device_get(self._total(totals))
+        if not self.stacked:
+            return summarize(summed)
+        models = len(summed['count'])
+        return [summarize(jax.tree.map(lambda x: x[m], summed)) for m in range(models)]
 
     def step_hlo(self, variables: Any, batch: dict) -> str:
         """The compiled per-step program, for checking what it communicates."""

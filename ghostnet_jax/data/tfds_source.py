@@ -205,6 +205,15 @@ def prepare(
     return os.fspath(builder.data_path)
 
 
+def prepare_and_describe(name: str, data_dir: str | None = None, **kwargs: Any) -> str:
+    """`prepare`, then one line naming where the dataset is and its split sizes
+    (`python -m ghostnet_jax.prepare_data`)."""
+    path = prepare(name, data_dir, **kwargs)
+    info = tfds.builder(name, data_dir=resolve_data_dir(data_dir), file_format='array_record').info
+    sizes = ', '.join(f'{k} {v.num_examples}' for k, v in sorted(info.splits.items()))
+    return f'Prepared tfds:{name} in {path} ({sizes}).'
+
+
 def _ensure_prepared(name: str, data_dir: str, open_: Any, *, download: bool,
                      download_timeout: float) -> Any:
     """``open_()`` (the data source), preparing the dataset first if needed and allowed.

@@ -15,7 +15,7 @@ Batch: a fixed size N, or None for a dynamic batch dimension (a symbolic shape i
 StableHLO, 'batch' in ONNX, -1 in TFLite's shape signature). Defaults (DEFAULT_BATCH):
 dynamic for StableHLO and ONNX, 1 for TFLite, where a dynamic batch keeps shape ops and
 broadcasts in the graph that the LiteRT interpreter runs 15-30x slower (one 224x224
-ghostnet_100 image: 14-40 ms with batch 1, 380-960 ms dynamic; README has the table).
+ghostnet_100 image: 14-40 ms with batch 1, 380-960 ms dynamic; docs/serving.md has the table).
 
 Convolutions: the same weights and function either way, but the formulation matters to
 the runtime. ONNX and TFLite get conv_impl='native' (one convolution op per layer, which
@@ -37,26 +37,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ghostnet_jax.serving.loading import TrainedModel
+from ghostnet_jax.optional import require
+from ghostnet_jax.serving.loading import TrainedModel, load
 
 FORMATS = ('stablehlo', 'onnx', 'tflite')
 SUFFIXES = {'stablehlo': '.stablehlo', 'onnx': '.onnx', 'tflite': '.tflite'}
-EXTRAS = {'onnx': 'export-onnx', 'tflite': 'export-tflite'}
 STABLEHLO_PLATFORMS = ('cpu', 'cuda', 'tpu')
 ONNX_OPSET = 18          # onnxruntime >= 1.14 and most other runtimes read it
 INPUT_NAME, OUTPUT_NAME = 'images', 'probabilities'
 TOLERANCE = 1e-4         # float32 probabilities: max abs difference to predict
 DEFAULT_BATCH: dict[str, int | None] = {'stablehlo': None, 'onnx': None, 'tflite': 1}
 DEFAULT_CONV_IMPL = {'stablehlo': 'shifted', 'onnx': 'native', 'tflite': 'native'}
-
-
-class MissingExtraError(ImportError):
-    """A converter or runtime of an optional extra is not installed."""
-
-    def __init__(self, fmt: str, what: str, error: Exception):
-        super().__init__(f'The {fmt} export needs {what}, which is not installed '
-                         f'({type(error).__name__}: {error}). Install the extra: '
-                         f"pip install 'ghostnet_jax[{EXTRAS[fmt]}]'")
 
 
 class ExportMismatchError(RuntimeError):
@@ -122,10 +113,7 @@ def _export_stablehlo(fn: Callable, batch_size: int | None, hwc: tuple[int, int,
 
 
 def _export_onnx(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
-    try:
-        import jax2onnx
-    except ImportError as e:
-        raise MissingExtraError('onnx', 'jax2onnx', e) from e
+    jax2onnx = require('jax2onnx', 'export-onnx', 'The ONNX export (jax2onnx)')
     # jax2onnx's IR serializer warns about every shape-only constant it skips: noise.
     logging.getLogger('onnx_ir.serde').setLevel(logging.ERROR)
     batch = jax.export.symbolic_shape('batch')[0] if batch_size is None else batch_size
@@ -136,11 +124,8 @@ def _export_onnx(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]
 
 
 def _export_tflite(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
-    try:
-        import tensorflow as tf
-        from jax.experimental import jax2tf
-    except ImportError as e:
-        raise MissingExtraError('tflite', 'TensorFlow (its TFLite converter)', e) from e
+    tf = require('tensorflow', 'export-tflite', 'The TFLite export (TensorFlow)')
+    from jax.experimental import jax2tf
     dynamic = batch_size is None
     converted = jax2tf.convert(fn, polymorphic_shapes=['(b, ...)'] if dynamic else None,
                                with_gradient=False)
@@ -166,21 +151,16 @@ def run_stablehlo(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]
 
 
 def run_onnx(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        import onnxruntime as ort
-    except ImportError as e:
-        raise MissingExtraError('onnx', 'onnxruntime', e) from e
+    ort = require('onnxruntime', 'export-onnx', 'Checking an ONNX export (onnxruntime)')
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     name = session.get_inputs()[0].name
     return lambda images: session.run(None, {name: images})[0]
 
 
 def run_tflite(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError as e:
-        raise MissingExtraError('tflite', 'the LiteRT interpreter (ai-edge-litert)', e) from e
-    interpreter = Interpreter(model_path=str(path))
+    litert = require('ai_edge_litert.interpreter', 'export-tflite',
+                     'Checking a TFLite export (the LiteRT interpreter)')
+    interpreter = litert.Interpreter(model_path=str(path))
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     shape = [None]
@@ -246,3 +226,38 @@ def sample_images(n: int, shape: Sequence[int], seed: int = 0) -> np.ndarray:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata export_model wrote next to the export at `path`."""
     return json.loads(metadata_path(path).read_text())
+
+
+# ------------------------------------------------------------- the export command's work
+CHECK_IMAGES = 8
+
+
+def export_and_check(path: str | os.PathLike, fmt: str, out: str | os.PathLike,
+                     batch_size: int | None | str = 'default', which: str | int = 'best',
+                     conv_impl: str | None = None, check_files: Sequence[Path] | None = None,
+                     check: bool = True) -> dict[str, Any]:
+    """Loads the model at `path` (see `load`), exports it and, unless `check` is False,
+    runs the export in its own runtime against predict on up to CHECK_IMAGES of
+    `check_files` (default: generated photo-like images). Returns what was written and
+    the check's max abs difference; ExportMismatchError when it exceeds TOLERANCE (the
+    file is kept for inspection)."""
+    model = load(path, which)
+    written = export_model(model, fmt, out, batch_size, conv_impl)
+    report: dict[str, Any] = {
+        'path': written, 'metadata': metadata_path(written), 'bytes': written.stat().st_size,
+        'batch_size': read_metadata(written)['input']['shape'][0],
+        'image_shape': model.image_shape, 'max_abs_difference': None, 'checked_on': None}
+    if not check:
+        return report
+    if check_files:
+        images = model.load_images(list(check_files)[:CHECK_IMAGES])
+        report['checked_on'] = f'{len(images)} of the given images'
+    else:   # 7: not a power of two, so a dynamic batch is really exercised
+        images = sample_images(CHECK_IMAGES - 1, model.image_shape)
+        report['checked_on'] = f'{len(images)} generated photo-like images'
+    diff = compare_with_predict(model, fmt, written, images)
+    report['max_abs_difference'] = diff
+    if not diff <= TOLERANCE:
+        raise ExportMismatchError(f'{written} differs from predict by {diff:.3g} > '
+                                  f'{TOLERANCE:g}; the file was kept for inspection.')
+    return report

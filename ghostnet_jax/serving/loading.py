@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from ghostnet_jax.serving.converted import INFO_FILE as CONVERT_INFO
 from ghostnet_jax.serving.preprocessing import Preprocessing
 from ghostnet_jax.training.checkpoints import STATE, Checkpointer, CheckpointError
 from ghostnet_jax.training.model_spec import SPEC_KEY, ModelSpec, ModelSpecError
+from ghostnet_jax.training.steps import eval_logits
 
-# What a converted directory (ghostnet_jax.convert) stores besides the spec.
-CONVERT_INFO = 'convert.json'
 PREPROCESSING_KEY = 'preprocessing'
 DEFAULT_MAX_BATCH = 64
 
@@ -70,14 +70,16 @@ class TrainedModel:
 
     # ------------------------------------------------------------------ the function
     def _probabilities(self, variables: dict, images: jax.Array) -> jax.Array:
-        return probabilities(self.model, self.preprocessing, variables, images)
+        return probabilities(self.model, self.preprocessing, variables, images,
+                             flip=self.spec.eval_flip)
 
     def serving_function(self, model: nn.Module | None = None) -> Callable[[jax.Array], jax.Array]:
         """images (uint8 NHWC, pixel units) -> probabilities, weights baked in: the exact
         function `predict` computes, closed over the variables, for exporters. `model`
         (same variables, e.g. another conv_impl) replaces the module."""
         module, preprocessing, variables = model or self.model, self.preprocessing, self.variables
-        return lambda images: probabilities(module, preprocessing, variables, images)
+        flip = self.spec.eval_flip
+        return lambda images: probabilities(module, preprocessing, variables, images, flip=flip)
 
     # --------------------------------------------------------------------- predict
     def predict(self, images: np.ndarray | jax.Array) -> np.ndarray:
@@ -145,9 +147,12 @@ class TrainedModel:
 
 
 def probabilities(module: nn.Module, preprocessing: Preprocessing, variables: dict,
-                  images: jax.Array) -> jax.Array:
-    """The one function predict and every export compute: normalize, classify, softmax."""
-    logits = module.apply(variables, preprocessing.to_model_input(images), train=False)
+                  images: jax.Array, flip: bool = False) -> jax.Array:
+    """The one function predict and every export compute: normalize, classify, softmax;
+    with `flip` (a run evaluated with eval_flip) the mean of the probabilities of each
+    image and its mirror, as the trainer's evaluator computes them (`steps.eval_logits`)."""
+    logits = eval_logits(variables, preprocessing.to_model_input(images), model=module,
+                         flip=flip)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
@@ -160,7 +165,8 @@ def bucket_size(n: int, max_batch: int) -> int:
 
 
 def load(path: str | os.PathLike, which: str | int = 'best', *,
-         max_batch: int = DEFAULT_MAX_BATCH, conv_impl: str | None = None) -> TrainedModel:
+         max_batch: int = DEFAULT_MAX_BATCH, conv_impl: str | None = None,
+         fallback_spec: Callable[[], ModelSpec] | None = None) -> TrainedModel:
     """The trained model at `path`, ready for `predict`.
 
     `path`: a training workdir (uses its checkpoints/), a checkpoints/ directory, one
@@ -168,6 +174,7 @@ def load(path: str | os.PathLike, which: str | int = 'best', *,
     `which`: 'best' (by the run's best metric), 'latest' or a step number; a run whose
     checkpoints carry no metric falls back from 'best' to 'latest'.
     `conv_impl` overrides the convolution formulation (same weights, same function).
+    `fallback_spec` gives the spec of a checkpoint written before checkpoints stored one.
 
     Raises CheckpointError for a missing, damaged or unusable checkpoint.
     """
@@ -179,16 +186,8 @@ def load(path: str | os.PathLike, which: str | int = 'best', *,
         spec, prep, variables = _read_converted(path)
         step = None
     else:
-        step_dir, step, host = _resolve_checkpoint(path, which)
-        if SPEC_KEY not in host:
-            raise CheckpointError(
-                f'{step_dir} has no stored model spec (it predates them): evaluate it with '
-                'python -m ghostnet_jax.evaluate, which can rebuild the spec from the training '
-                'data, or retrain.')
-        try:
-            spec = ModelSpec.from_json(host[SPEC_KEY])
-        except (ModelSpecError, TypeError, ValueError) as e:
-            raise CheckpointError(f'{step_dir} holds an unusable model spec: {e}') from e
+        step_dir, step, host, workdir = _resolve_checkpoint(path, which)
+        spec = _stored_spec(step_dir, host, workdir, fallback_spec)
         prep = Preprocessing.for_run(spec)
         variables = read_eval_variables(step_dir)
     overrides = {} if conv_impl is None else {'conv_impl': conv_impl}
@@ -201,15 +200,35 @@ def load(path: str | os.PathLike, which: str | int = 'best', *,
                         source=str(path), step=step, max_batch=max_batch)
 
 
-def _resolve_checkpoint(path: Path, which: str | int) -> tuple[Path, int, dict]:
-    """(step directory, step, host JSON) for a workdir, checkpoints dir or step dir."""
+def _stored_spec(step_dir: Path, host: dict, workdir: Path | None,
+                 fallback: Callable[[], ModelSpec] | None) -> ModelSpec:
+    if SPEC_KEY not in host:
+        if fallback is not None:
+            return fallback()
+        raise CheckpointError(
+            f'{step_dir} has no stored model spec (it predates them): evaluate it with '
+            'python -m ghostnet_jax.evaluate, which can rebuild the spec from the training '
+            'data, or retrain.')
+    try:
+        spec = ModelSpec.from_json(host[SPEC_KEY])
+    except (ModelSpecError, TypeError, ValueError) as e:
+        raise CheckpointError(f'{step_dir} holds an unusable model spec: {e}') from e
+    if 'eval_flip' not in host[SPEC_KEY]:
+        # Specs written before 2026-12 did not record it; the run's config.json did.
+        spec = dataclasses.replace(spec, eval_flip=bool(_run_config(workdir).get('eval_flip')))
+    return spec
+
+
+def _resolve_checkpoint(path: Path, which: str | int) -> tuple[Path, int, dict, Path | None]:
+    """(step directory, step, host JSON, the run's workdir or None) for a workdir,
+    checkpoints dir or step dir."""
     if (path / STATE).is_dir():      # one step directory
         if not path.name.isdigit():
             raise CheckpointError(f'{path} has a {STATE}/ item but is not a numbered step '
                                   'directory.')
         workdir, which = path.parent.parent, int(path.name)
         if path.parent.name != 'checkpoints':   # copied out of its run: read it directly
-            return path, int(path.name), _read_host_item(path)
+            return path, int(path.name), _read_host_item(path), None
     elif path.name == 'checkpoints':
         workdir = path.parent
     elif (path / 'checkpoints').is_dir():
@@ -224,18 +243,23 @@ def _resolve_checkpoint(path: Path, which: str | int) -> tuple[Path, int, dict]:
         if which == 'best' and ckpt.best_step() is None and ckpt.all_steps():
             which = 'latest'   # e.g. a run stopped before any validation
         step, host = ckpt.read_host(which)
-        return ckpt.directory / str(step), step, host
+        return ckpt.directory / str(step), step, host, workdir
+
+
+def _run_config(workdir: Path | None) -> dict:
+    """The run's config.json as a dict ({} when there is none or it is unreadable)."""
+    config = workdir / 'config.json' if workdir is not None else None
+    if config is None or not config.is_file():
+        return {}
+    try:
+        return json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def _checkpointer(workdir: Path) -> Checkpointer:
     """Read-only, ranking 'best' by the run's own checkpoint settings when it has them."""
-    config = workdir / 'config.json'
-    settings = {}
-    if config.is_file():
-        try:
-            settings = json.loads(config.read_text()).get('checkpoint', {}) or {}
-        except (OSError, json.JSONDecodeError):
-            settings = {}
+    settings = _run_config(workdir).get('checkpoint', {}) or {}
     keep = {k: settings[k] for k in ('best_metric', 'best_mode') if k in settings}
     return Checkpointer(workdir, read_only=True, **keep)
 
@@ -282,7 +306,7 @@ def _has_arrays(tree: Any) -> bool:
 
 
 def _read_converted(path: Path) -> tuple[ModelSpec, Preprocessing, dict]:
-    from ghostnet_jax.convert import converted_info, load_converted, serving_metadata
+    from ghostnet_jax.serving.converted import converted_info, load_converted, serving_metadata
     try:
         info = converted_info(path)
         if SPEC_KEY in info:

@@ -12,6 +12,8 @@ from typing import Any
 
 import ml_collections
 
+from ghostnet_jax.training.config_checks import ConfigError
+
 Axis = tuple[str, list[Any]]
 
 
@@ -28,10 +30,10 @@ def parse_grid(specs: list[str]) -> list[Axis]:
     for spec in specs:
         field, sep, values = spec.partition('=')
         if not sep or not field or not values:
-            raise ValueError(f'--grid {spec!r}: expected FIELD=V1,V2,... (e.g. '
+            raise ConfigError(f'--grid {spec!r}: expected FIELD=V1,V2,... (e.g. '
                              'optimizer.learning_rate=0.01,0.1)')
         if field in (a[0] for a in axes):
-            raise ValueError(f'--grid names {field} twice.')
+            raise ConfigError(f'--grid names {field} twice.')
         axes.append((field, [parse_value(v) for v in values.split(',')]))
     return axes
 
@@ -43,16 +45,16 @@ def parse_variants(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
     for spec in specs:
         name, sep, rest = spec.partition(':')
         if not sep or not re.fullmatch(r'[A-Za-z0-9_.=+-]+', name):
-            raise ValueError(f'--variant {spec!r}: expected NAME:FIELD=VALUE,... (NAME: letters, '
+            raise ConfigError(f'--variant {spec!r}: expected NAME:FIELD=VALUE,... (NAME: letters, '
                              'digits, _.=+-; NAME: alone is the config as is)')
         overrides = {}
         for item in filter(None, rest.split(',')):
             field, eq, value = item.partition('=')
             if not eq or not field:
-                raise ValueError(f'--variant {spec!r}: {item!r} is not FIELD=VALUE')
+                raise ConfigError(f'--variant {spec!r}: {item!r} is not FIELD=VALUE')
             overrides[field] = parse_value(value)
         if name in (v[0] for v in variants):
-            raise ValueError(f'--variant name {name!r} is used twice.')
+            raise ConfigError(f'--variant name {name!r} is used twice.')
         variants.append((name, overrides))
     return variants
 
@@ -85,10 +87,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
         node = config
         for part in parents:
             if part not in node:
-                raise ValueError(f'--grid field {field!r} does not exist in the config.')
+                raise ConfigError(f'--grid field {field!r} does not exist in the config.')
             node = node[part]
         if leaf not in node:
-            raise ValueError(f'--grid field {field!r} does not exist in the config.')
+            raise ConfigError(f'--grid field {field!r} does not exist in the config.')
         if isinstance(node[leaf], float) and isinstance(value, int):
             value = float(value)   # 1 for a float field means 1.0, as on the command line
         node[leaf] = value

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ghostnet_jax.training.checkpoints import CheckpointError
+
 
 @dataclasses.dataclass
 class RunHistory:
@@ -44,7 +46,7 @@ class RunHistory:
 def load_history(workdir: str | Path) -> RunHistory:
     path = Path(workdir) / 'metrics.jsonl'
     if not path.exists():
-        raise FileNotFoundError(f'{path} not found: --workdir must be a training run folder.')
+        raise CheckpointError(f'{path} not found: --workdir must be a training run folder.')
     train, val = {}, {}
     for line in path.read_text().splitlines():
         if not line.strip():

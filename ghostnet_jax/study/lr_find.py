@@ -30,6 +30,18 @@ class LRFindOptions:
     smoothing: float = 0.9        # EMA factor of the loss (bias-corrected)
     divergence: float = 4.0       # stop when smoothed loss > divergence * best smoothed loss
 
+    def problem(self) -> str | None:
+        """Why these options cannot make a range test, or None (checked before any work)."""
+        if not 0 < self.min_lr < self.max_lr:
+            return (f'the learning-rate range must grow: 0 < --min-lr < --max-lr, got '
+                    f'--min-lr={self.min_lr:g} --max-lr={self.max_lr:g}'
+                    + (' (swap them?)' if 0 < self.max_lr < self.min_lr else '') + '.')
+        if self.num_steps < 3:
+            return f'--num-steps must be at least 3 to suggest a rate, got {self.num_steps}.'
+        if not 0 <= self.smoothing < 1:
+            return f'--smoothing is an EMA factor in [0, 1), got {self.smoothing:g}.'
+        return None
+
 
 def ramp(options: LRFindOptions) -> np.ndarray:
     """lr[i] = min_lr * (max_lr / min_lr) ** (i / (num_steps - 1)), i = 0 .. num_steps - 1."""
@@ -70,6 +82,8 @@ def lr_find_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 def run_lr_find(config: ml_collections.ConfigDict, workdir: str | Path,
                 options: LRFindOptions | None = None) -> dict:
     options = options or LRFindOptions()
+    if options.problem():
+        raise ValueError(options.problem())
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()

@@ -10,6 +10,7 @@ import ml_collections
 import numpy as np
 
 from ghostnet_jax.data import load_split
+from ghostnet_jax.training.checkpoints import CheckpointError
 
 
 @dataclasses.dataclass
@@ -34,7 +35,7 @@ class Predictions:
 def load_run_config(workdir: Path) -> ml_collections.ConfigDict:
     path = Path(workdir) / 'config.json'
     if not path.exists():
-        raise FileNotFoundError(f'{path} not found: --workdir must be a training run folder.')
+        raise CheckpointError(f'{path} not found: --workdir must be a training run folder.')
     return ml_collections.ConfigDict(json.loads(path.read_text()))
 
 

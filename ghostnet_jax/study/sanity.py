@@ -1,6 +1,14 @@
 """Pre-training sanity checks (Karpathy's recipe): the initial loss is ln(C), the net can
 overfit a small fixed sample, and no stage's gradient vanishes or explodes at init.
 
+The overfit check is deterministic: one fixed batch of the config's own (unaugmented)
+training images, the same batch every step, so the loss curve is the model's alone, not
+the noise of changing batches and BatchNorm statistics. It trains with the config's
+optimizer and peak learning rate, held constant, without weight decay, dropout, label
+smoothing or augmentation. The sample and the step budget are sized to the model
+(`default_sample_size`), so that a healthy model of any size passes on real images and a
+broken setup (labels that do not match the images, a learning rate that blows up) does not.
+
 Each check reports its numbers, the threshold it used and a verdict; `run_sanity` writes
 sanity.json and the overfit curve and returns the whole report ('passed' is the AND).
 """
@@ -24,23 +32,46 @@ from ghostnet_jax.study.probe import build_probe, copy_config
 log = logging.getLogger(__name__)
 
 
+def default_sample_size(num_params: int, num_devices: int = 1) -> int:
+    """Images in the fixed overfit sample: 32 for models up to ~1M parameters, 64 above
+    (measured on real CIFAR-10 images: docs/method.md), a multiple of the device count."""
+    size = 32 if num_params <= 1_000_000 else 64
+    return -(-size // num_devices) * num_devices
+
+
+def default_max_steps(sample_size: int) -> int:
+    """The overfit budget for a sample: healthy models reached 99% in far fewer steps on
+    real CIFAR-10 images (docs/method.md); labels that do not match the images did not."""
+    return 4 * sample_size
+
+
 @dataclasses.dataclass
 class SanityOptions:
-    sample_size: int = 256            # images in the fixed overfit sample
-    max_steps: int = 300              # overfit budget
-    target_accuracy: float = 0.99     # "~100%": accuracy over one pass of the sample
+    sample_size: int | None = None    # images in the fixed batch (None: default_sample_size)
+    max_steps: int | None = None      # overfit budget (None: default_max_steps)
+    target_accuracy: float = 0.99     # "~100%": training accuracy on the fixed batch
     init_loss_tolerance: float = 0.25  # |loss - ln C| <= tolerance * ln C
     vanish_ratio: float = 1e-3        # a group below median / 1e3 has vanished
     explode_ratio: float = 1e3        # a group above median * 1e3 has exploded
-    shuffle_labels: bool = False      # a control that must fail: labels no longer match images
+    # A control that must fail: the labels are permuted anew at every step, as when images
+    # and labels are shuffled separately (a fixed wrong mapping could be memorized).
+    shuffle_labels: bool = False
 
 
-def sanity_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """The config with everything that fights memorization off, at a constant learning rate."""
+def sanity_config(config: ml_collections.ConfigDict, sample_size: int | None = None
+                  ) -> ml_collections.ConfigDict:
+    """The config with everything that fights memorization off, at a constant learning
+    rate, with batches of the sample's size."""
     config = copy_config(config)
+    if sample_size:
+        config.batch_size = sample_size
     config.data.augment.crop_padding = 0
     config.data.augment.flip = False
     config.data.augment.cutout = 0
+    config.data.augment.trivial_augment = False
+    config.data.augment.random_erasing = 0.0
+    config.data.augment.mixup_alpha = config.data.augment.cutmix_alpha = 0.0
+    config.data.low_res.size = 0
     config.model.dropout_rate = 0.0
     config.optimizer.weight_decay = 0.0
     config.label_smoothing = 0.0
@@ -89,19 +120,26 @@ def diverged(losses: list[float], initial_loss: float, factor: float = 4.0) -> b
     return bool(losses) and (not np.isfinite(losses[-1]) or losses[-1] > factor * initial_loss)
 
 
-def _fixed_sample(exp, size: int, shuffle_labels: bool, seed: int) -> list[dict]:
-    """The first batches of epoch 0 (no augmentation: the same images every pass)."""
+def _fixed_batch(exp) -> dict:
+    """The first batch of epoch 0 (no augmentation: the same images every step)."""
     data = exp.train_data
-    count = max(1, min(data.steps_per_epoch, -(-size // data.global_batch_size)))
-    epoch = data.epoch(0)
-    batches = [data.batch(epoch, k) for k in range(count)]
-    if shuffle_labels:
-        labels = np.concatenate([np.asarray(b['label']) for b in batches])
-        labels = np.random.default_rng(seed).permutation(labels)
-        parts = np.split(labels, count)
-        batches = [dict(b, label=jax.device_put(jnp.asarray(p), b['label'].sharding))
-                   for b, p in zip(batches, parts)]
-    return batches
+    return data.batch(data.epoch(0), 0)
+
+
+def _with_labels_shuffled(batch: dict, seed: int, step: int) -> dict:
+    """`batch` with its labels permuted by (seed, step): labels that follow no image."""
+    labels = np.random.default_rng([seed, step]).permutation(np.asarray(batch['label']))
+    return dict(batch, label=jax.device_put(jnp.asarray(labels), batch['label'].sharding))
+
+
+def _num_params(config: ml_collections.ConfigDict) -> int:
+    from ghostnet_jax.models import create_model
+    from ghostnet_jax.models.layer_table import native_input_size
+    model = create_model(config.model.name, num_classes=10)
+    size = config.data.get('image_size') or native_input_size(config.model.name)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                               train=False))
+    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(shapes['params'])))
 
 
 def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
@@ -110,42 +148,45 @@ def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    config = sanity_config(config)
+    sample = options.sample_size or default_sample_size(_num_params(config), jax.device_count())
+    max_steps = options.max_steps or default_max_steps(sample)
+    config = sanity_config(config, sample)
     probe = build_probe(config)
     exp = probe.exp
-    batches = _fixed_sample(exp, options.sample_size, options.shuffle_labels, config.seed)
-    sample = len(batches) * exp.train_data.global_batch_size
+    batch = _fixed_batch(exp)
 
-    # Step 0 on each batch, from the initial state: the loss and gradients training starts with.
-    first = [jax.device_get(probe.step(exp.state, b)[1]) for b in batches]
-    init_loss = float(np.mean([m['loss'] for m in first]))
-    groups = sorted(k for k in first[0] if k.startswith('grad_norm/'))
-    norms = {k.split('/', 1)[1]: float(np.mean([m[k] for m in first])) for k in groups}
+    # Step 0 from the initial state: the loss and gradients training starts with.
+    first = jax.device_get(probe.step(exp.state, batch)[1])
+    init_loss = float(first['loss'])
+    groups = sorted(k for k in first if k.startswith('grad_norm/'))
+    norms = {k.split('/', 1)[1]: float(first[k]) for k in groups}
     checks = [check_initial_loss(init_loss, len(exp.class_names), options.init_loss_tolerance),
               check_gradient_norms(norms, options.vanish_ratio, options.explode_ratio)]
 
     state, losses, accuracy, reached = exp.state, [], [], None
-    for i in range(options.max_steps):
-        state, metrics = probe.step(state, batches[i % len(batches)])
+    for i in range(max_steps):
+        step_batch = _with_labels_shuffled(batch, config.seed, i) if options.shuffle_labels else batch
+        state, metrics = probe.step(state, step_batch)
         m = jax.device_get(metrics)
         losses.append(float(m['loss']))
         accuracy.append(float(m['accuracy']))
         if diverged(losses, init_loss):
             break    # no point in spending the rest of the budget
-        reached = overfit_verdict(accuracy, len(batches), options.target_accuracy)
+        reached = overfit_verdict(accuracy, 1, options.target_accuracy)
         if reached is not None:
             break
-    curve = [float(np.mean(accuracy[max(0, e - len(batches)):e])) for e in range(1, len(accuracy) + 1)]
     overfit = {'name': 'overfit', 'passed': reached is not None, 'sample_size': sample,
-               'target_accuracy': options.target_accuracy, 'steps_to_target': reached,
-               'steps_run': len(losses), 'final_loss': losses[-1] if losses else None,
-               'final_accuracy': curve[-1] if curve else None,
+               'max_steps': max_steps, 'target_accuracy': options.target_accuracy,
+               'steps_to_target': reached, 'steps_run': len(losses),
+               'final_loss': losses[-1] if losses else None,
+               'final_accuracy': accuracy[-1] if accuracy else None,
                'diverged': diverged(losses, init_loss), 'initial_loss': init_loss,
                'labels_shuffled': options.shuffle_labels,
+               'optimizer': f'{config.optimizer.name}, constant',
                'learning_rate': float(config.optimizer.learning_rate)}
     checks.append(overfit)
     plots.overfit_curve(range(1, len(losses) + 1), [v if np.isfinite(v) else np.nan for v in losses],
-                        curve, options.target_accuracy, reached, workdir / 'sanity_overfit.png')
+                        accuracy, options.target_accuracy, reached, workdir / 'sanity_overfit.png')
     report = {'passed': all(c['passed'] for c in checks), 'checks': checks,
               'model': config.model.name, 'num_classes': len(exp.class_names),
               'batch_size': config.batch_size, 'wall_time_s': round(time.time() - start, 1)}
@@ -166,17 +207,18 @@ def summary_text(report: dict) -> str:
         flag = (' <- VANISHING' if group in grads['vanishing'] else
                 ' <- EXPLODING' if group in grads['exploding'] else '')
         lines.append(f'         {group:>8s} {value:.3e}{flag}')
+    how = f'{fit.get("optimizer", "")} lr {fit["learning_rate"]:g}'.strip()
     if fit['passed']:
         lines.append(f'[PASS] overfit {fit["sample_size"]} fixed images: '
                      f'{fit["target_accuracy"]:.0%} training accuracy after '
-                     f'{fit["steps_to_target"]} steps (lr {fit["learning_rate"]:g})')
+                     f'{fit["steps_to_target"]} steps ({how})')
     else:
         why = (f'the loss diverged: {fit["final_loss"]:.4g} vs {fit["initial_loss"]:.4g} at init'
                if fit['diverged'] else
                f'accuracy {fit["final_accuracy"]:.3f}, loss {fit["final_loss"]:.4g} after '
                f'{fit["steps_run"]} steps')
         lines.append(f'[FAIL] overfit {fit["sample_size"]} fixed images: never reached '
-                     f'{fit["target_accuracy"]:.0%} ({why}, lr {fit["learning_rate"]:g}'
+                     f'{fit["target_accuracy"]:.0%} ({why}, {how}'
                      + (', labels shuffled' if fit['labels_shuffled'] else '') + ')')
     lines.append('SANITY ' + ('PASSED' if report['passed'] else
                               'FAILED: ' + ', '.join(k for k, v in c.items() if not v['passed'])))

@@ -21,15 +21,16 @@ import numpy as np
 
 from ghostnet_jax.study import grid as G
 from ghostnet_jax.study import plots
+from ghostnet_jax.training.config_checks import ConfigError
 from ghostnet_jax.study.vectorized import (train_vectorized, why_not_vectorized,
-                                           without_vector_fields)
+                                           without_vector_fields, write_divergence)
 
 log = logging.getLogger(__name__)
 
 TrainFn = Callable[[ml_collections.ConfigDict, Path], dict]
 
 
-class SweepError(RuntimeError):
+class SweepError(ConfigError):
     """The sweep's workdir holds a run made with another config."""
 
 
@@ -39,11 +40,14 @@ def _config_text(config: ml_collections.ConfigDict) -> str:
 
 
 def _comparable(config_text: str) -> dict:
-    """A saved or planned config as compared for resuming: a time-budgeted run records the
-    num_epochs it was fitted to, which the planned config cannot know."""
+    """A saved or planned config as compared for resuming. Before 2026-12 a time-budgeted
+    run rewrote its config.json with what the budget measured (the fitted num_epochs, its
+    low-res count, a bent decay), which the planned config cannot know."""
     d = json.loads(config_text)
     if d.get('time_budget_minutes'):
         d.pop('num_epochs', None)
+        d.get('optimizer', {}).pop('decay_respaced_from', None)
+        d.get('data', {}).get('low_res', {}).pop('epochs_fraction', None)
     return d
 
 
@@ -64,13 +68,13 @@ def _status(results: dict) -> str:
 
 
 def _train_one(train_fn: TrainFn, config: ml_collections.ConfigDict, run_dir: Path) -> dict:
-    from ghostnet_jax.training.trainer import NonFiniteLossError
+    from ghostnet_jax.training.loop_state import NonFiniteLossError
     try:
         return train_fn(config, run_dir)
     except NonFiniteLossError as e:
         # Recorded, so that a resumed sweep does not retrain a run known to diverge.
         results = {'status': 'diverged', 'message': str(e)}
-        (run_dir / 'diverged.json').write_text(json.dumps(results))
+        write_divergence(run_dir, results)
         return results
 
 

@@ -6,16 +6,18 @@ Each model gets its values as traced scalars: the learning rate and weight decay
 the project's optimizer (`build_optimizer(learning_rate=..., weight_decay=...)`), label
 smoothing and the dropout seed through train_step's arguments, the dropout rate through
 the model. Runs with different seeds also differ in their initial weights and batch order,
-so they each get their own batches (still one program). Every run then gets what
-train_and_evaluate writes: config.json, metrics.jsonl/TensorBoard, self-contained
-checkpoints (loop state and model spec) and results.json from the weights the trainer's
-final-weights rule picks.
+so they each get their own batches (still one program). The steps run in the trainer's
+own epoch loop (`training.epoch_loop`), and every run is written by the trainer's
+`RunRecord`: config.json, metrics.jsonl/TensorBoard, self-contained checkpoints (loop
+state and model spec), results.json from the weights the final-weights rule picks.
 
 Not vectorized (the sweep trains such runs one by one): callbacks that make per-run host
 decisions (early stopping, plateau), max_steps, pmap, multi-process runs.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import time
@@ -27,21 +29,20 @@ import ml_collections
 import numpy as np
 from etils import epath
 
-from ghostnet_jax.data.metrics import add_counts, eval_counts, summarize
+from ghostnet_jax.data.metrics import ExactEvaluator, steps_in_flight
 from ghostnet_jax.models import create_model
 from ghostnet_jax.study.grid import get_field
 from ghostnet_jax.training import steps
-from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer
 from ghostnet_jax.training.config_checks import check_batch_sizes
+from ghostnet_jax.training.epoch_loop import run_epoch
 from ghostnet_jax.training.experiment import build_experiment, compute_dtype
-from ghostnet_jax.training.final_weights import final_weights_rule
-from ghostnet_jax.training.loop_state import COMPLETED, BestSoFar, EpochSums, LoopState
+from ghostnet_jax.training.loop_state import COMPLETED
 from ghostnet_jax.training.model_spec import spec_from_training
-from ghostnet_jax.training.metrics_log import MetricsWriter
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import make_mesh
-from ghostnet_jax.training.resume_checks import run_identity
+from ghostnet_jax.training.run_record import RunRecord, epoch_record
 from ghostnet_jax.training.state import create_train_state, eval_variables
+from ghostnet_jax.training.trainer import Evaluator
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,21 @@ def _stack(trees: list):
 
 def _index(tree, i: int):
     return jax.tree.map(lambda x: x[i], tree)
+
+
+class _StackedStep:
+    """The vmapped train step of every model, as the epoch loop drives a runner."""
+
+    def __init__(self, step):
+        self._step = step
+
+    def step(self, carried, batch):
+        return self._step(carried, batch)
+
+
+def write_divergence(workdir: str | Path | epath.Path, results: dict) -> None:
+    """diverged.json: a run whose loss became non-finite (a resumed sweep skips it)."""
+    (epath.Path(workdir) / 'diverged.json').write_text(json.dumps(results))
 
 
 def train_vectorized(configs: list[ml_collections.ConfigDict],
@@ -167,135 +183,80 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
     per_seed = len(seeds) > 1
     train_step = jax.jit(jax.vmap(one_step, in_axes=(0, 0 if per_seed else None, 0)),
                          donate_argnums=0)
+    runner = _StackedStep(lambda state, batch: train_step(state, batch, hps))
+    flip = bool(base.get('eval_flip', False))
+    validate = ExactEvaluator(functools.partial(steps.eval_logits, model=first.model, flip=flip),
+                              num_classes, stacked=True)
 
-    @jax.jit
-    def eval_step(variables, batch, totals):
-        def one(v):
-            logits = steps.eval_logits(v, batch['image'], model=first.model)
-            return eval_counts(logits, batch['label'], batch['mask'], num_classes)
-        return add_counts(totals, jax.vmap(one)(variables))
-
-    zeros = jax.tree.map(lambda x: jnp.zeros((k_models, *np.shape(x)), x.dtype), eval_counts(
-        jnp.zeros((1, num_classes)), jnp.zeros((1,), jnp.int32), jnp.zeros((1,)), num_classes))
-
-    def evaluate(variables, data) -> list[dict]:
-        totals = zeros
-        for i in range(data.num_batches):
-            totals = eval_step(variables, data.batch(i), totals)
-        return [summarize(_index(totals, m)) for m in range(k_models)]
-
-    workdirs = [epath.Path(w) for w in workdirs]
-    for c, w in zip(configs, workdirs):
-        w.mkdir(parents=True, exist_ok=True)
-        (w / 'config.json').write_text(c.to_json_best_effort(indent=2, sort_keys=True))
-    writers = [MetricsWriter(w) for w in workdirs]
-    ckpts = [Checkpointer.from_config(w, c.checkpoint) for c, w in zip(configs, workdirs)]
-    histories: list[list[dict]] = [[] for _ in configs]
-    diverged: list[int | None] = [None] * k_models
-    # The trainer's own rule for the final weights and its self-contained checkpoints, so a
-    # vectorized run is indistinguishable from one trained by train_and_evaluate.
-    rule = final_weights_rule(base)
-    bests = [BestSoFar(rule.metric, rule.mode) for _ in configs]
     train_data = first.train_data
-    specs = [spec_from_training(c, first.class_names, train_data.image_shape, train_data.mean,
-                                train_data.std).to_json() for c in configs]
-    step = 0
+    records = []
+    for c, w in zip(configs, workdirs):
+        spec = spec_from_training(c, first.class_names, train_data.image_shape, train_data.mean,
+                                  train_data.std)
+        record = RunRecord(w, c, spec)
+        record.start(num_epochs)
+        record.open()
+        records.append(record)
+    diverged: list[dict | None] = [None] * k_models
     log.info('Vectorized: %d models (%s vary) in one program, %d epochs of %d steps',
              k_models, ', '.join(sorted(varying)) or 'nothing', num_epochs, spe)
     for epoch in range(num_epochs):
         epoch_start = time.time()
         epochs = {s: exps[s].train_data.epoch(epoch) for s in seeds}
-        pending = []
-        for k in range(spe):
+
+        def batch_at(k: int) -> dict:
             if per_seed:
-                per_model = [exps[c.seed].train_data.batch(epochs[c.seed], k) for c in configs]
-                batch = _stack(per_model)
-            else:
-                batch = first.train_data.batch(epochs[seeds[0]], k)
-            stacked, metrics = train_step(stacked, batch, hps)
-            pending.append(metrics)
-            step += 1
-        fetched = jax.device_get(pending)
+                return _stack([exps[c.seed].train_data.batch(epochs[c.seed], k) for c in configs])
+            return train_data.batch(epochs[seeds[0]], k)
+
+        def on_sync(done: int, fetched: list[dict], last: bool) -> None:
+            first_step = epoch * spe + done - len(fetched)
+            for m, record in enumerate(records):
+                if diverged[m] is not None:
+                    continue
+                mine = [{key: v[m] for key, v in r.items()} for r in fetched]
+                bad = next((i for i, r in enumerate(mine) if not np.isfinite(r['loss'])), None)
+                record.write_steps(first_step, mine[:bad], spe)
+                if bad is not None:   # the step whose loss was not finite
+                    step = first_step + bad + 1
+                    diverged[m] = {'status': 'diverged', 'nonfinite_step': step,
+                                   'message': f'Loss is not finite at step {step}.'}
+                    log.error('Run %s: loss is not finite at step %d', record.workdir, step)
+            return None
+
+        done = run_epoch(runner, stacked, batch_at, 0, spe, sync_every=base.log_every_steps,
+                         steps_before=epoch * spe, max_in_flight=steps_in_flight(),
+                         on_sync=on_sync)
+        stacked, step = done.carried, (epoch + 1) * spe
+        val = validate(eval_variables(stacked), first.val_data)
         seconds = time.time() - epoch_start
-        val = evaluate(eval_variables(stacked), first.val_data)
-        bad = np.asarray(jax.device_get(stacked.nonfinite_step))
-        for m in range(k_models):
+        for m, record in enumerate(records):
             if diverged[m] is not None:
                 continue
-            for j, record in enumerate(fetched):
-                writers[m].write_scalars(epoch * spe + j + 1, {key: v[m] for key, v in record.items()},
-                                         'train', epoch=epoch + 1)
-            writers[m].write_scalars(step, {'images_per_second': spe * base.batch_size / seconds},
-                                     'train')
-            if bad[m] >= 0:
-                diverged[m] = int(bad[m]) + 1   # the step whose loss was not finite
-                log.error('Run %s: loss is not finite at step %d', workdirs[m], diverged[m])
-                continue
-            losses = [float(r['loss'][m]) for r in fetched]
-            accs = [float(r['accuracy'][m]) for r in fetched]
-            record = {'epoch': epoch + 1, 'step': step, 'train_loss': float(np.mean(losses)),
-                      'train_accuracy': float(np.mean(accs)), 'val_accuracy': val[m]['accuracy'],
-                      'val_loss': val[m]['loss'], 'lr_scale': 1.0, 'epoch_time_s': seconds}
-            writers[m].write_scalars(step, {'loss': val[m]['loss'], 'accuracy': val[m]['accuracy']},
-                                     'val', epoch=epoch + 1)
-            writers[m].write_scalars(step, {'epoch_time_s': seconds}, 'train', epoch=epoch + 1)
-            histories[m].append(record)
-            improved = bests[m].update(record)
-            if ckpts[m].should_save(epoch + 1, num_epochs) or improved:
-                writers[m].flush()
-                done = epoch + 1 == num_epochs
-                loop = LoopState(evaluated_epochs=epoch + 1, history=histories[m],
-                                 epoch_sums=EpochSums(epoch + 1), best=bests[m],
-                                 stop_kind=COMPLETED if done else None,
-                                 stop_reason='completed' if done else None,
-                                 identity=run_identity(configs[m]), num_epochs=num_epochs,
-                                 model_spec=specs[m])
-                ckpts[m].save(step, _index(stacked, m), loop.to_json(),
-                              {**record, **({BEST_MARK: 1.0} if improved else {})})
+            row = epoch_record(epoch + 1, step, record.loop.epoch_sums, val[m], 1.0, seconds)
+            record.writer.write_scalars(step, {'images_per_second': spe * base.batch_size
+                                               / seconds}, 'train')
+            improved = record.end_epoch(row, train_data.image_shape[0])
+            if epoch + 1 == num_epochs:
+                record.loop.stop_kind, record.loop.stop_reason = COMPLETED, 'completed'
+            if record.ckpt.should_save(epoch + 1, num_epochs) or improved:
+                record.save(step, _index(stacked, m), row, improved)
         log.info('epoch %d/%d: %.0f s for %d models; val accuracy %s', epoch + 1, num_epochs,
                  seconds, k_models, [round(v['accuracy'], 4) for v in val])
 
-    # The weights train_and_evaluate would evaluate (training/final_weights.py).
-    best_states, which = [], []
-    for m, ckpt in enumerate(ckpts):
-        ckpt.wait_until_finished()
-        use_best = rule.use_best and bests[m].step in ckpt.all_steps()
-        w = bests[m].step if use_best else ckpt.latest_step()
-        which.append('best' if use_best else 'last')
-        if diverged[m] is None:
-            best_states.append(ckpt.restore(_index(stacked, m), w, mesh=mesh)[0])
-        else:
-            best_states.append(_index(stacked, m))
-    best = _stack(best_states)
-    variables = eval_variables(best)
-    finals = {'val': evaluate(variables, first.val_data),
-              'test': evaluate(variables, first.test_data) if first.test_data else None}
+    # Each run's end as the trainer writes it: the final-weights rule, results.json.
     wall = time.time() - start
     results = []
-    for m, (c, w) in enumerate(zip(configs, workdirs)):
-        ckpts[m].close()
-        writers[m].close()
+    for m, (record, c) in enumerate(zip(records, configs)):
         if diverged[m] is not None:
-            results.append({'status': 'diverged', 'nonfinite_step': diverged[m]})
-            (w / 'diverged.json').write_text(json.dumps(results[-1]))
+            record.ckpt.close()
+            record.close()
+            write_divergence(record.workdir, diverged[m])
+            results.append(diverged[m])
             continue
-        step_m = int(best_states[m].step)
-        r = {'stop_reason': 'completed', 'checkpoint': which[m], 'step': step_m,
-             'epoch': -(-step_m // spe), 'checkpoint_rule': rule.why,
-             'checkpoint_metric': ({rule.metric: bests[m].value} if which[m] == 'best'
-                                   else None),
-             'epochs_trained': len(histories[m]), 'wall_time_s': round(wall, 1),
-             'class_names': list(first.class_names),
-             'vectorized': {'models': k_models, 'varying': sorted(varying)}}
-        for role in ('val', 'test'):
-            if finals[role] is None:
-                r[role] = None
-                continue
-            s = finals[role][m]
-            r[role] = {'loss': s['loss'], 'accuracy': s['accuracy'],
-                       'num_examples': s['num_examples'],
-                       'per_class_accuracy': dict(zip(first.class_names,
-                                                      map(float, s['per_class_accuracy'])))}
-        (w / 'results.json').write_text(json.dumps(r, indent=2))
-        results.append(r)
+        template = dataclasses.replace(first, state=_index(stacked, m))
+        with record.ckpt:
+            results.append(record.finish(
+                template, Evaluator(first.model, num_classes, flip=flip), wall,
+                extra={'vectorized': {'models': k_models, 'varying': sorted(varying)}}))
     return results

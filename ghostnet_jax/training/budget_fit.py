@@ -1,6 +1,7 @@
 """How many epochs fit a time budget: the plan of a budgeted run and the pure arithmetic
 of fitting and refitting it. The measurements, and why a run is fitted when it is, are
-in time_budget.py."""
+in time_budget.py. The plan is the run's own record of its length: it is stored with
+every checkpoint and in results.json; the config the user gave is never changed."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,13 +12,6 @@ from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs
 # Share of the budget kept in reserve for what calibration cannot see coming: checkpoint
 # writes, log flushes, epoch-to-epoch jitter of the step time.
 SAFETY_FRACTION = 0.03
-# A refit after a low-resolution epoch has not seen the loop's full-size step; it scales
-# the calibrated one by the small step's loop/calibration ratio, and adds this much. The
-# full-size step slows more in the loop than the small one (measured, cpu_hour with
-# data.low_res.size=24: calibration 0.509 / 0.270 s, loop 0.605 / 0.307 s, so the scaled
-# estimate, 0.580 s, was 4.2% short and the run ended 59.9 minutes into its 60). It
-# only sets the length until the first full-size epoch, whose refit measures the step.
-LOW_RES_EXTRAPOLATION_MARGIN = 1.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +38,10 @@ class BudgetPlan:
     low_res_step_s: float = 0.0
     low_res_fraction: float = 0.0
     fitted_small_epochs: int = 0
-    # The refit after the first full-size epoch changed the length mid-decay: at this
-    # step, from this many epochs (0: it did not). configure_for writes them into
-    # config.optimizer.decay_respaced_from.
+    # Plans written before 2026-12 could refit a third time, mid-decay, and then spread
+    # the decay left over the new length from this step, which had been this many epochs
+    # (0: it did not). A resumed run of such a plan keeps that schedule
+    # (`decay_respaced_from`); new plans never set them.
     respaced_at_step: int = 0
     respaced_from_epochs: int = 0
 
@@ -71,6 +66,14 @@ class BudgetPlan:
         """Distinct image sizes among epochs first..num_epochs-1: the compiles a new step
         function pays for them."""
         return _sizes_ahead(first, num_epochs, self.small_epochs)
+
+    @property
+    def decay_respaced_from(self) -> tuple[int, ...]:
+        """config.optimizer.decay_respaced_from for this plan's schedule: () unless a plan of
+        the earlier three-fit budget bent the decay."""
+        if not self.respaced_at_step:
+            return ()
+        return (self.respaced_at_step, self.respaced_from_epochs)
 
     @property
     def refitted(self) -> bool:
@@ -176,40 +179,20 @@ def _rounded_up_note(plan: BudgetPlan) -> str:
             'fits, one more full-size one does not')
 
 
-def configure_for(plan: BudgetPlan, config: Any) -> None:
-    """Writes the plan's length, and its count of small epochs where the fit rounded the
-    fraction up, into `config`: config.json then describes the run as trained, and a
-    rerun with time_budget_minutes=0 repeats it."""
-    config.num_epochs = plan.num_epochs
-    if plan.respaced_at_step:
-        config.optimizer.decay_respaced_from = (plan.respaced_at_step,
-                                                plan.respaced_from_epochs)
-    if plan.small_epochs != low_res_epochs(plan.num_epochs, plan.low_res_fraction):
-        # k / n gives back exactly k (low_res_epochs rounds as the exact product would).
-        config.data.low_res.epochs_fraction = plan.small_epochs / plan.num_epochs
-
-
 def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step_s: float,
                       val_eval_s: float, must_recompile: bool, length_matters: bool,
-                      safety: float = SAFETY_FRACTION) -> BudgetPlan:
+                      low_res_step_s: float = 0.0, safety: float = SAFETY_FRACTION) -> BudgetPlan:
     """The plan refitted from the loop's own measurements after `epochs_done` epochs,
-    `elapsed_s` after the trainer started. `must_recompile`: the running step was compiled
-    for another length and has to be compiled again whatever the refit says (its compile
-    is then charged); `length_matters`: False when the schedule is the same for every
-    length, so a new length never costs a compile. Never fewer epochs than are done.
-    Pure: in a multi-process run, pass every process the same measurements
-    (`agree_measurements`) and they all refit alike.
-
-    With low-resolution first epochs, `step_s` is the loop's step at the size the last
-    epoch trained at. While only small epochs are done, the full-size step is that one
-    scaled by the calibration's ratio (plus a margin); after them the plan keeps the small
-    step it had, for the record."""
+    `elapsed_s` after the trainer started: `step_s`, the full-size step, and with
+    low-resolution first epochs `low_res_step_s`, the small one. `must_recompile`: the
+    running step was compiled for another length and has to be compiled again whatever
+    the refit says (its compile is then charged); `length_matters`: False when the schedule
+    is the same for every length, so a new length never costs a compile. Never fewer epochs
+    than are done. Pure: in a multi-process run, pass every process the same measurements
+    (`agree_measurements`) and they all refit alike."""
     left = plan.budget_s * (1.0 - safety) - elapsed_s - plan.final_eval_s
-    full_step_s, low_step_s = step_s, plan.low_res_step_s
-    if plan.low_res_step_s and epochs_done <= plan.small_epochs:
-        ratio = plan.low_res_step_s / plan.step_s
-        full_step_s, low_step_s = step_s / ratio * LOW_RES_EXTRAPOLATION_MARGIN, step_s
-    measured = dataclasses.replace(plan, step_s=full_step_s, low_res_step_s=low_step_s,
+    low_step_s = low_res_step_s if plan.low_res_step_s else 0.0
+    measured = dataclasses.replace(plan, step_s=step_s, low_res_step_s=low_step_s,
                                    val_eval_s=val_eval_s, epochs_done=epochs_done,
                                    fitted_at_s=elapsed_s,
                                    calibrated_step_s=plan.calibrated_step_s or plan.step_s)
@@ -217,14 +200,11 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     def fits(n: int, small: int, new_step: bool) -> bool:
         compiles = _compiles(new_step, epochs_done, n, small)
         return compiles * plan.compile_s + _epochs_s(
-            epochs_done, n, plan.steps_per_epoch, full_step_s, val_eval_s, low_step_s,
+            epochs_done, n, plan.steps_per_epoch, step_s, val_eval_s, low_step_s,
             small) <= left
     # Every count of small epochs is >= 1 (low_res_epochs), so the refit after epoch 1
-    # keeps that epoch, trained small, counted small. Once a full-size epoch has trained,
-    # the count is history.
+    # keeps that epoch, trained small, counted small.
     choices = _small_choices(low_step_s, plan.low_res_fraction)
-    if low_step_s and epochs_done > plan.small_epochs:
-        choices = lambda n: (plan.small_epochs,)
 
     def refitted(new_step: bool, recompiles: bool) -> BudgetPlan:
         n, small = _most_epochs_and_small(epochs_done, choices,
@@ -242,39 +222,15 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     return with_compile
 
 
-def full_size_refit_due(plan: BudgetPlan, epochs_done: int) -> bool:
-    """Whether the epoch just done is a low-res run's first at full size, not yet refitted
-    from (a run resumed past it keeps the length it chose there)."""
-    small = plan.small_epochs
-    return bool(small) and epochs_done == small + 1 and plan.epochs_done <= small
-
-
-def with_respacing(before: BudgetPlan, after: BudgetPlan) -> BudgetPlan:
-    """`after`, a refit of a run already decaying, records where its length changed, so
-    the schedule can spread the decay left over the new length from there (optim.py,
-    `decay_respaced_from`) and a resume rebuilds the same schedule."""
-    if after.num_epochs == before.num_epochs:
-        return after
-    return dataclasses.replace(after, respaced_at_step=after.epochs_done * after.steps_per_epoch,
-                               respaced_from_epochs=before.num_epochs)
-
-
 def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
     """The log line of a refit."""
-    if after.low_res_step_s and after.epochs_done <= before.small_epochs:
-        step = (f"the loop's step took {after.low_res_step_s:.3f} s at the low size "
-                f"(calibration: {before.low_res_step_s:.3f} s; the full-size step scaled "
-                f"alike: {after.step_s:.3f} s)")
-    else:
-        step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
-                f"{after.calibrated_step_s:.3f} s)")
-    small = ''
-    if after.small_epochs and after.epochs_done > after.small_epochs:   # a count trained
-        small = f', the first {after.small_epochs} at the low size (trained)'
-    elif after.small_epochs:
-        small = f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
-    respaced = (f'; the decay left from step {after.respaced_at_step} is spread over the new '
-                f'length' if after.respaced_at_step and not before.respaced_at_step else '')
+    step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
+            f"{after.calibrated_step_s:.3f} s)")
+    if after.low_res_step_s:
+        step += (f', {after.low_res_step_s:.3f} s at the low size (calibration: '
+                 f'{before.low_res_step_s:.3f} s)')
+    small = (f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
+             if after.small_epochs else '')
     return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
             f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs})'
-            f'{small}{respaced}, predicted to end after {after.predicted_s / 60:.1f} min.')
+            f'{small}, predicted to end after {after.predicted_s / 60:.1f} min.')

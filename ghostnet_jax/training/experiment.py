@@ -82,8 +82,11 @@ class Experiment:
     class_names: tuple[str, ...]
 
 
-def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
-    splits = load_splits(config.data)
+def build_experiment(config: ml_collections.ConfigDict, mesh,
+                     splits: dict[str, Any] | None = None) -> Experiment:
+    """Data on the devices, model, optimizer and initial state, as `config` describes
+    them; `splits` ({'train', 'val', 'test'} arrays) replaces reading config.data."""
+    splits = splits or load_splits(config.data)
     train = splits['train']
     # A LazySplit is never whole on one process: DeviceTrainData then sums the statistics
     # over every process's rows (mean=std=None).
@@ -95,7 +98,8 @@ def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
         AugmentConfig(**a.to_dict()), mean, std, dtype=dtype)
     mean, std = train_data.mean, train_data.std
     val_data = build_eval_data(splits['val'], mesh, config, mean, std)
-    test_data = build_eval_data(splits['test'], mesh, config, mean, std) if splits['test'] else None
+    test_data = (build_eval_data(splits['test'], mesh, config, mean, std)
+                 if splits.get('test') else None)
 
     model = build_model(config, train.num_classes)
     variables = init_variables(model, config.seed, train.image_shape)
@@ -107,22 +111,33 @@ def build_experiment(config: ml_collections.ConfigDict, mesh) -> Experiment:
                       train.class_names)
 
 
-def _optimizer_and_state(config, variables: dict, steps_per_epoch: int, num_epochs: int, mesh):
+def _optimizer_and_state(config, variables: dict, steps_per_epoch: int, num_epochs: int, mesh,
+                         decay_respaced_from: tuple = ()):
     from ghostnet_jax.training.parallel import replicate
-    tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, num_epochs,
-                                   variables['params'])
+    tx, schedule = build_optimizer(_optimizer_config(config, decay_respaced_from),
+                                   steps_per_epoch, num_epochs, variables['params'])
     state = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
     return tx, schedule, state
 
 
-def with_num_epochs(exp: Experiment, num_epochs: int) -> Experiment:
+def _optimizer_config(config, decay_respaced_from: tuple) -> ml_collections.ConfigDict:
+    """config.optimizer, with a time budget's bend of the decay when its plan has one (a
+    copy: the user's config is never changed)."""
+    if not decay_respaced_from:
+        return config.optimizer
+    optimizer = config.optimizer.copy_and_resolve_references()
+    optimizer.decay_respaced_from = tuple(decay_respaced_from)
+    return optimizer
+
+
+def with_num_epochs(exp: Experiment, num_epochs: int, decay_respaced_from: tuple = ()) -> Experiment:
     """The same experiment with its schedule spanning `num_epochs` (a time-budgeted run
     learns its length only after measuring the step): the same initial weights, a fresh
     optimizer state."""
     variables = {'params': exp.state.params, 'batch_stats': exp.state.batch_stats}
     tx, schedule, state = _optimizer_and_state(exp.config, variables,
                                                exp.train_data.steps_per_epoch, num_epochs,
-                                               exp.mesh)
+                                               exp.mesh, decay_respaced_from)
     return dataclasses.replace(exp, tx=tx, schedule=schedule, state=state)
 
 
@@ -137,8 +152,8 @@ def with_schedule_length(exp: Experiment, num_epochs: int) -> Experiment:
 
 def load_pretrained(path: str) -> dict:
     """Variables from one of our checkpoints/workdirs or a `ghostnet_jax.convert` output."""
-    if (Path(path) / 'convert.json').exists():
-        from ghostnet_jax.convert import load_converted
+    from ghostnet_jax.serving.converted import INFO_FILE, load_converted
+    if (Path(path) / INFO_FILE).exists():
         return load_converted(path)
     from ghostnet_jax.training.checkpoints import load_variables
     return load_variables(path)

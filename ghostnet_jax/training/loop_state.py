@@ -18,6 +18,10 @@ COMPLETED, MAX_STEPS, EARLY_STOPPING, PREEMPTED = 'completed', 'max_steps', 'ear
 FINISHED_KINDS = (COMPLETED, MAX_STEPS, EARLY_STOPPING)
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the run stopped, keeping the last good checkpoint."""
+
+
 @dataclasses.dataclass
 class EpochSums:
     """Running train-metric sums of the epoch in progress (so a resumed epoch's train loss
@@ -74,7 +78,7 @@ class LoopState:
     num_epochs: int | None = None       # the run's length when this state was saved
     max_steps: int | None = None
     model_spec: dict | None = None
-    time_budget: dict | None = None     # the measurements that fitted num_epochs, if any
+    time_budget: dict | None = None     # a time budget's plan: the length the run keeps
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -4,7 +4,7 @@ The first `epochs_fraction` of a run's epochs train on batches downscaled to
 `size` x `size` (after augmentation, so crops and flips are the full-size ones); the
 rest, and every evaluation, use the full size. The network ends in global pooling,
 so the same weights take either size. On the 2-core CPU a 24 x 24 step of
-GhostNet-CIFAR 0.5x ran 1.79x faster than a 32 x 32 one (README, Accuracy), so a timed
+GhostNet-CIFAR 0.5x ran 1.79x faster than a 32 x 32 one (docs/training.md), so a timed
 run fits more epochs; ending at full size lets BatchNorm statistics and the filters
 settle at the size the model is evaluated on (the progressive resizing of fast
 ImageNet recipes, in two stages to pay for one extra compile only).
@@ -43,9 +43,13 @@ def low_res_epoch_choices(num_epochs: int, fraction: float) -> tuple[int, ...]:
     return (down,) if up == down else (down, up)
 
 
-def train_image_size(low_res: Any, epoch: int, num_epochs: int) -> int | None:
+def train_image_size(low_res: Any, epoch: int, num_epochs: int,
+                     small_epochs: int | None = None) -> int | None:
     """The side length epoch `epoch` (0-based) trains at, or None for the full size.
-    `low_res` is config.data.low_res (size 0 = off)."""
+    `low_res` is config.data.low_res (size 0 = off); `small_epochs`, when a time budget
+    chose the count (its plan), replaces the fraction's."""
     if not low_res or not low_res.size:
         return None
-    return low_res.size if epoch < low_res_epochs(num_epochs, low_res.epochs_fraction) else None
+    if small_epochs is None:
+        small_epochs = low_res_epochs(num_epochs, low_res.epochs_fraction)
+    return low_res.size if epoch < small_epochs else None

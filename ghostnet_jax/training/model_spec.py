@@ -3,7 +3,7 @@
 Every checkpoint the trainer writes carries a `ModelSpec` in its host JSON item (key
 `model_spec`): the architecture (registry name and the overrides it was built with) and
 the input pipeline it was trained with (image size, per-channel normalization, class
-names). `evaluate`, `ghostnet_jax.load`, `predict` and `export` read it from there, so a
+names), and how it was evaluated (eval_flip). `evaluate`, `ghostnet_jax.load`, `predict` and `export` read it from there, so a
 workdir is enough to use a trained model: the training data need not exist any more, and
 a changed training folder cannot silently change the normalization.
 """
@@ -38,6 +38,9 @@ class ModelSpec:
     # Where the weights came from, for people reading the spec (not used to rebuild).
     data_source: str = ''
     train_split: str = ''
+    # The run evaluated (results.json) each image averaged with its horizontal mirror
+    # (config.eval_flip): predict and every export compute the same.
+    eval_flip: bool = False
 
     def __post_init__(self):
         if len(self.class_names) != self.num_classes:
@@ -75,6 +78,7 @@ class ModelSpec:
         kwargs['mean'] = tuple(float(x) for x in kwargs['mean'])
         kwargs['std'] = tuple(float(x) for x in kwargs['std'])
         kwargs['model_overrides'] = dict(kwargs.get('model_overrides') or {})
+        kwargs['eval_flip'] = bool(kwargs.get('eval_flip', False))
         return cls(**kwargs)
 
     def build_model(self, dtype: Any = jnp.float32, **overrides: Any):
@@ -109,4 +113,5 @@ def spec_from_training(config: Any, class_names: Sequence[str],
         resize=config.data.image_size,
         model_overrides={'dropout_rate': float(config.model.dropout_rate),
                          'conv_impl': config.model.conv_impl},
-        data_source=config.data.source, train_split=config.data.train_split)
+        data_source=config.data.source, train_split=config.data.train_split,
+        eval_flip=bool(config.get('eval_flip', False)))

@@ -43,13 +43,31 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps({field: _get(d, field) for field in REFUSED + WARNED}))
 
 
+def without_budget_fields(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An identity without what a time budget measures rather than the user chooses.
+    Before 2026-12 a budgeted run wrote its fitted num_epochs, its low-res count and its
+    decay's bend into its config, and so into the identity its checkpoints saved; a
+    resume of such a run must not read them as the user's changes."""
+    d = json.loads(json.dumps(dict(identity)))
+    d.pop('num_epochs', None)
+    if isinstance(d.get('optimizer'), dict):
+        d['optimizer'].pop('decay_respaced_from', None)
+    if isinstance(d.get('data.low_res'), dict):
+        d['data.low_res'].pop('epochs_fraction', None)
+    return d
+
+
 def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
-                 spec_differences: list[str], warn: bool = True) -> None:
+                 spec_differences: list[str], warn: bool = True,
+                 budgeted: bool = False) -> None:
     """Raises ResumeMismatchError for refused changes; warns about the others (if `warn`).
     `saved` may be empty (a checkpoint from before identities were stored): nothing to
-    compare."""
+    compare. `budgeted`: the run's length comes from a time budget's plan, so the fields
+    a budget measures are not compared."""
     if not saved:
         return
+    if budgeted:
+        saved, current = without_budget_fields(saved), without_budget_fields(current)
     refused = [f'{f}: {saved.get(f)!r} -> {current.get(f)!r}' for f in REFUSED
                if f in saved and saved.get(f) != current.get(f)]
     refused += [f'training data {d}' for d in spec_differences]

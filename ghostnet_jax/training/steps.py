@@ -105,6 +105,8 @@ def eval_logits(variables: dict, images: jax.Array, *, model: nn.Module,
     logits = model.apply(variables, images, train=False)
     if not flip:
         return logits
-    mirrored = model.apply(variables, images[:, :, ::-1], train=False)
+    # jnp.flip is one reverse op in every export format (a strided slice can become a
+    # gather that TFLite cannot convert).
+    mirrored = model.apply(variables, jnp.flip(images, axis=2), train=False)
     log_probs = jnp.stack([jax.nn.log_softmax(x.astype(jnp.float32)) for x in (logits, mirrored)])
     return jax.nn.logsumexp(log_probs, axis=0) - jnp.log(2.0)

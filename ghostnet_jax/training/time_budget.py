@@ -1,35 +1,30 @@
 """Fits a run's length to a wall-clock budget (`config.time_budget_minutes`).
 
-A cosine schedule must know its length before it starts to decay, so the number of
-epochs is chosen from measurements of this machine, twice (three times with
-low-resolution first epochs, below):
+A cosine or linear decay must know its length before it starts to decay, so the number of
+epochs is chosen from measurements of this machine, twice:
 
 1. Before training: the real train step (compiled for a provisional schedule and timed
-   over a few steps) and a real validation pass give a first fit. It catches a budget
-   too small for one epoch before anything is trained.
+   over a few steps; with low-resolution first epochs, `config.data.low_res`, at both
+   sizes) and a real validation pass give a first fit. It catches a budget too small for
+   one epoch before anything is trained.
 2. After the first epoch: the epoch's own steps, timed as the loop ran them, and its
-   validation give the fit the run keeps (a low-res run refits once more, below). A
-   handful of calibration steps can be 20% faster than a long loop on the same machine
-   (measured: 0.484 s vs 0.60 s per step, which overran a 60-minute budget by 12
-   minutes), and only the loop itself shows that.
+   validation give the fit the run keeps. A handful of calibration steps can be 20%
+   faster or slower than a long loop on the same machine, and only the loop shows that.
+   A low-resolution run's first epoch trained small, so the refit also times a few
+   full-size steps then, on a copy of the trained state, with the step the loop runs.
 
 When warmup spans the first epoch (or the schedule does not depend on the length at
 all), that epoch's learning rates are the same for every length, so the refit leaves no
 trace: the run equals one trained with the refitted num_epochs from the start. With a
-shorter warmup the refit re-spaces the decay still ahead, once.
+shorter warmup the first epoch trained on the provisional schedule.
 
-With low-resolution first epochs (`config.data.low_res`) the fit also chooses how many
-train small: `epochs_fraction` of them rounded down, or up when only that fits one more
-epoch, so less of the budget goes unused. Epoch 1 then trains small, and the refit after
-it can only scale the full-size step by the small step's loop/calibration ratio, which
-missed by up to 16% (cpu_hour variant 11 overran its hour by 1.9 minutes). So such a
-run fits a third time, after its first full-size epoch, from that epoch's own step.
-The decay has begun by then: if the length changes, the part of the decay still ahead
-is spread over the epochs left (`optimizer.decay_respaced_from`), so the learning rate
-stays continuous.
+With low-resolution first epochs the fit also chooses how many train small:
+`epochs_fraction` of them rounded down, or up when only that fits one more epoch, so
+less of the budget goes unused.
 
-The fitted length is then fixed for the life of the run: it is stored with every
-checkpoint, and a resumed run keeps it instead of measuring again, so resume stays exact.
+The fitted length belongs to the run, not to its config (which is never changed): the
+plan is stored with every checkpoint and in results.json, and a resumed run keeps it
+instead of measuring again, so resume stays exact.
 
 What the budget covers: everything from the trainer's start (data loading, init,
 calibration, compiling the step again for the fitted schedule), every epoch's training
@@ -46,10 +41,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import jax
 import jax.numpy as jnp
 
-from ghostnet_jax.training.budget_fit import BudgetPlan, configure_for, fit_epochs, low_res_note
+from ghostnet_jax.training.budget_fit import BudgetPlan, fit_epochs, low_res_note
 from ghostnet_jax.training.checkpoints import Checkpointer, CheckpointError
 from ghostnet_jax.training.config_checks import ConfigError
-from ghostnet_jax.training.low_res import train_image_size
 from ghostnet_jax.training.state import eval_variables
 
 if TYPE_CHECKING:
@@ -108,14 +102,6 @@ def plan_budget(budget_minutes: float, started: float, steps_per_epoch: int,
     return plan
 
 
-def loop_step_seconds(clock: list[tuple[int, float]]) -> float:
-    """Seconds per step from an epoch's clock, (steps done, time) at its start and at each
-    log point, leaving out the first window (it can include a compile and the epoch's
-    reshuffle) when there is more than one."""
-    (k0, t0), (k1, t1) = (clock[1] if len(clock) > 2 else clock[0]), clock[-1]
-    return (t1 - t0) / max(k1 - k0, 1)
-
-
 def agree_measurements(*values: float) -> tuple[float, ...]:
     """Process 0's measurements on every process (unchanged in a single-process run)."""
     if jax.process_count() == 1:
@@ -156,18 +142,18 @@ def fit_to_budget(budget_minutes: float, exp: 'Experiment', ckpt: Checkpointer, 
                         '(%d epochs) when it started; it keeps that length. Use a new --workdir '
                         'to fit another budget.', budget_minutes, plan.budget_s / 60,
                         plan.num_epochs)
-        configure_for(plan, exp.config)   # the schedule as the run left it
-        return with_num_epochs(exp, plan.num_epochs), plan, None
+        return with_num_epochs(exp, plan.num_epochs, plan.decay_respaced_from), plan, None
     test = exp.test_data.num_examples if exp.test_data is not None else 0
     runner = make_runner(exp)
     low_res = exp.config.data.get('low_res')
-    low_size = train_image_size(low_res, 0, 1)
+    low_size = low_res.size if low_res and low_res.size else None
     plan = plan_budget(
         budget_minutes, started, exp.train_data.steps_per_epoch,
-        run_steps=lambda n: _time_steps(runner, exp, n),
+        run_steps=lambda n: time_steps(runner, exp.state, exp.train_data, n),
         run_validation=lambda: evaluator(eval_variables(exp.state), exp.val_data),
         val_examples=exp.val_data.num_examples, test_examples=test,
-        run_low_res_steps=(lambda n: _time_steps(runner, exp, n, low_size)) if low_size else None,
+        run_low_res_steps=((lambda n: time_steps(runner, exp.state, exp.train_data, n, low_size))
+                           if low_size else None),
         low_res_fraction=low_res.epochs_fraction if low_size else 0.0)
     if length_free_steps(exp.config.optimizer, plan.steps_per_epoch) >= plan.steps_per_epoch:
         return exp, plan, runner
@@ -186,13 +172,12 @@ def stored_plan(ckpt: Checkpointer) -> BudgetPlan | None:
     return None
 
 
-def _time_steps(runner: Any, exp: 'Experiment', n: int, size: int | None = None
-                ) -> list[float]:
-    """Seconds of each of n real train steps on a copy of the initial state (the step
-    donates its input, and the run must start from the untouched one), at image side
-    `size` (None: the data's own)."""
-    data = exp.train_data
-    carried = runner.put(jax.tree.map(jnp.copy, exp.state))
+def time_steps(runner: Any, state: Any, data: Any, n: int, size: int | None = None
+               ) -> list[float]:
+    """Seconds of each of n real train steps on a copy of `state` (the step donates its
+    input, and the run must go on from the untouched one), on epoch 0's batches at image
+    side `size` (None: the data's own), each waited for."""
+    carried = runner.put(jax.tree.map(jnp.copy, state))
     batches = data.epoch(0)
     times = []
     for k in range(n):
@@ -202,3 +187,10 @@ def _time_steps(runner: Any, exp: 'Experiment', n: int, size: int | None = None
         jax.block_until_ready((carried, metrics))
         times.append(time.time() - t)
     return times
+
+
+def full_size_step_s(runner: Any, state: Any, data: Any) -> float:
+    """The full-size step of a low-resolution run after its first (small) epoch: the
+    median of CALIBRATION_STEPS steps on a copy of the trained state, after one untimed
+    step (which compiles the full size for the running step if calibration did not)."""
+    return statistics.median(time_steps(runner, state, data, 1 + CALIBRATION_STEPS)[1:])

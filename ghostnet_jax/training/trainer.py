@@ -2,17 +2,17 @@
 the final weights.
 
 Everything per step stays on device; the host syncs at *sync points* (every
-`log_every_steps` steps and at each epoch end) to write logs, check for a non-finite
-loss and decide whether to stop. Stopping is decided in exactly one place,
-`Trainer._decide`, from the loop's state and a preemption flag that every process agrees
-on, so all processes of a pod stop at the same step and save together. What the loop
-knows (epochs validated, history, the running sums of a partial epoch, callback state,
-the best epoch, why it stopped, the model spec) is a `LoopState` saved with every
-checkpoint, so a resumed run continues exactly and a finished one knows it is finished.
+`log_every_steps` steps and at each epoch end, `epoch_loop.run_epoch`) to write logs,
+check for a non-finite loss and decide whether to stop. Stopping is decided in exactly
+one place, `Trainer._decide`, from the loop's state and a preemption flag that every
+process agrees on, so all processes of a pod stop at the same step and save together.
+What the loop knows (epochs validated, history, the running sums of a partial epoch,
+callback state, the best epoch, why it stopped, the model spec, a time budget's plan) is
+a `LoopState` saved with every checkpoint (`run_record.RunRecord`), so a resumed run
+continues exactly and a finished one knows it is finished.
 """
 from __future__ import annotations
 
-import collections
 import functools
 import json
 import logging
@@ -26,40 +26,62 @@ import numpy as np
 from etils import epath
 
 from ghostnet_jax.data.metrics import ExactEvaluator, steps_in_flight
+from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training import steps
+from ghostnet_jax.training.budget_fit import BudgetPlan, refit_after_epoch, refit_message
 from ghostnet_jax.training.callbacks import callbacks_from_config
-from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer, CheckpointError
+from ghostnet_jax.training.checkpoints import CheckpointError
 from ghostnet_jax.training.config_checks import (check_batch_sizes, check_low_res_size,
                                                  check_parallel)
+from ghostnet_jax.training.epoch_loop import EpochRun, run_epoch
 from ghostnet_jax.training.experiment import build_experiment, with_schedule_length
-from ghostnet_jax.training.final_evaluation import evaluate_final_weights
-from ghostnet_jax.training.final_weights import final_weights_rule
 from ghostnet_jax.training.loop_state import (COMPLETED, EARLY_STOPPING, FINISHED_KINDS,
                                               MAX_STEPS, PREEMPTED, BestSoFar, EpochSums,
-                                              LoopState)
-from ghostnet_jax.training.metrics_log import (MetricsWriter, Progress, flat_scalars,
-                                               write_run_config)
+                                              LoopState, NonFiniteLossError)
+from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
+from ghostnet_jax.training.metrics_log import Progress, flat_scalars
 from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.optim import get_lr_scale, length_free_steps, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
-from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training.preemption import Preemption
 from ghostnet_jax.training.resume_checks import check_resume, run_identity
+from ghostnet_jax.training.run_record import RunRecord, epoch_record
 from ghostnet_jax.training.state import eval_variables
-from ghostnet_jax.training.low_res import low_res_epochs, train_image_size
-from ghostnet_jax.training.budget_fit import (BudgetPlan, configure_for, full_size_refit_due,
-                                              refit_after_epoch, refit_message, with_respacing)
-from ghostnet_jax.training.time_budget import agree_measurements, fit_to_budget, loop_step_seconds
+from ghostnet_jax.training.time_budget import agree_measurements, fit_to_budget, full_size_step_s
 
 log = logging.getLogger(__name__)
 
 # The spec fields that say the training data itself changed (the rest is the model,
 # which the identity check covers).
 _DATA_SPEC_FIELDS = ('class_names', 'image_shape', 'mean', 'std', 'resize')
+# A CPU run projected to take longer than this is told about configs/cpu_hour.py.
+_LONG_CPU_RUN_S = 3 * 3600
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the run stopped, keeping the last good checkpoint."""
+def long_cpu_run_note(step_s: float, steps_left: int, num_epochs: int) -> str | None:
+    """What a CPU run sized for an accelerator is told after its first timed steps: how
+    long the rest takes at this speed, and the CPU recipe (None for a run under ~3 h)."""
+    left_s = step_s * steps_left
+    if left_s < _LONG_CPU_RUN_S:
+        return None
+    return (f'At {step_s:.2f} s per step on this CPU, the {steps_left} steps left '
+            f'({num_epochs} epochs) will take about {left_s / 3600:.0f} hours, validation not '
+            'counted. The CPU recipe is configs/cpu_hour.py, the default fitted to one hour: '
+            'python -m ghostnet_jax.train --config configs/cpu_hour.py (docs/training.md).')
+
+
+def nonfinite_message(bad: int, steps_per_epoch: int, latest: int | None, directory) -> str:
+    """What a run whose loss became NaN/inf is told: `bad` updates were applied before the
+    bad loss, `latest` is the last finished checkpoint (None: none was saved yet)."""
+    kept = (f'Last good checkpoint: step {latest} in {directory}; rerun to resume from it'
+            if latest is not None else
+            'No checkpoint was saved before it (the run stopped in its first epoch), so the '
+            'rerun starts over')
+    # `bad` counts the updates before the bad loss; the logs (metrics.jsonl, TensorBoard)
+    # label that loss with step bad + 1, so name it the same way.
+    return (f'Loss is not finite at step {bad + 1} (epoch {bad // steps_per_epoch + 1}); no '
+            f'update was applied from that step on. {kept} with a lower '
+            'optimizer.learning_rate or with optimizer.grad_clip_norm set.')
 
 
 def Evaluator(model, num_classes: int, flip: bool = False) -> ExactEvaluator:
@@ -69,12 +91,20 @@ def Evaluator(model, num_classes: int, flip: bool = False) -> ExactEvaluator:
                           num_classes)
 
 
+def make_runner(exp, mesh, config: ml_collections.ConfigDict) -> DataParallelStep:
+    """The compiled train step of an experiment, as the trainer runs it."""
+    step_fn = functools.partial(
+        steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule,
+        seed=config.seed, label_smoothing=config.label_smoothing, ema_decay=config.ema_decay)
+    return DataParallelStep(step_fn, mesh, config.parallel)
+
+
 class Trainer:
     """One run in one workdir. `run()` trains (or resumes, or only finishes) and returns
     the results; nothing here is specific to one process or device count."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | Path | epath.Path,
-                 preemption: Preemption | None = None):
+                 preemption: Preemption | None = None, splits: dict | None = None):
         self.config = config
         self.preemption = preemption or Preemption()
         self.workdir = epath.Path(workdir)   # local folders and gs:// alike
@@ -84,63 +114,61 @@ class Trainer:
         log.info('Devices: %d (%s), processes: %d', self.mesh.size, jax.default_backend(),
                  jax.process_count())
         self._started = time.time()
-        self.exp = exp = build_experiment(config, self.mesh)
+        # `splits` (in-memory data, e.g. the benchmark's synthetic images) replaces config.data.
+        self.exp = exp = build_experiment(config, self.mesh, splits)
         check_low_res_size(config, exp.train_data.image_shape)
         # Only now: a run that cannot get its data leaves no empty workdir behind.
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.ckpt = Checkpointer.from_config(self.workdir, config.checkpoint)
+        self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
+                                       exp.train_data.mean, exp.train_data.std)
+        self.record = RunRecord(self.workdir, config, self.spec)
+        self.ckpt = self.record.ckpt
         self.evaluator = Evaluator(exp.model, len(exp.class_names),
                                    flip=config.get('eval_flip', False))
         self.budget: BudgetPlan | None = None
         calibrated_runner = None
-        # The length the running step's schedule spans (a budgeted run's first epoch may
-        # run on the calibration's step, compiled for the config's num_epochs).
-        self._runner_num_epochs = config.num_epochs
+        self.num_epochs = config.num_epochs
         if config.get('time_budget_minutes'):
-            exp, self.budget, calibrated_runner = fit_to_budget(
+            self.exp, self.budget, calibrated_runner = fit_to_budget(
                 config.time_budget_minutes, exp, self.ckpt, self._started, self._make_runner,
                 self.evaluator)
-            self.exp = exp
-            if calibrated_runner is None and self.budget:
-                self._runner_num_epochs = self.budget.num_epochs
-            if self.budget:   # config.json records the fitted length
-                log.info('num_epochs=%d comes from time_budget_minutes (the config said %d; '
-                         'set time_budget_minutes=0 to train that).', self.budget.num_epochs,
+            if self.budget:
+                self.num_epochs = self.budget.num_epochs
+                log.info('num_epochs=%d comes from time_budget_minutes (the config says %d; '
+                         'set time_budget_minutes=0 to train that).', self.num_epochs,
                          config.num_epochs)
-                configure_for(self.budget, config)
-        self.spe = exp.train_data.steps_per_epoch
-        self.num_epochs = config.num_epochs
-        self.full_length = self.spe * self.num_epochs
-        self.total_steps = min(self.full_length, config.max_steps or self.full_length)
-        self.rule = final_weights_rule(config)
+        # The length the running step's schedule spans (a budgeted run's first epoch may
+        # run on the calibration's step, compiled for the config's num_epochs).
+        self._runner_num_epochs = config.num_epochs if calibrated_runner else self.num_epochs
+        self.spe = self.exp.train_data.steps_per_epoch
+        self._set_length(self.num_epochs)
         self.early_stopping, self.plateau = callbacks_from_config(config.callbacks)
-        self.runner = calibrated_runner or self._make_runner(exp)
-        self._epoch_clock: list[tuple[int, float]] = []   # (steps done, time) at sync points
-        self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
-                                       exp.train_data.mean, exp.train_data.std)
+        self.runner = calibrated_runner or self._make_runner(self.exp)
         self._refuse_another_experiment()   # before anything is written to the workdir
-        write_run_config(self.workdir, config)
-        self.writer = MetricsWriter(self.workdir)
+        self.record.open()
         self.progress = Progress(self.spe, self.num_epochs, config.batch_size)
         self.grad_health = GradientHealth()
-        self.loop = LoopState()
-        self.state = exp.state
+        self.state = self.exp.state
         self._carried = None          # the runner's state while training (donated each step)
-        self._pending: list = []      # per-step metrics not yet fetched by the host
-        self._in_flight: collections.deque = collections.deque()
         self._max_in_flight = steps_in_flight()   # 0: each step waits for its inputs
-        self._window_start = self._epoch_started = time.time()
+        self._window_start = time.time()
         self._last_metrics: dict = {}
         self._step = 0                # steps trained (host count; state.step agrees)
         self._size: int | None = None   # the image side the last epoch trained at
+        self._speed_told = jax.default_backend() != 'cpu' or bool(self.budget)
+        self._first_step_done: tuple[int, int, float] | None = None   # (epoch, done, time)
+
+    @property
+    def loop(self) -> LoopState:
+        return self.record.loop
 
     def _make_runner(self, exp) -> DataParallelStep:
-        config = self.config
-        step_fn = functools.partial(
-            steps.train_step, model=exp.model, tx=exp.tx, schedule=exp.schedule,
-            seed=config.seed, label_smoothing=config.label_smoothing,
-            ema_decay=config.ema_decay)
-        return DataParallelStep(step_fn, self.mesh, config.parallel)
+        return make_runner(exp, self.mesh, self.config)
+
+    def _set_length(self, num_epochs: int) -> None:
+        self.num_epochs = num_epochs
+        self.full_length = self.spe * num_epochs
+        self.total_steps = min(self.full_length, self.config.max_steps or self.full_length)
 
     # ------------------------------------------------------------------ phases
     def run(self) -> dict:
@@ -152,50 +180,25 @@ class Trainer:
                 log.info('This run is finished (%s); its results are in %s. Use a new --workdir '
                          'or a larger num_epochs to train more.', self.loop.stop_reason,
                          results_path)
-                self.writer.close()
+                self.record.close()
                 return json.loads(results_path.read_text())
             if self.loop.stop_kind is None:
                 self._train(preemption)
             self.ckpt.wait_until_finished()
             if self.loop.stop_kind == PREEMPTED or preemption.agreed():
-                self.writer.close()
+                self.record.close()
                 where = ('training finished; the final evaluation'
                          if self.loop.stop_kind in FINISHED_KINDS else 'training')
                 log.warning('Stopped: preempted (SIGTERM) at step %d. Rerun with the same '
                             '--workdir to resume %s.', self._step, where)
                 return {'status': 'preempted', 'step': self._step}
-            results = evaluate_final_weights(
-                self.ckpt, self.exp, self.rule, self.loop, self.evaluator,
-                wall_s=time.time() - self._started)
-        self.writer.write_hparams(flat_scalars(self.config.to_dict()), {
-            k: v for k, v in flat_scalars(results).items() if isinstance(v, float)})
-        self.writer.close()
-        if jax.process_index() == 0:
-            (self.workdir / 'results.json').write_text(json.dumps(results, indent=2))
-            if self.config.get('report', False):
-                self._write_report()
-        return results
-
-    def _write_report(self) -> None:
-        """report/report.md with the curves, diagnosis and confusion matrix. A report that
-        fails is a warning: the run and its results are complete without it."""
-        from ghostnet_jax.study.report import write_report
-        try:
-            log.info('Report: %s', write_report(self.workdir))
-        except Exception as e:   # plots must never cost a finished run its exit status
-            log.warning('Could not write the run report (%s: %s); retry with python -m '
-                        'ghostnet_jax.report --workdir %s', type(e).__name__, e, self.workdir)
+            return self.record.finish(self.exp, self.evaluator, time.time() - self._started)
 
     def _restore_or_start(self) -> None:
         config = self.config
-        identity = run_identity(config)
         if self.ckpt.latest_step() is None:
-            self.loop = LoopState(
-                identity=identity, num_epochs=self.num_epochs, max_steps=config.max_steps,
-                model_spec=self.spec.to_json(),
-                time_budget=self.budget.to_json() if self.budget else None,
-                best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self._best_delta()))
-            self.writer.write_hparams(flat_scalars(config.to_dict()), {})
+            self.record.start(self.num_epochs, self.budget.to_json() if self.budget else None)
+            self.record.writer.write_hparams(flat_scalars(config.to_dict()), {})
             return
         state, host = self.ckpt.restore_latest_intact(self.exp.state, mesh=self.mesh)
         loop = LoopState.from_json(host)
@@ -204,12 +207,13 @@ class Trainer:
             self.early_stopping.load_state_dict(loop.early_stopping)
         if self.plateau and loop.plateau:
             self.plateau.load_state_dict(loop.plateau)
-        if loop.best is None or (loop.best.metric, loop.best.mode) != (self.rule.metric,
-                                                                     self.rule.mode):
-            loop.best = BestSoFar(self.rule.metric, self.rule.mode, min_delta=self._best_delta())
+        if loop.best is None or (loop.best.metric, loop.best.mode) != (self.record.rule.metric,
+                                                                     self.record.rule.mode):
+            loop.best = BestSoFar(self.record.rule.metric, self.record.rule.mode,
+                                  min_delta=self.record.best_delta())
             for record in loop.history:
                 loop.best.update(record)
-        self.state, self.loop = state, loop
+        self.state, self.record.loop = state, loop
         self._step = step = int(jax.device_get(state.step))
         log.info('Resumed from step %d (%d epochs evaluated)', step, loop.evaluated_epochs)
         if loop.stop_kind == PREEMPTED:
@@ -222,16 +226,15 @@ class Trainer:
             log.info('max_steps grew: training on from step %d to %d.', step, self.total_steps)
             loop.stop_kind = loop.stop_reason = None
         loop.num_epochs, loop.max_steps = self.num_epochs, config.max_steps
-        loop.identity, loop.model_spec = identity, self.spec.to_json()
+        loop.identity, loop.model_spec = run_identity(config), self.spec.to_json()
 
     def _train(self, preemption: Preemption) -> None:
         """Trains until `_decide` names a reason to stop, and saves there."""
-        self._carried = self.runner.put(self.state)
-        self._window_start = time.time()
+        self.begin_training()
         kind = None
         epoch = self.loop.evaluated_epochs
         while epoch < self.num_epochs:       # a refit after the first epoch may change it
-            kind = self._train_epoch_steps(epoch, preemption)
+            kind = self.train_epoch_steps(epoch, preemption)
             if kind is None:
                 kind = self._end_epoch(epoch, preemption)
             else:   # stopped within the epoch (preempted, or max_steps)
@@ -244,7 +247,15 @@ class Trainer:
             self._set_stop(self._decide(preemption) or COMPLETED)
             self._save()
 
-    def _train_epoch_steps(self, epoch: int, preemption: Preemption) -> str | None:
+    def begin_training(self) -> None:
+        """Places the state for the runner: the loop (or a benchmark) trains from here."""
+        self._carried = self.runner.put(self.state)
+        self._window_start = time.time()
+
+    def train_epoch_steps(self, epoch: int, preemption: Preemption | None = None) -> str | None:
+        """The steps of epoch `epoch` from where the run is, as the loop runs them (what the
+        benchmark times as a real epoch); returns why it stopped inside the epoch, if it did."""
+        preemption = preemption or self.preemption
         data, spe = self.exp.train_data, self.spe
         if self.loop.epoch_sums.epoch != epoch:
             self.loop.epoch_sums = EpochSums(epoch)
@@ -255,36 +266,39 @@ class Trainer:
         if size != self._size:
             log.info('Epoch %d on: training images %s (data.low_res: the first %d of %d '
                      'epochs train small).', epoch + 1, f'{size}x{size}' if size else
-                     'at full size', low_res_epochs(self.num_epochs,
-                                                    self.config.data.low_res.epochs_fraction),
-                     self.num_epochs)
+                     'at full size', self._small_epochs(), self.num_epochs)
             self._size = size
         first, stop = self._step - epoch * spe, min(spe, self.total_steps - epoch * spe)
-        self._epoch_clock = [(first, self._epoch_started)]
-        for k in range(first, stop):
-            batch = data.batch(batches, k, size=size)
-            if not self._max_in_flight:
-                batch = jax.block_until_ready(batch)
-            self._carried, metrics = self.runner.step(self._carried, batch)
-            self._pending.append(metrics)
-            self._bound_in_flight(metrics['loss'])
-            at_sync_point = ((epoch * spe + k + 1) % self.config.log_every_steps == 0
-                             or k == stop - 1)
-            if at_sync_point:
-                self._flush()     # fetches the window's metrics: its steps are done
-                self._epoch_clock.append((k + 1, time.time()))
-            self.progress.update(k + 1, self._last_metrics)
-            if at_sync_point and k < stop - 1:
-                kind = self._decide(preemption)
-                if kind:
-                    return kind
+
+        def on_sync(done: int, fetched: list[dict], last: bool) -> str | None:
+            self._step = epoch * spe + done
+            self._flush(fetched)
+            self._tell_speed_once(epoch, done)
+            return None if last else self._decide(preemption)
+
+        self._epoch = run_epoch(
+            self.runner, self._carried, lambda k: data.batch(batches, k, size=size), first, stop,
+            sync_every=self.config.log_every_steps, steps_before=epoch * spe,
+            max_in_flight=self._max_in_flight, on_sync=on_sync,
+            on_step=lambda done: self._on_step(epoch, done))
+        self._carried = self._epoch.carried
+        if self._epoch.stop:
+            return self._epoch.stop
         if stop < spe:   # max_steps ends this epoch early
             return self._decide(preemption)
         return None
 
+    def _small_epochs(self) -> int:
+        """How many of the first epochs train at data.low_res.size."""
+        if self.budget and self.budget.low_res_step_s:
+            return self.budget.small_epochs
+        low_res = self.config.data.get('low_res')
+        return low_res_epochs(self.num_epochs, low_res.epochs_fraction) if low_res else 0
+
     def _train_size(self, epoch: int) -> int | None:
         """The image side epoch `epoch` trains at (None: the data's own)."""
-        return train_image_size(self.config.data.get('low_res'), epoch, self.num_epochs)
+        return train_image_size(self.config.data.get('low_res'), epoch, self.num_epochs,
+                                self._small_epochs())
 
     def _end_epoch(self, epoch: int, preemption: Preemption) -> str | None:
         """Validation, callbacks, the stop decision and the checkpoint of a full epoch."""
@@ -292,20 +306,10 @@ class Trainer:
         val_started = time.time()
         val = self.evaluator(eval_variables(self.state), self.exp.val_data)
         val_eval_s = time.time() - val_started
-        train_loss, train_acc = self.loop.epoch_sums.means()
-        record = {'epoch': epoch + 1, 'step': self._step, 'train_loss': float(train_loss),
-                  'train_accuracy': float(train_acc), 'val_accuracy': val['accuracy'],
-                  'val_loss': val['loss'], 'lr_scale': float(get_lr_scale(self.state.opt_state)),
-                  'epoch_time_s': time.time() - self._epoch_started}
-        if self.budget and ((not self.budget.refitted and epoch == 0)
-                            or full_size_refit_due(self.budget, epoch + 1)):
-            self._refit_budget(epoch + 1, val_eval_s)
-        self.writer.write_scalars(self._step, {'loss': val['loss'], 'accuracy': val['accuracy']},
-                                  'val', epoch=epoch + 1)
-        self.writer.write_scalars(self._step, {
-            'epoch_time_s': record['epoch_time_s'],
-            'image_size': self._train_size(epoch) or self.exp.train_data.image_shape[0]},
-            'train', epoch=epoch + 1)
+        if self.budget and not self.budget.refitted and epoch == 0:
+            self._refit_budget(val_eval_s)
+        record = epoch_record(epoch + 1, self._step, self.loop.epoch_sums, val,
+                              get_lr_scale(self.state.opt_state), time.time() - self._epoch_started)
         if self.plateau:
             decision = self.plateau.update(epoch, record,
                                            base_lr=float(self.exp.schedule(self._step)))
@@ -316,52 +320,63 @@ class Trainer:
                 self.state = self.runner.get(self._carried)
                 log.info('Plateau: learning-rate scale -> %g', decision.scale)
         early_stop = bool(self.early_stopping and self.early_stopping.update(epoch, record).stop)
-        self.loop.history.append(record)
-        self.loop.evaluated_epochs = epoch + 1
-        self.loop.epoch_sums = EpochSums(epoch + 1)
-        improved = self.loop.best.update(record)
+        improved = self.record.end_epoch(
+            record, self._train_size(epoch) or self.exp.train_data.image_shape[0])
         kind = self._decide(preemption, early_stop=early_stop)
         self._set_stop(kind, epoch)
         if self.ckpt.should_save(epoch + 1, self.num_epochs) or improved or kind:
             self._save(record, improved)
         self.progress.write(
-            f'epoch {epoch + 1}/{self.num_epochs}: train loss {train_loss:.4f} acc {train_acc:.4f}'
-            f' | val loss {val["loss"]:.4f} acc {val["accuracy"]:.4f}'
-            f' ({val["num_examples"]} examples) | {record["epoch_time_s"]:.0f} s')
+            f'epoch {epoch + 1}/{self.num_epochs}: train loss {record["train_loss"]:.4f} acc '
+            f'{record["train_accuracy"]:.4f} | val loss {val["loss"]:.4f} acc '
+            f'{val["accuracy"]:.4f} ({val["num_examples"]} examples) | '
+            f'{record["epoch_time_s"]:.0f} s')
         return kind
 
-    def _refit_budget(self, epochs_done: int, val_eval_s: float) -> None:
-        """Refits the budgeted length from the epoch just done as the loop ran it (the
-        first, and a low-res run's first at full size; time_budget.py says why), and
-        compiles the step for it if the length changed."""
-        step_s = loop_step_seconds(self._epoch_clock)
-        elapsed_s, step_s, val_eval_s = agree_measurements(
-            time.time() - self._started, step_s, val_eval_s)
+    def _refit_budget(self, val_eval_s: float) -> None:
+        """Refits the budgeted length from the first epoch as the loop ran it (a low-res
+        run also times the full-size step now), and compiles the step for it if the
+        length changed (time_budget.py says why)."""
+        step_s = self._epoch.seconds_per_step()
+        low_res_step_s = 0.0
+        if self.budget.low_res_step_s:   # the epoch trained small: time the full size now
+            low_res_step_s = step_s
+            step_s = full_size_step_s(self.runner, self.state, self.exp.train_data)
+        elapsed_s, step_s, low_res_step_s, val_eval_s = agree_measurements(
+            time.time() - self._started, step_s, low_res_step_s, val_eval_s)
         length_matters = not math.isinf(length_free_steps(self.config.optimizer, self.spe))
-        plan = refit_after_epoch(self.budget, epochs_done, elapsed_s, step_s, val_eval_s,
+        plan = refit_after_epoch(self.budget, 1, elapsed_s, step_s, val_eval_s,
                                  must_recompile=self._runner_num_epochs != self.budget.num_epochs,
-                                 length_matters=length_matters)
-        if length_matters and epochs_done > 1:    # the decay has begun
-            plan = with_respacing(self.budget, plan)
+                                 length_matters=length_matters, low_res_step_s=low_res_step_s)
         log.info(refit_message(self.budget, plan))
         self.budget = plan
         self.loop.time_budget = plan.to_json()
-        configure_for(plan, self.config)   # the count of small epochs, if rounded up
-        # A resume compares its config with this one, which now holds the refit's length.
-        self.loop.identity = run_identity(self.config)
-        self._set_num_epochs(plan.num_epochs)
+        self._set_length(plan.num_epochs)
+        self.loop.num_epochs = self.progress.num_epochs = plan.num_epochs
         if length_matters and plan.num_epochs != self._runner_num_epochs:
             self.exp = with_schedule_length(self.exp, plan.num_epochs)
             self.runner = self._make_runner(self.exp)
             self._carried = self.runner.put(self.state)
             self._runner_num_epochs = plan.num_epochs
 
-    def _set_num_epochs(self, num_epochs: int) -> None:
-        self.config.num_epochs = self.num_epochs = self.loop.num_epochs = num_epochs
-        self.progress.num_epochs = num_epochs
-        self.full_length = self.spe * num_epochs
-        self.total_steps = min(self.full_length, self.config.max_steps or self.full_length)
-        write_run_config(self.workdir, self.config, replace=True)
+    def _tell_speed_once(self, epoch: int, done: int) -> None:
+        """On CPU, once some steps after the first (which compiles) are timed: how long
+        this run will take at this speed, and the CPU recipe when that is long (the
+        default config is sized for a GPU or TPU)."""
+        timed = self._first_step_done
+        if self._speed_told or timed is None or timed[0] != epoch or done - timed[1] < 10:
+            return
+        self._speed_told = True
+        step_s = (time.time() - timed[2]) / (done - timed[1])
+        note = long_cpu_run_note(step_s, self.total_steps - self._step, self.num_epochs)
+        if note:
+            log.warning(note)
+
+    def _on_step(self, epoch: int, done: int) -> None:
+        timed = self._first_step_done
+        if not self._speed_told and (timed is None or timed[0] != epoch):
+            self._first_step_done = (epoch, done, time.time())   # after this epoch's first step
+        self.progress.update(done, self._last_metrics)
 
     def _stop_within_epoch(self, kind: str, epoch: int) -> None:
         """Saves where the loop stopped inside an epoch. At max_steps the weights are also
@@ -394,7 +409,8 @@ class Trainer:
         stored = ModelSpec.from_json(loop.model_spec) if loop.model_spec else None
         changed = [d for d in (stored.differences(self.spec) if stored else [])
                    if d.split(':')[0] in _DATA_SPEC_FIELDS]
-        check_resume(loop.identity, run_identity(self.config), changed, warn=warn)
+        check_resume(loop.identity, run_identity(self.config), changed, warn=warn,
+                     budgeted=bool(loop.time_budget))
 
     # ----------------------------------------------------------- the one stop rule
     def _decide(self, preemption: Preemption, early_stop: bool = False) -> str | None:
@@ -420,66 +436,42 @@ class Trainer:
             log.warning('Stopping: %s', self.loop.stop_reason)
 
     # -------------------------------------------------------------- host syncs
-    def _bound_in_flight(self, token: jax.Array) -> None:
-        """Counts the step just dispatched and keeps at most `steps_in_flight()` queued (none
-        on CPU): an unbounded queue of collective steps is what aborted 8-device CPU runs."""
-        self._step += 1
-        self._in_flight.append(token)
-        while len(self._in_flight) > self._max_in_flight:
-            self._in_flight.popleft().block_until_ready()
+    def synced_state(self):
+        """The train state as the last dispatched step leaves it (waits for nothing)."""
+        self._sync_state()
+        return self.state
 
     def _sync_state(self) -> None:
         self.state = self.runner.get(self._carried) if self._carried is not None else self.state
 
-    def _flush(self) -> None:
-        """Writes the pending steps' metrics, adds them to the epoch's sums and checks
-        that the loss stayed finite."""
-        if not self._pending:
-            return
-        fetched = jax.device_get(self._pending)
+    def _flush(self, fetched: list[dict]) -> None:
+        """Writes a window's metrics, adds them to the epoch's sums and checks that the
+        loss stayed finite."""
         first = self._step - len(fetched)
+        self.record.write_steps(first, fetched, self.spe)
         for i, m in enumerate(fetched):
-            self.writer.write_scalars(first + i + 1, m, 'train', epoch=(first + i) // self.spe + 1)
-            self.loop.epoch_sums.add(float(m['loss']), float(m['accuracy']))
             for warning in self.grad_health.update(first + i + 1, m):
                 log.warning('Gradient health: %s', warning)
         now = time.time()
         ips = len(fetched) * self.config.batch_size / max(now - self._window_start, 1e-9)
-        self.writer.write_scalars(self._step, {'images_per_second': ips}, 'train')
-        self._pending, self._window_start = [], now
+        self.record.writer.write_scalars(self._step, {'images_per_second': ips}, 'train')
+        self._window_start = now
         self._last_metrics = fetched[-1]
-        carried = self._carried if self._carried is not None else self.state
-        # Replicas agree (pmap carries one value per device), so any one will do.
-        bad = int(np.max(jax.device_get(carried.nonfinite_step)))
-        if bad >= 0:
+        # The step skips the update of a non-finite loss and records it (state.nonfinite_step);
+        # the loss it reports is the one it tested.
+        bad = next((first + i for i, m in enumerate(fetched)
+                    if not np.isfinite(float(m['loss']))), None)
+        if bad is not None:
             self.ckpt.wait_until_finished()
-            # `bad` counts the updates before the bad loss; the logs (metrics.jsonl,
-            # TensorBoard) label that loss with step bad + 1, so name it the same way.
-            raise NonFiniteLossError(
-                f'Loss is not finite at step {bad + 1} (epoch {bad // self.spe + 1}); no update '
-                f'was applied from that step on. Last good checkpoint: step '
-                f'{self.ckpt.latest_step()} in {self.ckpt.directory}. Lower '
-                'optimizer.learning_rate or set optimizer.grad_clip_norm.')
-
-    def _best_delta(self) -> float:
-        es = self.config.callbacks.early_stopping
-        return float(abs(es.min_delta)) if (es.enabled and es.restore_best) else 0.0
+            raise NonFiniteLossError(nonfinite_message(bad, self.spe, self.ckpt.latest_step(),
+                                                       self.ckpt.directory))
 
     def _save(self, metrics: dict | None = None, new_best: bool = False) -> None:
-        if self._step in self.ckpt.all_steps():
-            return
-        self._flush()
-        # Logs are at least as durable as checkpoints: after a crash (SIGKILL, OOM) the
-        # resumed run continues metrics.jsonl/TensorBoard from the step it restores.
-        self.writer.flush()
         if self.early_stopping:
             self.loop.early_stopping = self.early_stopping.state_dict()
         if self.plateau:
             self.loop.plateau = self.plateau.state_dict()
-        metrics = dict(metrics or {})
-        if new_best:
-            metrics[BEST_MARK] = 1.0
-        self.ckpt.save(self._step, self.state, self.loop.to_json(), metrics or None)
+        self.record.save(self._step, self.state, metrics, new_best)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
