@@ -22,17 +22,41 @@ if 'GHOSTNET_JAX_CACHE' not in os.environ:
     os.environ['GHOSTNET_JAX_CACHE'] = _cache
     atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
-# Jobs (train_harness.JOBS) and the tests that use them: started early when those tests are
-# selected. The first group does not need the reference run; the second does.
+# One persistent compilation cache for the whole session: the CLI runs of the trainer and
+# study tests and this process compile the same tiny programs (same model, batch and image
+# size); each is compiled once and loaded by the others. Set before jax is imported.
+if not os.environ.get('GHOSTNET_JAX_TEST_COMPILE_CACHE'):
+    _compile_cache = tempfile.mkdtemp(prefix='ghostnet_jax_test_jax_cache_')
+    os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE'] = _compile_cache
+    atexit.register(shutil.rmtree, _compile_cache, ignore_errors=True)
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE'])
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+
+# Jobs (train_harness.JOBS): CLI training runs in the background, each for the tests named
+# here. All selected jobs start when the session starts (the reference run and the jobs
+# that compile other programs first, the rest once the reference run has filled the
+# compilation cache), and the tests that wait for them run last: the in-process tests run
+# meanwhile, so both cores stay busy.
 JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_train_distributed.py',
                     'distributed_sigterm': 'test_train_preemption.py', 'ema': 'test_train_ema.py',
-                    'final_weights': 'test_train_final_weights.py',
-                    'time_budget': 'test_train_time_budget.py',
                     'low_res_budget': 'test_train_time_budget.py'}
-JOBS_AFTER_BASE = {'sigkill': 'test_sigkill', 'sigterm': 'test_sigterm',
+JOBS_AFTER_BASE = {'final_weights': 'test_train_final_weights.py',
+                   'time_budget': 'test_train_time_budget.py',
+                   'sigkill': 'test_sigkill', 'sigterm': 'test_sigterm',
                    'early_stopping': 'test_early_stopping_fires', 'nonfinite': 'test_train_nonfinite.py',
                    'init_from': 'test_init_from', 'resume_rules': 'test_train_resume_rules.py',
                    'device_counts': 'test_train_device_counts.py', 'faults': 'test_train_faults.py'}
+_BACKGROUND_FIXTURES = {'trainer', 'base_run'}
+
+
+def _waits_for_background(item) -> bool:
+    return bool(_BACKGROUND_FIXTURES & set(getattr(item, 'fixturenames', ())))
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that wait for background runs go last, in their order (stable sort)."""
+    items.sort(key=_waits_for_background)
 
 
 @pytest.fixture(scope='session')
@@ -40,29 +64,29 @@ def trainer(tmp_path_factory):
     """The tiny folder dataset plus data and compilation caches shared by every run."""
     root = tmp_path_factory.mktemp('train_e2e')
     data = h.make_dataset(root / 'data')
-    compile_cache = os.environ.get('GHOSTNET_JAX_TEST_COMPILE_CACHE') or root / 'jax_cache'
-    t = h.Trainer(root, data, root / 'data_cache', Path(compile_cache))
+    t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
     yield t
     t.close()
 
 
-def _prefetch(request, trainer, jobs):
-    selected = [item.nodeid for item in request.session.items]
-    for name, test in jobs.items():
-        if any(test in nodeid for nodeid in selected):
-            trainer.launch(name)
+@pytest.fixture(scope='session', autouse=True)
+def _background_runs(request):
+    """Starts the reference run and the selected tests' jobs at the start of the session."""
+    selected = [item for item in request.session.items if _waits_for_background(item)]
+    if not any('base_run' in item.fixturenames for item in selected):
+        return
+    t = request.getfixturevalue('trainer')
+    nodeids = [item.nodeid for item in selected]
+    wanted = lambda jobs: [name for name, test in jobs.items() if any(test in n for n in nodeids)]
+    t.launch_base(*h.BASE_FLAGS, before=wanted(JOBS_BEFORE_BASE), after=wanted(JOBS_AFTER_BASE))
 
 
 @pytest.fixture(scope='session')
-def base_run(trainer, request) -> Path:
+def base_run(trainer) -> Path:
     """The uninterrupted 1-device reference run (h.EPOCHS epochs, a checkpoint every epoch).
 
     Early stopping is on, monitoring the training loss with patience 2: on this learnable
     data the loss keeps falling, so it must not fire (test_train_callbacks checks that
     against the recorded history)."""
-    _prefetch(request, trainer, JOBS_BEFORE_BASE)
-    workdir = trainer.root / 'base'
-    trainer.run(workdir, *h.BASE_FLAGS).check()
-    trainer.base = workdir
-    _prefetch(request, trainer, JOBS_AFTER_BASE)
-    return workdir
+    trainer.launch_base(*h.BASE_FLAGS)   # already started unless run without the fixture above
+    return trainer.result('base')

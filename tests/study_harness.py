@@ -4,6 +4,7 @@ persistent compilation cache the trainer tests use."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,10 @@ class Cli:
     def __init__(self, root: Path, per_class: int = h.PER_CLASS):
         self.root = root
         self.data = h.make_dataset(root / 'data', per_class=per_class)
-        self.trainer = h.Trainer(root, self.data, root / 'data_cache', root.parent / 'study_jax_cache')
+        # The session's compilation cache (tests/conftest.py): the trainer tests compile the
+        # same programs.
+        self.trainer = h.Trainer(root, self.data, root / 'data_cache',
+                                 Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
 
     def overrides(self, epochs: int = 2) -> list[str]:
         return [f'--config.data.source=folder:{self.data}',

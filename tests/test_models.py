@@ -193,26 +193,31 @@ def test_bfloat16_compute_keeps_float32_params_and_stats():
     assert {a.dtype for a in jax.tree.leaves(updates)} == {jnp.dtype('float32')}
 
 
+def _init_apply(module, x):
+    """(variables, output) of `module` on `x`, both compiled: run op by op, each of init's
+    primitives would compile on its own (seconds for one bottleneck on CPU)."""
+    variables = jax.jit(module.init)(jax.random.key(1), x)
+    return variables, jax.jit(module.apply)(variables, x)
+
+
 def test_blocks_standalone_semantics():
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 6))
-    ghost = GhostModule(features=7, ratio=3)
-    v = ghost.init(jax.random.key(1), x)
-    assert ghost.apply(v, x).shape == (2, 8, 8, 7)
+    v, out = _init_apply(GhostModule(features=7, ratio=3), x)
+    assert out.shape == (2, 8, 8, 7)
     # ceil(7 / 3) = 3 primary channels, 3 * 2 = 6 cheap channels, sliced to 7.
     assert v['params']['primary_conv']['kernel'].shape == (1, 1, 6, 3)
     assert v['params']['cheap_operation']['kernel'].shape == (3, 3, 1, 6)
 
-    se = SqueezeExcite()
-    v = se.init(jax.random.key(1), x)
-    gate = se.apply(v, x) / x
+    _, out = _init_apply(SqueezeExcite(), x)
+    gate = out / x
     assert float(gate.min()) >= 0.0 and float(gate.max()) <= 1.0  # hard sigmoid range
 
     identity = GhostBottleneck(12, 6, stride=1)
-    v = identity.init(jax.random.key(1), x)
+    v = jax.eval_shape(identity.init, jax.random.key(1), x)
     assert 'shortcut_dw' not in v['params']
     down = GhostBottleneck(12, 10, dw_kernel=5, stride=2, se_ratio=0.25)
-    v = down.init(jax.random.key(1), x)
-    assert down.apply(v, x).shape == (2, 4, 4, 10)
+    v = jax.eval_shape(down.init, jax.random.key(1), x)
+    assert jax.eval_shape(down.apply, v, x).shape == (2, 4, 4, 10)
     assert v['params']['conv_dw']['kernel'].shape == (5, 5, 1, 12)
     assert v['params']['shortcut_dw']['kernel'].shape == (5, 5, 1, 6)
 

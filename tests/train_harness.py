@@ -124,6 +124,27 @@ class Trainer:
     def result(self, name: str, timeout: float = 900):
         return self.launch(name).result(timeout)
 
+    def launch_base(self, *flags: str, before: list[str] = (), after: list[str] = ()) -> None:
+        """Starts the reference run (job 'base', its workdir root/base), then the jobs
+        `before` beside it and the jobs `after` (which read its checkpoints, or would
+        recompile its programs before its run has cached them) queued behind them."""
+        if 'base' not in self._jobs:
+            def base() -> Path:
+                workdir = self.root / 'base'
+                self.run(workdir, *flags).check()
+                self.base = workdir
+                return workdir
+            self._jobs['base'] = self._pool.submit(base)
+        for name in before:
+            self.launch(name)
+        for name in after:
+            if name not in self._jobs:
+                self._jobs[name] = self._pool.submit(self._after_base, name)
+
+    def _after_base(self, name: str):
+        self.result('base')
+        return JOBS[name](self, self.root / name)
+
     def close(self) -> None:
         """Kills whatever still runs (jobs of tests that were not selected or failed)."""
         for future in self._jobs.values():
