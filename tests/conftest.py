@@ -32,7 +32,8 @@ JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_t
 JOBS_AFTER_BASE = {'sigkill': 'test_sigkill', 'sigterm': 'test_sigterm',
                    'early_stopping': 'test_early_stopping_fires', 'nonfinite': 'test_train_nonfinite.py',
                    'init_from': 'test_init_from', 'resume_rules': 'test_train_resume_rules.py',
-                   'device_counts': 'test_train_device_counts.py', 'faults': 'test_train_faults.py'}
+                   'device_counts': 'test_train_device_counts.py', 'faults': 'test_train_faults.py',
+                   'stream': 'test_train_stream.py'}
 
 
 @pytest.fixture(scope='session')

@@ -238,6 +238,11 @@ class StreamEpoch:
             grain_state = saved['grain']
             log.info('Streamed epoch %d resumes at step %d from its saved Grain iterator state.',
                      epoch + 1, first)
+        lo, hi = data.columns
+        # Shows (and tests check) that each process reads only its share of every batch.
+        log.info('Streamed epoch %d from step %d: this process reads columns %d..%d of every '
+                 'batch of %d (%d rows).', epoch + 1, first, lo, hi, data.global_batch_size,
+                 (data.steps_per_epoch - first) * (hi - lo))
         self._start, self.rows_read = start, []
         self._state = self._describe_state(first, grain_state)
         self._order = order
