@@ -126,7 +126,7 @@ def epoch_order(num_examples: int, global_batch_size: int, steps: int, seed: int
     return perm[: steps * global_batch_size].reshape(steps, global_batch_size)[:, lo:hi]
 
 
-def _grain_batches(rows: Rows, view: View, order: np.ndarray, options: StreamOptions,
+def grain_batches(rows: Rows, view: View, order: np.ndarray, options: StreamOptions,
                    seed: int = 0, epoch: int = 0):
     """A Grain iterator over ``order`` (steps, L): batches of L decoded examples."""
     import grain   # a core dependency, imported where it is used (~0.2 s)
@@ -230,7 +230,7 @@ class StreamEpoch:
         # The iterator covers the epoch from `start` (where the run's first process of this
         # epoch began it): a saved Grain state is a position in that iterator.
         start = saved['first'] if saved else first
-        iterator = _grain_batches(data.rows, data.view, order[start:], data.options,
+        iterator = grain_batches(data.rows, data.view, order[start:], data.options,
                                   data.seed, epoch)
         grain_state = None
         if saved:
@@ -374,7 +374,7 @@ class StreamEvalData:
         return ', '.join(self.rows.describe(int(r)) for r in self._order[k][:8] if r >= 0)
 
     def __iter__(self) -> Iterator[dict[str, jax.Array]]:
-        iterator = _grain_batches(self.rows, self.view, self._order, self.options)
+        iterator = grain_batches(self.rows, self.view, self._order, self.options)
         placed = _Placed(iterator, 0, self.num_batches, self.mesh, self.global_batch_size,
                          self.options.prefetch, self._files)
         try:
@@ -409,7 +409,7 @@ def stream_channel_stats(split: LazySplit, options: StreamOptions,
     order = padded.reshape(-1, chunk)
     sums = ChannelSums(np.zeros(options.shape(split)[-1], np.int64),
                        np.zeros(options.shape(split)[-1], np.int64), 0)
-    iterator = _grain_batches(split.rows, options.view(split, train=False), order, options)
+    iterator = grain_batches(split.rows, options.view(split, train=False), order, options)
     try:
         for batch in iterator:
             sums = sums + channel_sums(np.asarray(batch['image'])[np.asarray(batch['mask'])])
