@@ -56,5 +56,4 @@ def get_config():
                                  warmup_epochs=5.0))
     config.log_every_steps = 100
     config.checkpoint.every_steps = 500
-    config.report = True
     return config

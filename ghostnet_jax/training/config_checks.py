@@ -106,12 +106,14 @@ def _check_pipeline(config: ml_collections.ConfigDict) -> None:
             if not data.image_size:
                 raise ConfigError('data.stream.random_resized_crop needs data.image_size, the '
                                   'side of the crops (e.g. 224).')
-    mean, std = data.get('mean'), data.get('std')
-    if bool(mean) != bool(std) or (mean and (len(mean) != len(std) or min(std) <= 0)):
+    mean, std = tuple(data.get('mean') or ()), tuple(data.get('std') or ())
+    numbers = all(isinstance(v, (int, float)) for v in mean + std)
+    if (len(mean) != len(std) or not numbers or (std and min(std) <= 0)):
         raise ConfigError(f'data.mean and data.std are set together, one value per channel in '
                           f'pixel units (0..255), std positive, e.g. ImageNet\'s '
-                          f'(123.675, 116.28, 103.53) and (58.395, 57.12, 57.375); got '
-                          f'{mean!r} and {std!r}.')
+                          f'(123.675, 116.28, 103.53) and (58.395, 57.12, 57.375), or both '
+                          f"'()' for the training split's own statistics; got {mean!r} and "
+                          f'{std!r}.')
     every = config.checkpoint.get('every_steps', 0) or 0
     _positive(every, 'checkpoint.every_steps', allow_zero=True)
     if every and every % config.log_every_steps:
