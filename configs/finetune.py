@@ -44,4 +44,5 @@ def get_config():
                                  freeze_backbone_epochs=1.0))
     config.log_every_steps = 10
     config.checkpoint.every_steps = 0
+    config.report = True   # a small validation split: its report is cheap
     return config

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ghostnet_jax.data.arrays import ChannelSums, channel_sums
+from ghostnet_jax.data.arrays import ArraySplit, ChannelSums, channel_sums
 from ghostnet_jax.data.augment import AugmentConfig, normalize
 from ghostnet_jax.data.device import AXIS, _check_batch, batch_transform, epoch_keys
 from ghostnet_jax.data.errors import BatchConfigError, DataError
@@ -181,9 +181,12 @@ class _Placed:
             try:
                 local = next(self._iterator)
                 state = self._iterator.get_state()
-                placed = {key: self._global(np.asarray(local[key]))
+                # Copied out of Grain's shared memory first: a CPU device may alias host
+                # memory, and the segment is unlinked as soon as `local` is released.
+                placed = {key: self._global(np.array(local[key]))
                           for key in ('image', 'label', 'mask')}
-                item = (k, placed, np.asarray(local['row']), state)
+                item = (k, placed, np.array(local['row']), state)
+                del local
             except RuntimeError as e:
                 if 'Worker process was terminated' not in str(e):
                     item = (k, e, None, None)
@@ -418,3 +421,16 @@ def stream_channel_stats(split: LazySplit, options: StreamOptions,
         if close:
             close()
     return global_channel_stats(sums)
+
+
+def read_eval_split(split: LazySplit, options: StreamOptions) -> ArraySplit:
+    """Every row of ``split`` through the eval view, in order, as one host array: for a
+    small split that must be held whole (the end-of-run report shows its images)."""
+    view = options.view(split, train=False)
+    images, labels = [], []
+    for row in range(len(split)):
+        image, label = split.rows.read(row)
+        images.append(view.apply(image, None, split.rows.describe(row)))
+        labels.append(label)
+    stacked = np.stack(images) if images else np.zeros((0,) + view.shape, np.uint8)
+    return ArraySplit(stacked, np.asarray(labels, np.int32), split.class_names, split.name)
