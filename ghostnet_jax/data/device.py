@@ -35,7 +35,7 @@ AXIS = 'data'
 _MIX_SALT = 3  # mixing draws from fold_in(step key, 3); augment_batch uses salts 1 and 2.
 
 
-def _check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
+def check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
     if AXIS not in mesh.axis_names:
         raise ValueError(f"The mesh needs an axis named {AXIS!r}, got axes {mesh.axis_names}.")
     n = mesh.shape[AXIS]
@@ -148,7 +148,7 @@ class DeviceTrainData:
         std=None,
         dtype=jnp.float32,
     ):
-        _check_batch(mesh, global_batch_size, f'training data {split.name}')
+        check_batch(mesh, global_batch_size, f'training data {split.name}')
         n = len(split)
         if n < global_batch_size:
             raise BatchConfigError(
@@ -243,7 +243,7 @@ class DeviceEvalData:
         std,
         dtype=jnp.float32,
     ):
-        _check_batch(mesh, global_batch_size, f'eval data {split.name}')
+        check_batch(mesh, global_batch_size, f'eval data {split.name}')
         n, b = len(split), global_batch_size
         self.mesh = mesh
         self.global_batch_size = b

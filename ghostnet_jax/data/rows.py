@@ -113,7 +113,7 @@ class View:
 @dataclasses.dataclass(frozen=True)
 class ReadExample:
     """Grain map: position ``i`` of ``order`` -> that row's example ({'image', 'label',
-    'row', 'mask'}); row -1 is padding (zeros, mask False). Random crops draw from
+    'mask'}); row -1 is padding (zeros, mask False). Random crops draw from
     (seed, epoch, row), so a row's crop depends on nothing else (not on workers or
     processes)."""
 
@@ -127,10 +127,9 @@ class ReadExample:
         row = int(self.order[i])
         if row < 0:
             return {'image': np.zeros(self.view.shape, np.uint8), 'label': np.int32(0),
-                    'row': np.int64(-1), 'mask': np.bool_(False)}
+                    'mask': np.bool_(False)}
         image, label = self.rows.read(row)
         rng = (np.random.default_rng((self.seed, self.epoch, row))
                if self.view.mode == 'random_resized_crop' else None)
         image = self.view.apply(image, rng, self.rows.describe(row))
-        return {'image': image, 'label': np.int32(label), 'row': np.int64(row),
-                'mask': np.bool_(True)}
+        return {'image': image, 'label': np.int32(label), 'mask': np.bool_(True)}

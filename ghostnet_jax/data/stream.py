@@ -47,7 +47,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ghostnet_jax.data.arrays import ArraySplit, ChannelSums, channel_sums
 from ghostnet_jax.data.augment import AugmentConfig, normalize
-from ghostnet_jax.data.device import AXIS, _check_batch, batch_transform, epoch_keys
+from ghostnet_jax.data.device import AXIS, check_batch, batch_transform, epoch_keys
 from ghostnet_jax.data.errors import BatchConfigError, DataError
 from ghostnet_jax.data.placement import global_channel_stats
 from ghostnet_jax.data.rows import ReadExample, Rows, View
@@ -185,11 +185,11 @@ class _Placed:
                 # memory, and the segment is unlinked as soon as `local` is released.
                 placed = {key: self._global(np.array(local[key]))
                           for key in ('image', 'label', 'mask')}
-                item = (k, placed, np.array(local['row']), state)
+                item = (k, placed, state)
                 del local
             except RuntimeError as e:
                 if 'Worker process was terminated' not in str(e):
-                    item = (k, e, None, None)
+                    item = (k, e, None)
                 else:
                     item = (k, DataWorkerError(
                         f'A data worker process died ({e}) while preparing batch {k} (or a later '
@@ -197,20 +197,20 @@ class _Placed:
                         'decoding usually means a damaged file or too little memory: check '
                         'those files, or lower data.stream.workers / data.stream.threads. '
                         'Nothing saved is lost: rerun to resume from the last checkpoint.'),
-                        None, None)
+                        None)
             except BaseException as e:   # reported to the consumer, which raises it
-                item = (k, e, None, None)
+                item = (k, e, None)
             if not self._put(item) or isinstance(item[1], BaseException):
                 return
 
-    def get(self, k: int) -> tuple[dict[str, jax.Array], np.ndarray, Any]:
-        got, placed, rows, state = self._queue.get()
+    def get(self, k: int) -> tuple[dict[str, jax.Array], Any]:
+        got, placed, state = self._queue.get()
         if isinstance(placed, BaseException):
             raise placed
         if got != k:
             raise RuntimeError(f'the streamed batches are read in order: asked for {k}, '
                                f'next is {got}.')
-        return placed, rows, state
+        return placed, state
 
     def close(self) -> None:
         self._stop.set()
@@ -246,7 +246,7 @@ class StreamEpoch:
         log.info('Streamed epoch %d from step %d: this process reads columns %d..%d of every '
                  'batch of %d (%d rows).', epoch + 1, first, lo, hi, data.global_batch_size,
                  (data.steps_per_epoch - first) * (hi - lo))
-        self._start, self.rows_read = start, []
+        self._start = start
         self._state = self._describe_state(first, grain_state)
         self._order = order
         self._placed = _Placed(iterator, first, data.steps_per_epoch, data.mesh,
@@ -270,8 +270,7 @@ class StreamEpoch:
                 'grain': grain_state}
 
     def next_batch(self, step: int) -> dict[str, jax.Array]:
-        placed, rows, state = self._placed.get(step)
-        self.rows_read.append(rows)
+        placed, state = self._placed.get(step)
         self._state = self._describe_state(step + 1, state)
         return placed
 
@@ -298,7 +297,7 @@ class StreamTrainData:
     def __init__(self, split: LazySplit, mesh: Mesh, global_batch_size: int, seed: int,
                  augment: AugmentConfig, mean=None, std=None, dtype=jnp.float32,
                  options: StreamOptions = StreamOptions()):
-        _check_batch(mesh, global_batch_size, f'training data {split.name}')
+        check_batch(mesh, global_batch_size, f'training data {split.name}')
         n = len(split)
         if n < global_batch_size:
             raise BatchConfigError(
@@ -354,7 +353,7 @@ class StreamEvalData:
 
     def __init__(self, split: LazySplit, mesh: Mesh, global_batch_size: int, mean, std,
                  dtype=jnp.float32, options: StreamOptions = StreamOptions()):
-        _check_batch(mesh, global_batch_size, f'eval data {split.name}')
+        check_batch(mesh, global_batch_size, f'eval data {split.name}')
         n, b = len(split), global_batch_size
         self.mesh, self.global_batch_size, self.num_examples = mesh, b, n
         self.num_batches = math.ceil(n / b)
@@ -364,7 +363,6 @@ class StreamEvalData:
         lo, hi = process_columns(mesh, b)
         rows = np.arange(self.num_batches * b).reshape(self.num_batches, b)[:, lo:hi]
         self._order = np.where(rows < n, rows, -1)
-        self._batches = range(self.num_batches)
         mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
 
         @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)))
@@ -381,8 +379,8 @@ class StreamEvalData:
         placed = _Placed(iterator, 0, self.num_batches, self.mesh, self.global_batch_size,
                          self.options.prefetch, self._files)
         try:
-            for k in self._batches:
-                batch, _, _ = placed.get(k)
+            for k in range(self.num_batches):
+                batch, _ = placed.get(k)
                 yield self._finish(batch['image'], batch['label'], batch['mask'])
         finally:
             placed.close()
