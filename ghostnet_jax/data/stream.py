@@ -127,7 +127,7 @@ def epoch_order(num_examples: int, global_batch_size: int, steps: int, seed: int
 
 
 def grain_batches(rows: Rows, view: View, order: np.ndarray, options: StreamOptions,
-                   seed: int = 0, epoch: int = 0):
+                   seed: int = 0, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """A Grain iterator over ``order`` (steps, L): batches of L decoded examples."""
     import grain   # a core dependency, imported where it is used (~0.2 s)
 
