@@ -39,6 +39,26 @@ def get_config() -> ml_collections.ConfigDict:
         # folder sources: leave out (and log by name, with a count) files that cannot be
         # decoded, instead of stopping with an error naming the first one.
         skip_corrupt_images=False,
+        # 'device': every split held on the devices (fastest where it fits: CIFAR-10);
+        # 'stream': batches read from disk with Grain while training (data larger than
+        # device memory, images of any size); 'auto': 'device' when the splits fit
+        # data.stream.device_memory_share of one device's memory (docs/data.md).
+        pipeline='device',
+        # Normalization in pixel units (0..255), per channel; None: the training split's
+        # own statistics. Fine-tuning keeps the pretrained weights' (configs/finetune.py).
+        mean=config_dict.placeholder(tuple),
+        std=config_dict.placeholder(tuple),
+        stream=ml_collections.ConfigDict(dict(
+            workers=2,             # decoding processes (0: threads of the training process)
+            threads=2,             # batches each worker reads at once
+            prefetch=2,            # batches placed on the devices ahead of the step
+            device_memory_share=0.25,  # data.pipeline='auto': the splits' share that fits
+            # Train on Inception-style random-resized crops of data.image_size from images
+            # of any size; evaluate on the centre crop after resizing to size / eval_crop_pct.
+            random_resized_crop=False,
+            eval_crop_pct=0.875,
+            stats_examples=50_000,  # mean/std (when not given) from at most this many images
+        )),
         # On-device training augmentation, in this order (docs/training.md):
         augment=ml_collections.ConfigDict(dict(
             crop_padding=4,        # pad by 4 and crop back at a random offset (0 = off)

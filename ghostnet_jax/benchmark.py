@@ -13,6 +13,10 @@ compilation cache is configured), and the machine, versions, allocator and XLA f
 --profile DIR adds a jax.profiler trace and a table of time by op category.
 --compare-torch times PyTorch/timm eager on the identical network in the same process,
 interleaved with the JAX steps (needs the `torch` extra).
+--stream-workers 0,1,2 adds the streamed input pipeline's host throughput (images/s that
+Grain decodes, crops and batches, per number of worker processes) at --stream-sizes
+(default 32 and 224) on synthetic JPEGs or --stream-data folder:PATH; --stream-only
+measures only that (no model).
 """
 from __future__ import annotations
 
@@ -25,6 +29,9 @@ PROG = 'python -m ghostnet_jax.benchmark'
 
 
 def _summary(d: dict) -> str:
+    from ghostnet_jax.benchmarking.stream import format_rows
+    if 'model' not in d:   # --stream-only
+        return format_rows(d['stream'])
     lines = [(f"{d['model']} batch {d['batch_size']} {d['dtype']} on {d['backend']} "
              f"({d['device_count']} device(s), {d['cpu']['model']}, {d['cpu']['logical_cores']} "
              f"cores, {' '.join(d['cpu']['flags'])})"),
@@ -43,6 +50,8 @@ def _summary(d: dict) -> str:
         t = d['torch']
         lines.append(f"  torch/timm : {t['images_per_sec']} img/s eager, {t['threads']} threads "
                      f"(jax/torch = {t['jax_over_torch']}x)")
+    if d.get('stream'):
+        lines.append(format_rows(d['stream']))
     if d.get('profile'):
         from ghostnet_jax.benchmarking.profile import format_table
         lines.append(format_table(d['profile']))
@@ -70,6 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     flags.add(parser, '--compare-torch', action='store_true',
               help='interleave PyTorch/timm eager steps of the identical network')
     flags.add(parser, '--torch-threads', type=int, default=None)
+    flags.add(parser, '--stream-workers', default='', metavar='LIST',
+              help='worker process counts for the stream throughput, e.g. 0,1,2 (default: skip)')
+    flags.add(parser, '--stream-sizes', default='32,224', metavar='LIST',
+              help='image sides of the stream throughput: <64 as stored, else random crops')
+    flags.add(parser, '--stream-images', type=int, default=512,
+              help='synthetic JPEGs written per size')
+    flags.add(parser, '--stream-batch-size', type=int, default=64)
+    flags.add(parser, '--stream-threads', type=int, default=2, help='threads per worker')
+    flags.add(parser, '--stream-data', metavar='folder:PATH',
+              help='time this folder\'s train split instead of synthetic JPEGs')
+    flags.add(parser, '--stream-only', action='store_true',
+              help='only the stream throughput (no model, no compile)')
     flags.add(parser, '--compilation-cache', metavar='DIR',
               help='persistent XLA compilation cache (every entry kept): a rerun with the '
                    'same DIR measures the warm time to the first step')
@@ -89,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
             jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
             jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+        stream_rows = _stream(args)
+        if args.stream_only:
+            return _report({'stream': stream_rows}, args.json)
         from ghostnet_jax.benchmarking import run_benchmark
         result = run_benchmark(
             args.model, args.batch_size, args.image_size, args.steps, args.dtype,
@@ -97,14 +121,37 @@ def main(argv: list[str] | None = None) -> int:
             profile_dir=args.profile, compare_torch=args.compare_torch,
             torch_threads=args.torch_threads)
         d = result.as_dict()
-        print(_summary(d))
-        if args.json:
-            with open(args.json, 'w', encoding='utf-8') as f:
-                json.dump(d, f, indent=2)
-            print(f'wrote {args.json}', file=sys.stderr)
-        return errors.OK
+        if stream_rows:
+            d['stream'] = stream_rows
+        return _report(d, args.json)
 
     return errors.run_command(PROG, body, argv)
+
+
+def _stream(args) -> list[dict]:
+    """The stream throughput rows the flags ask for (none without --stream-workers)."""
+    if not args.stream_workers:
+        if args.stream_only:
+            raise errors.UsageError('--stream-only needs --stream-workers, e.g. 0,1,2.')
+        return []
+    try:
+        workers = [int(w) for w in args.stream_workers.split(',')]
+        sizes = [int(s) for s in args.stream_sizes.split(',')]
+    except ValueError as e:
+        raise errors.UsageError(f'--stream-workers/--stream-sizes take comma-separated '
+                                f'integers, e.g. 0,1,2 and 32,224 ({e}).') from e
+    from ghostnet_jax.benchmarking.stream import stream_throughput
+    return stream_throughput(workers, sizes, args.stream_images, args.stream_batch_size,
+                             args.stream_threads, args.stream_data)
+
+
+def _report(d: dict, json_path: str | None) -> int:
+    print(_summary(d))
+    if json_path:
+        with open(json_path, 'w', encoding='utf-8') as f:
+            json.dump(d, f, indent=2)
+        print(f'wrote {json_path}', file=sys.stderr)
+    return errors.OK
 
 
 if __name__ == '__main__':

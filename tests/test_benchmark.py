@@ -173,3 +173,18 @@ def test_interleaving_does_not_time_the_first_call_after_a_switch():
     assert all(len(t) == 6 and max(t) < 0.03 for t in times.values()), times
     single = _interleaved({'a': contender('a')}, rounds=2, steps_per_round=2)
     assert len(single['a']) == 4
+
+
+def test_stream_throughput_rows(tmp_path, capsys):
+    """--stream-only: host images/s per size and worker count, without a model."""
+    path = tmp_path / 'stream.json'
+    assert benchmark.main(['--stream-only', '--stream-workers', '0', '--stream-sizes', '16,64',
+                           '--stream-images', '12', '--stream-batch-size', '4',
+                           '--json', str(path)]) == 0
+    rows = json.loads(path.read_text())['stream']
+    assert [(r['image_size'], r['workers'], r['random_resized_crop']) for r in rows] == [
+        (16, 0, False), (64, 0, True)]
+    for r in rows:
+        assert r['batches'] == 2 and r['images_per_sec'] > 0 and r['first_batch_s'] >= 0
+    assert '64x64  random-resized crop workers 0' in capsys.readouterr().out
+    assert benchmark.main(['--stream-only']) == 2   # nothing to measure: a usage error

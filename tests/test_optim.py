@@ -220,3 +220,34 @@ def test_ema_warmup_decay():
     # min(decay, (1 + t) / (10 + t)), hand-computed.
     got = [float(ema_decay_at(0.99, t)) for t in (0, 1, 8, 80, 10_000)]
     np.testing.assert_allclose(got, [0.1, 2 / 11, 0.5, 0.9, 0.99], rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', ['sgd', 'adamw'])
+def test_frozen_backbone_moves_only_the_classifier_then_everything(name):
+    """optimizer.freeze_backbone_epochs (configs/finetune.py): during the frozen steps the
+    rest gets exactly zero updates (momentum, Adam moments and weight decay included), so
+    it starts from where it was, unlike a run without the freeze; then it trains."""
+    cfg = optim.default_optimizer_config()
+    cfg.update(name=name, warmup_epochs=0.0, schedule='constant', learning_rate=0.1,
+               weight_decay=0.1, freeze_backbone_epochs=1.5)
+    params = {'classifier': {'kernel': jnp.ones((2, 2))}, 'stem': {'kernel': jnp.ones((2, 2))}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    tx, _ = optim.build_optimizer(cfg, 2, 10, params)   # 3 frozen steps
+    state = tx.init(params)
+    assert optim.get_lr_scale(state) == 1.0   # the plateau scale is still found
+    moved = []
+    for _ in range(5):
+        updates, state = tx.update(grads, state, params)
+        moved.append((float(jnp.abs(updates['classifier']['kernel']).sum()),
+                      float(jnp.abs(updates['stem']['kernel']).sum())))
+    assert all(head > 0 for head, _ in moved)
+    assert [rest for _, rest in moved[:3]] == [0.0, 0.0, 0.0] and moved[3][1] > 0
+    if name != 'sgd':
+        return   # Adam's step count advanced while frozen (see freeze_backbone)
+    # Nothing built up while frozen: the first free step equals a fresh optimizer's first.
+    plain = cfg.copy_and_resolve_references()
+    plain.freeze_backbone_epochs = 0.0
+    fresh, _ = optim.build_optimizer(plain, 2, 10, params)
+    first, _ = fresh.update(grads, fresh.init(params), params)
+    np.testing.assert_allclose(moved[3][1], float(jnp.abs(first['stem']['kernel']).sum()),
+                               rtol=1e-6)

@@ -600,4 +600,27 @@ def job_faults(t: Trainer, root: Path) -> dict:
     return out
 
 
+STREAM_FLAGS = ('--config.data.pipeline=stream', '--config.data.stream.workers=0')
+
+
+def job_stream(t: Trainer, root: Path) -> dict:
+    """The reference run streamed, checkpointing every 2 steps, SIGKILLed once a checkpoint
+    inside epoch 2 (step 6) is finished, then rerun to the end of epoch 2; and two
+    streaming processes."""
+    flags = (*BASE_FLAGS, *STREAM_FLAGS, '--config.checkpoint.every_steps=2')
+    run = t.start(root / 'run', *flags)
+    wait_for_checkpoint(run, STEPS_PER_EPOCH + 2)
+    run.signal(signal.SIGKILL)
+    run.wait()
+    # A kill that came a little later would have left more: resume from step 6 whatever
+    # the loop reached (what a kill right after that save leaves).
+    later = [s for s in finished_steps(run.workdir) if s > STEPS_PER_EPOCH + 2]
+    for step in later:
+        shutil.rmtree(run.workdir / 'checkpoints' / str(step))
+    rerun = t.run(run.workdir, *flags, f'--config.max_steps={PARALLEL_STEPS}', log_name='rerun')
+    procs = [p.wait() for p in _distributed(t, root / 'two', *STREAM_FLAGS,
+                                            f'--config.max_steps={PARALLEL_STEPS}')]
+    return dict(killed=run, removed=later, rerun=rerun, procs=procs)
+
+
 JOBS = {name[len('job_'):]: fn for name, fn in globals().items() if name.startswith('job_')}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ AXIS = 'data'
 _MIX_SALT = 3  # mixing draws from fold_in(step key, 3); augment_batch uses salts 1 and 2.
 
 
-def _check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
+def check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
     if AXIS not in mesh.axis_names:
         raise ValueError(f"The mesh needs an axis named {AXIS!r}, got axes {mesh.axis_names}.")
     n = mesh.shape[AXIS]
@@ -78,6 +79,13 @@ class EpochBatches:
     def steps(self) -> int:
         return int(self.images.shape[0])
 
+    def state(self) -> None:
+        """Nothing to save: the batches are a pure function of (seed, epoch, step)."""
+        return None
+
+    def close(self) -> None:
+        """Nothing to release (a streamed epoch stops its workers here)."""
+
 
 def downscale(x: jax.Array, size: int | None) -> jax.Array:
     """(B, H, W, C) float images resized to (B, size, size, C) with antialiasing (a
@@ -85,6 +93,39 @@ def downscale(x: jax.Array, size: int | None) -> jax.Array:
     if size is None or x.shape[1:3] == (size, size):
         return x
     return jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), 'linear', antialias=True)
+
+
+def epoch_keys(seed: int, epoch: int | jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(permutation key, augmentation key) of an epoch: what makes every pipeline's
+    batches a pure function of (seed, epoch, step)."""
+    perm_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+    return perm_key, aug_key
+
+
+def batch_transform(augment: AugmentConfig, mean: np.ndarray, std: np.ndarray, dtype,
+                    num_classes: int) -> Callable[..., dict[str, jax.Array]]:
+    """The on-device half of a training batch, shared by the device-resident and the
+    streamed pipeline (so both give the same batch from the same uint8 examples):
+    ``finish(images, labels, epoch_key, step, size)`` augments (B, H, W, C) uint8 images
+    with ``fold_in(epoch_key, step)``, normalizes them, optionally mixes and downscales."""
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    # Cutout fills with the dataset mean so the patch normalizes to ~0.
+    fill = np.clip(np.round(mean), 0, 255).astype(np.uint8)
+
+    def finish(images, labels, key, step, size=None):
+        step_key = jax.random.fold_in(key, step)
+        x = augment_batch(images, step_key, augment, fill)
+        if not augment.mixes:
+            x = normalize(x, mean, std, jnp.float32 if size else dtype)
+            return {'image': downscale(x, size).astype(dtype), 'label': labels}
+        # Mixing needs the labels, so it follows normalization (which it commutes
+        # with: both are affine); it runs in float32 and 'label' becomes soft targets.
+        x, targets = mix_batch(
+            normalize(x, mean, std, jnp.float32), labels, jax.random.fold_in(step_key, _MIX_SALT),
+            num_classes, augment.mixup_alpha, augment.cutmix_alpha, augment.mix_prob)
+        return {'image': downscale(x, size).astype(dtype), 'label': targets}
+
+    return finish
 
 
 class DeviceTrainData:
@@ -107,7 +148,7 @@ class DeviceTrainData:
         std=None,
         dtype=jnp.float32,
     ):
-        _check_batch(mesh, global_batch_size, f'training data {split.name}')
+        check_batch(mesh, global_batch_size, f'training data {split.name}')
         n = len(split)
         if n < global_batch_size:
             raise BatchConfigError(
@@ -133,8 +174,6 @@ class DeviceTrainData:
         del local  # The host copy of the rows is not needed once they are on the devices.
         self._mean = self.mean = np.asarray(mean, np.float32)
         self._std = self.std = np.asarray(std, np.float32)
-        # Cutout fills with the dataset mean so the patch normalizes to ~0.
-        fill = np.clip(np.round(self._mean), 0, 255).astype(np.uint8)
         steps, b = self.steps_per_epoch, global_batch_size
 
         epoch_sharding = NamedSharding(mesh, P(None, AXIS))
@@ -142,7 +181,7 @@ class DeviceTrainData:
 
         @functools.partial(jax.jit, out_shardings=(epoch_sharding, epoch_sharding, None))
         def shuffle(images, labels, epoch):
-            perm_key, aug_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), epoch))
+            perm_key, aug_key = epoch_keys(seed, epoch)
             perm = jax.random.permutation(perm_key, n)[: steps * b].reshape(steps, b)
             # Every device needs examples from every shard: gather from a replicated copy
             # (one all-gather per epoch) with indices sharded along B, so each device
@@ -154,30 +193,21 @@ class DeviceTrainData:
             y = _gather_rows(labels, perm, epoch_sharding)
             return x, y, aug_key
 
-        batch_sharding = NamedSharding(mesh, P(AXIS))
+        finish = batch_transform(augment, self._mean, self._std, dtype, len(split.class_names))
 
-        num_classes = len(split.class_names)
-
-        @functools.partial(jax.jit, out_shardings=batch_sharding, static_argnames='size')
+        @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)),
+                           static_argnames='size')
         def make_batch(images, labels, key, step, size=None):
-            step_key = jax.random.fold_in(key, step)
-            x = augment_batch(images[step], step_key, augment, fill)
-            if not augment.mixes:
-                x = normalize(x, self._mean, self._std, jnp.float32 if size else dtype)
-                return {'image': downscale(x, size).astype(dtype), 'label': labels[step]}
-            # Mixing needs the labels, so it follows normalization (which it commutes
-            # with: both are affine); it runs in float32 and 'label' becomes soft targets.
-            x, targets = mix_batch(
-                normalize(x, self._mean, self._std, jnp.float32), labels[step],
-                jax.random.fold_in(step_key, _MIX_SALT), num_classes, augment.mixup_alpha,
-                augment.cutmix_alpha, augment.mix_prob)
-            return {'image': downscale(x, size).astype(dtype), 'label': targets}
+            return finish(images[step], labels[step], key, step, size)
 
         self._shuffle = shuffle
         self._make_batch = make_batch
 
-    def epoch(self, epoch: int) -> EpochBatches:
-        """This epoch's reshuffled batches, materialized on device by one jitted call."""
+    def epoch(self, epoch: int, first: int = 0, state: dict | None = None) -> EpochBatches:
+        """This epoch's reshuffled batches, materialized on device by one jitted call.
+        ``first`` and ``state`` (where a resumed epoch starts, and a streamed pipeline's
+        saved iterator) do not matter here: any step can be sliced from the epoch."""
+        del first, state
         x, y, key = self._shuffle(self._images, self._labels, jnp.int32(epoch))
         return EpochBatches(epoch, x, y, key)
 
@@ -213,7 +243,7 @@ class DeviceEvalData:
         std,
         dtype=jnp.float32,
     ):
-        _check_batch(mesh, global_batch_size, f'eval data {split.name}')
+        check_batch(mesh, global_batch_size, f'eval data {split.name}')
         n, b = len(split), global_batch_size
         self.mesh = mesh
         self.global_batch_size = b

@@ -134,7 +134,7 @@ def subset(plan_: FolderPlan, rows: Sequence[int] | np.ndarray) -> FolderPlan:
     return FolderPlan(tuple(plan_.files[i] for i in rows), plan_.labels[rows], plan_.class_names)
 
 
-def decode_or_none(path: str, image_size: int | None) -> np.ndarray | None:
+def decode_or_none(path: str, image_size: int | None = None) -> np.ndarray | None:
     """The decoded image, or None (with the reason logged) if the file is not a readable image."""
     try:
         return images_lib.decode_file(path, image_size)
@@ -153,6 +153,15 @@ def decode_readable(
     keep = [i for i, image in enumerate(decoded) if image is not None]
     skipped = [f for f, image in zip(plan_.files, decoded) if image is None]
     return subset(plan_, keep), [decoded[i] for i in keep], skipped
+
+
+def unreadable_files(plan_: FolderPlan, num_threads: int | None = None) -> list[str]:
+    """The planned files that do not decode, found by decoding each and keeping nothing
+    (memory stays bounded however large the split: the streamed pipeline's scan)."""
+    workers = num_threads or min(32, 2 * (os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        ok = list(pool.map(lambda f: decode_or_none(f) is not None, plan_.files))
+    return [f for f, good in zip(plan_.files, ok) if not good]
 
 
 def decode(

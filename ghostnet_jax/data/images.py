@@ -1,7 +1,9 @@
-"""Decoding and resizing of single images, and stacking them into one uint8 array."""
+"""Decoding and resizing of single images, and stacking them into one uint8 array; the
+host-side crops of the streamed pipeline (and of serving) for images of any size."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,3 +51,64 @@ def stack(images: Sequence[np.ndarray], names: Sequence[str], context: str) -> n
                 f'{image.shape} (H, W, C). Pass image_size=... to resize all images to a square size.'
             )
     return np.stack(images).astype(np.uint8, copy=False)
+
+
+def resize_shorter(pil: Image.Image, size: int, resample) -> Image.Image:
+    """torchvision's Resize(int): the shorter side becomes ``size``, the longer one keeps the
+    aspect ratio, truncated (int(size * long / short)), as timm's eval transform does."""
+    w, h = pil.size
+    if w <= h:
+        new = (size, int(size * h / w))
+    else:
+        new = (int(size * w / h), size)
+    return pil if new == (w, h) else pil.resize(new, resample)
+
+
+def centre_crop(pil: Image.Image, h: int, w: int) -> Image.Image:
+    """torchvision's center_crop (offsets round((size - crop) / 2)); an image smaller than
+    the crop is first enlarged to cover it."""
+    iw, ih = pil.size
+    if iw < w or ih < h:
+        pil = pil.resize((max(iw, w), max(ih, h)), Image.Resampling.BICUBIC)
+        iw, ih = pil.size
+    top, left = int(round((ih - h) / 2.0)), int(round((iw - w) / 2.0))
+    return pil.crop((left, top, left + w, top + h))
+
+
+def resize_and_centre_crop(image: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
+    """Evaluation view of an image of any size: shorter side to floor(size / crop_pct)
+    (bilinear), centre crop size x size; what ``predict`` does for such a run too."""
+    pil = resize_shorter(Image.fromarray(image), int(math.floor(size / crop_pct)),
+                         Image.Resampling.BILINEAR)
+    return np.asarray(centre_crop(pil, size, size), dtype=np.uint8)
+
+
+def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
+                        scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+    """Inception-style crop (torchvision's RandomResizedCrop): a box of a random share of
+    the area (``scale``) and log-uniform aspect ratio (``ratio``), tried 10 times, else the
+    centre box of the clamped ratio; resized to size x size (bilinear)."""
+    h, w = image.shape[:2]
+    area = h * w
+    box = None
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+            box = (left, top, left + cw, top + ch)
+            break
+    if box is None:
+        in_ratio = w / h
+        if in_ratio < ratio[0]:
+            cw, ch = w, int(round(w / ratio[0]))
+        elif in_ratio > ratio[1]:
+            cw, ch = int(round(h * ratio[1])), h
+        else:
+            cw, ch = w, h
+        top, left = (h - ch) // 2, (w - cw) // 2
+        box = (left, top, left + cw, top + ch)
+    pil = Image.fromarray(image).resize((size, size), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(pil, dtype=np.uint8)

@@ -23,6 +23,7 @@ from ghostnet_jax.data import folder_source, tfds_source
 from ghostnet_jax.data import images as images_lib
 from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.errors import CorruptImageError, MixedImageSizeError
+from ghostnet_jax.data.rows import FolderRows, Rows, TfdsRows
 from ghostnet_jax.data.sources import resolve_arguments
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,9 @@ class LazySplit:
 
     def __init__(self, name: str, num_examples: int, class_names: Sequence[str],
                  image_shape: tuple[int, ...] | Callable[[], tuple[int, ...]] | None,
-                 _decode: Callable[[Ranges], ArraySplit]):
+                 _decode: Callable[[Ranges], ArraySplit], rows: Rows | None = None):
         self.name = name
+        self.rows = rows   # single undecoded rows, for the streamed pipeline
         self.num_examples = num_examples
         self.class_names = tuple(class_names)
         self._decode = _decode
@@ -137,14 +139,15 @@ def _without(key_parts: dict, skipped: Sequence[str]) -> dict:
 
 
 def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
-                     key_parts: dict, image_size: int | None,
-                     num_threads: int | None) -> tuple[folder_source.FolderPlan, list[str]]:
+                     key_parts: dict, image_size: int | None, num_threads: int | None,
+                     keep_decoded: bool = True) -> tuple[folder_source.FolderPlan, list[str]]:
     """The plan without its unreadable files, which are logged by name with their count.
 
     Finding them means decoding every planned file once; the list is cached (keyed by the
     files' fingerprints) so later runs and the other processes of a pod do not decode
     again, and the decoded images are saved as the whole split's cache entry, so eager
-    loading right after this reads them from the cache instead of decoding twice.
+    loading right after this reads them from the cache instead of decoding twice (unless
+    not ``keep_decoded``: a streamed split is never held whole, so its scan keeps nothing).
     """
     list_key = cache_lib.cache_key(**key_parts, unreadable=True)
     list_path = cache_dir / f'{list_key}.json'
@@ -154,12 +157,16 @@ def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
     except (OSError, ValueError, KeyError, TypeError):
         pass  # No list yet (or a damaged one): scan the files.
     if skipped is None:
-        readable, images, skipped = folder_source.decode_readable(plan, image_size, num_threads)
-        whole = ArraySplit(images_lib.stack(images, readable.files, context=name),
-                           readable.labels, readable.class_names, name)
-        if len(whole):
-            cache_lib.save(cache_dir, cache_lib.cache_key(**_without(key_parts, skipped),
-                                                          rows=((0, len(whole)),)), whole)
+        if keep_decoded:
+            readable, images, skipped = folder_source.decode_readable(plan, image_size,
+                                                                      num_threads)
+            whole = ArraySplit(images_lib.stack(images, readable.files, context=name),
+                               readable.labels, readable.class_names, name)
+            if len(whole):
+                cache_lib.save(cache_dir, cache_lib.cache_key(**_without(key_parts, skipped),
+                                                              rows=((0, len(whole)),)), whole)
+        else:
+            skipped = folder_source.unreadable_files(plan, num_threads)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = list_path.with_suffix(f'.{os.getpid()}.tmp')
         tmp.write_text(json.dumps({'unreadable': skipped}))
@@ -187,13 +194,15 @@ def open_lazy_split(
     download_timeout: float = 10.0,
     num_threads: int | None = None,
     skip_corrupt_images: bool = False,
+    streamed: bool = False,
 ) -> LazySplit:
     """Like ``load_split`` (same arguments), but decodes nothing until rows (or the image
-    shape) are asked for.
+    shape) are asked for; ``.rows`` reads single examples (the streamed pipeline).
 
     With ``skip_corrupt_images`` (folder sources), every selected file is decoded once
     here, because the split's size must be known, and equal on every process, before
-    any rows are placed.
+    any rows are placed. ``streamed``: the split will be read row by row, never whole, so
+    that scan keeps no decoded image (host memory stays bounded).
     """
     kind, arg, cache_dir = resolve_arguments(source, image_size, cache_dir)
 
@@ -206,7 +215,7 @@ def open_lazy_split(
                          class_names=plan.class_names)
         if skip_corrupt_images:
             plan, skipped = _skip_unreadable(plan, name, cache_dir, key_parts, image_size,
-                                             num_threads)
+                                             num_threads, keep_decoded=not streamed)
             # The rows are now those of the readable files: key the entries by what was left out.
             key_parts = _without(key_parts, skipped)
 
@@ -216,6 +225,7 @@ def open_lazy_split(
 
         n, class_names = len(plan.files), plan.class_names
         first = (lambda: images_lib.decode_file(plan.files[0], image_size).shape) if n else None
+        rows = FolderRows(plan.files, plan.labels)
     else:
         name = f'tfds:{arg} {split}'
         handle = tfds_source.open_split(arg, split, data_dir, download=download,
@@ -232,6 +242,8 @@ def open_lazy_split(
         n, class_names = len(handle.source), handle.class_names
         first = (lambda: tfds_source.read(handle, name, image_size, indices=[0]).image_shape) \
             if n else None
+        rows = TfdsRows(handle.source, name)
 
-    return LazySplit(name, n, class_names, first, _cached(cache_dir, key_parts, name, n, decode))
+    return LazySplit(name, n, class_names, first, _cached(cache_dir, key_parts, name, n, decode),
+                     rows)
 

@@ -18,11 +18,12 @@ from typing import Any
 import ml_collections
 from etils import epath
 
-from ghostnet_jax.data import DeviceEvalData, channel_stats, load_split
+from ghostnet_jax.data import DeviceEvalData, channel_stats, load_split, open_lazy_split
+from ghostnet_jax.data.stream import StreamEvalData
 from ghostnet_jax.data.errors import DataError, SplitNotFoundError
 from ghostnet_jax.serving.loading import load
 from ghostnet_jax.training.checkpoints import CheckpointError
-from ghostnet_jax.training.experiment import compute_dtype
+from ghostnet_jax.training.experiment import compute_dtype, stream_options
 from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.parallel import make_mesh, replicate
 from ghostnet_jax.training.trainer import Evaluator
@@ -71,21 +72,35 @@ def evaluate_checkpoint(workdir: str | epath.Path, checkpoint: str | int = 'best
     run = load(workdir, checkpoint, fallback_spec=lambda: _rebuilt_spec(config))
     spec = run.spec
     kwargs = {**_data_kwargs(config), 'image_size': spec.resize}
-    target = load_split(source or config.data.source, spec_text, **kwargs)
+    # A streamed run is evaluated streamed: its eval view (a centre crop after random-
+    # resized training crops) and no split held whole, as during training.
+    streamed = config.data.get('pipeline', 'device') != 'device' or bool(spec.eval_crop_pct)
+    if streamed:
+        options = stream_options(config.data)
+        target = open_lazy_split(source or config.data.source, spec_text, streamed=True,
+                                 **kwargs)
+        shape = options.shape(target)
+    else:
+        target = load_split(source or config.data.source, spec_text, **kwargs)
+        shape = target.image_shape
     if tuple(target.class_names) != spec.class_names:
         raise DataError(
             f'{target.name} has classes {list(target.class_names)}, but the model was trained on '
             f'{list(spec.class_names)}; evaluate on data with the same classes.')
-    if target.image_shape != spec.image_shape:
+    if shape != spec.image_shape:
         raise DataError(
-            f'{target.name} holds {target.image_shape} images, the model was trained on '
+            f'{target.name} holds {shape} images, the model was trained on '
             f'{spec.image_shape}; the run resized images to {spec.resize}.')
     # The module the trainer evaluated: the run's compute dtype and conv formulation.
     dtype = compute_dtype(config.get('dtype', 'float32'))
     model = spec.build_model(dtype)
     mesh = make_mesh()
-    data = DeviceEvalData(target, mesh, batch_size or config.eval_batch_size, spec.mean,
-                          spec.std, dtype=dtype)
+    if streamed:
+        data = StreamEvalData(target, mesh, batch_size or config.eval_batch_size, spec.mean,
+                              spec.std, dtype=dtype, options=options)
+    else:
+        data = DeviceEvalData(target, mesh, batch_size or config.eval_batch_size, spec.mean,
+                              spec.std, dtype=dtype)
     summary = Evaluator(model, spec.num_classes, flip=spec.eval_flip)(
         replicate(run.variables, mesh), data)
     return {

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ghostnet_jax.data.errors import CorruptImageError
+from ghostnet_jax.data.images import centre_crop, resize_shorter
 from ghostnet_jax.training.model_spec import ModelSpec
 
 # In [0, 1] units, as timm (and torchvision) state them; stored here in [0, 255] units.
@@ -66,6 +67,10 @@ class Preprocessing:
     def for_run(cls, spec: ModelSpec) -> 'Preprocessing':
         """A training run's: its decode-time square resize, if any, is a resize to
         image_shape (which then has that size), so one rule covers both cases."""
+        if spec.eval_crop_pct:   # trained on random-resized crops: evaluated on the centre
+            return cls(image_shape=spec.image_shape, mean=spec.mean, std=spec.std,
+                       mode='resize_shorter_crop', interpolation='bilinear',
+                       resize_shorter=int(math.floor(spec.image_shape[0] / spec.eval_crop_pct)))
         return cls(image_shape=spec.image_shape, mean=spec.mean, std=spec.std, mode='resize',
                    interpolation='bilinear')
 
@@ -113,8 +118,8 @@ class Preprocessing:
         h, w, _ = self.image_shape
         resample = _INTERPOLATIONS[self.interpolation]
         if self.mode == 'resize_shorter_crop':
-            pil = _resize_shorter(pil, self.resize_shorter, resample)
-            pil = _centre_crop(pil, h, w)
+            pil = resize_shorter(pil, self.resize_shorter, resample)
+            pil = centre_crop(pil, h, w)
         elif pil.size != (w, h):
             pil = pil.resize((w, h), resample)
         out = np.asarray(pil, dtype=np.uint8)
@@ -139,24 +144,3 @@ class Preprocessing:
         mean = jnp.asarray(self.mean, jnp.float32)
         std = jnp.asarray(self.std, jnp.float32)
         return (x - mean) / std
-
-
-def _resize_shorter(pil: Image.Image, size: int, resample) -> Image.Image:
-    # torchvision's Resize(int): the shorter side becomes `size`, the longer one keeps the
-    # aspect ratio, truncated (int(size * long / short)), as timm's eval transform does.
-    w, h = pil.size
-    if w <= h:
-        new = (size, int(size * h / w))
-    else:
-        new = (int(size * w / h), size)
-    return pil if new == (w, h) else pil.resize(new, resample)
-
-
-def _centre_crop(pil: Image.Image, h: int, w: int) -> Image.Image:
-    # torchvision's center_crop offsets: round((size - crop) / 2).
-    iw, ih = pil.size
-    if iw < w or ih < h:
-        pil = pil.resize((max(iw, w), max(ih, h)), Image.Resampling.BICUBIC)
-        iw, ih = pil.size
-    top, left = int(round((ih - h) / 2.0)), int(round((iw - w) / 2.0))
-    return pil.crop((left, top, left + w, top + h))

@@ -97,6 +97,7 @@ def run_lr_find(config: ml_collections.ConfigDict, workdir: str | Path,
         k = i % data.steps_per_epoch
         if i and k == 0:
             epoch += 1
+            batches.close()
             batches = data.epoch(epoch)
         state, metrics = probe.step(state, data.batch(batches, k), lr_of[i])
         m = jax.device_get(metrics)

@@ -9,7 +9,7 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from ghostnet_jax.data import load_split
+from ghostnet_jax.data import load_split, open_lazy_split
 from ghostnet_jax.training.checkpoints import CheckpointError
 
 
@@ -53,9 +53,16 @@ def predict(workdir: str | Path) -> Predictions:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     which = results.get('step', 'best')
     trained = load(workdir, which)
-    target = load_split(config.data.source, spec, data_dir=config.data.data_dir,
-                        cache_dir=config.data.cache_dir, image_size=trained.spec.resize,
-                        skip_corrupt_images=config.data.get('skip_corrupt_images', False))
+    kwargs = dict(data_dir=config.data.data_dir, cache_dir=config.data.cache_dir,
+                  image_size=trained.spec.resize,
+                  skip_corrupt_images=config.data.get('skip_corrupt_images', False))
+    if trained.spec.eval_crop_pct:   # evaluated on centre crops: the report shows those
+        from ghostnet_jax.data.stream import read_eval_split
+        from ghostnet_jax.training.experiment import stream_options
+        target = read_eval_split(open_lazy_split(config.data.source, spec, streamed=True,
+                                                 **kwargs), stream_options(config.data))
+    else:
+        target = load_split(config.data.source, spec, **kwargs)
     predicted = np.argmax(trained.predict(target.images), axis=-1)
     return Predictions(split, spec, int(trained.step), results.get('checkpoint', 'best'),
                        target.images, target.labels, predicted, trained.class_names)

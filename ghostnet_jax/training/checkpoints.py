@@ -3,6 +3,8 @@
 Layout of a step directory (also what `load_variables` accepts from a PyTorch converter):
   state/    the train-state pytree (ocp StandardSave); holds at least params, batch_stats
   host/     JSON host state: epoch, step, callbacks' state_dicts, rng seed, metrics ...
+  data/     streamed runs only: each process's input-iterator state (Grain's checkpoint
+            handler, one process_<i>-of-<n>.json per process)
   metrics/  written by orbax: the metrics dict given to save(), used to rank "best"
 
 Retention (one CheckpointManager, one directory): a step is kept if it is among the
@@ -14,6 +16,7 @@ without the metric is governed by latest-k only.
 
 Config (`config.checkpoint`, see `default_checkpoint_config()`):
   every_epochs   save after every N-th epoch (and always after the last one)
+  every_steps    also save inside epochs, every N steps of the run (0 = off; long epochs)
   max_to_keep    latest k steps kept
   keep_best      best steps kept in addition (0 = off)
   best_metric    key of the metrics dict passed to save(), e.g. 'val_accuracy'
@@ -41,7 +44,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 
 log = logging.getLogger(__name__)
 
-STATE, HOST = "state", "host"
+STATE, HOST, DATA = "state", "host", "data"
 _TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 
 
@@ -69,7 +72,8 @@ class CheckpointError(RuntimeError):
 
 def default_checkpoint_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
-        dict(every_epochs=1, max_to_keep=3, keep_best=1, best_metric="val_accuracy", best_mode="max", async_save=True)
+        dict(every_epochs=1, max_to_keep=3, keep_best=1, best_metric="val_accuracy", best_mode="max", async_save=True,
+             every_steps=0)
     )
 
 
@@ -138,8 +142,13 @@ class Checkpointer:
         best_metric: str = "val_accuracy",
         best_mode: str = "max",
         async_save: bool = True,
+        every_steps: int = 0,
         read_only: bool = False,
+        iterator_state: bool = False,
     ):
+        """`every_steps` (> 0): the trainer also saves inside epochs, every that many steps
+        (checkpoint.every_steps); `iterator_state`: steps may carry a `data/` item, the
+        streamed pipeline's iterator state (Grain's own checkpoint handler writes it)."""
         if best_mode not in ("max", "min"):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         # Orbax writes gs:// itself; epath keeps such paths intact (pathlib would mangle them).
@@ -148,6 +157,8 @@ class Checkpointer:
         if read_only and not self.directory.is_dir():
             raise CheckpointError(f"No checkpoint directory {self.directory}; {_listing(self.directory)}")
         self.every_epochs, self.best_metric, self.best_mode = int(every_epochs), best_metric, best_mode
+        self.every_steps = int(every_steps or 0)
+        self._iterator_state = iterator_state
         worst = -math.inf if best_mode == "max" else math.inf
 
         def metric_fn(metrics: Mapping[str, Any]) -> float:
@@ -172,17 +183,22 @@ class Checkpointer:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=options,
-            handler_registry=self._registry(),
+            handler_registry=self._registry(iterator_state),
         )
         _warn_tmp(self.directory, self._manager.latest_step())
 
     @staticmethod
-    def _registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    def _registry(iterator_state: bool = False) -> ocp.handlers.DefaultCheckpointHandlerRegistry:
         registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
         registry.add(STATE, ocp.args.StandardSave, ocp.StandardCheckpointHandler())
         registry.add(STATE, ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
         registry.add(HOST, ocp.args.JsonSave, ocp.JsonCheckpointHandler())
         registry.add(HOST, ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
+        if iterator_state:   # only streamed runs import Grain
+            import grain.checkpoint
+            registry.add(DATA, grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler())
+            registry.add(DATA, grain.checkpoint.CheckpointRestore,
+                         grain.checkpoint.CheckpointHandler())
         return registry
 
     @classmethod
@@ -212,11 +228,15 @@ class Checkpointer:
         return epoch % self.every_epochs == 0 or epoch == num_epochs
 
     # --------------------------------------------------------------------- save
-    def save(self, step: int, state: Any, host_state: Mapping[str, Any], metrics: Mapping[str, Any] | None = None) -> None:
+    def save(self, step: int, state: Any, host_state: Mapping[str, Any],
+             metrics: Mapping[str, Any] | None = None,
+             iterator_state: Mapping[str, Any] | None = None) -> None:
         """Starts an (async) save of `state` + `host_state` as checkpoint `step`.
 
         Raises CheckpointError if `step` already exists: nothing saved is overwritten.
         `metrics` ranks the step for the best-k policy (needs `best_metric` in it).
+        `iterator_state`: this process's input-iterator state (JSON), saved by Grain's
+        checkpoint handler as `data/process_<i>-of-<n>.json` (needs iterator_state=True).
         """
         step = int(step)
         if step in self.all_steps() or (self.directory / str(step)).exists():
@@ -229,9 +249,14 @@ class Checkpointer:
         orbax_metrics = None
         if metrics is not None and (metrics.get(self.best_metric) is not None or metrics.get(BEST_MARK)):
             orbax_metrics = {k: float(v) for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
+        items = {STATE: ocp.args.StandardSave(state), HOST: ocp.args.JsonSave(host)}
+        if iterator_state is not None and self._iterator_state:
+            import grain.checkpoint
+            # A snapshot taken now: the live iterator has read ahead of the trained steps.
+            items[DATA] = grain.checkpoint.CheckpointSave(_saved_iterator(_jsonable(iterator_state)))
         self._manager.save(
             step,
-            args=ocp.args.Composite(**{STATE: ocp.args.StandardSave(state), HOST: ocp.args.JsonSave(host)}),
+            args=ocp.args.Composite(**items),
             metrics=orbax_metrics,
             force=True,  # the epoch cadence is decided by should_save(), not by orbax
         )
@@ -308,6 +333,22 @@ class Checkpointer:
             multihost_utils.sync_global_devices(f"ghostnet_jax set aside checkpoint {step}")
         self._manager.reload()
 
+    def read_iterator_state(self, step: int) -> dict | None:
+        """This process's input-iterator state saved with `step` (see `save`), or None:
+        none saved (a device-resident run's checkpoint) or none for this process count."""
+        if not self._iterator_state or not (self.directory / str(step) / DATA).is_dir():
+            return None
+        import grain.checkpoint
+        box = _saved_iterator(None)
+        try:
+            self._manager.restore(step, args=ocp.args.Composite(
+                **{DATA: grain.checkpoint.CheckpointRestore(box)}))
+        except Exception as e:   # e.g. saved by another number of processes
+            log.info("Checkpoint %s: no input-iterator state for this process (%s); the "
+                     "streamed epoch resumes by position.", step, str(e)[:200])
+            return None
+        return box.saved
+
     def read_host(self, which: str | int = "latest") -> tuple[int, dict]:
         """(step, host JSON) of a checkpoint without reading its arrays: what `evaluate`,
         `load` and `predict` need to rebuild the model (its `model_spec`)."""
@@ -332,6 +373,28 @@ class Checkpointer:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _saved_iterator(saved: dict | None) -> Any:
+    """A stand-in for an input iterator, holding `saved` (its state): what Grain's
+    checkpoint handler saves from (`get_state`) and restores into (`set_state`)."""
+    import grain
+
+    class SavedIterator(grain.DatasetIterator):
+        def __init__(self, saved):
+            super().__init__()
+            self.saved = saved
+
+        def __next__(self):
+            raise StopIteration
+
+        def get_state(self) -> dict:
+            return self.saved
+
+        def set_state(self, state: dict) -> None:
+            self.saved = state
+
+    return SavedIterator(saved)
 
 
 def _find_step_dir(path: Path) -> Path:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from ghostnet_jax.data.pipeline import PIPELINES
 from ghostnet_jax.models import list_models
 from ghostnet_jax.training.optim import OPTIMIZERS, SCHEDULES
 from ghostnet_jax.training.parallel import PARALLEL_MODES
@@ -76,6 +77,49 @@ def validate_config(config: ml_collections.ConfigDict,
         _check_low_res(config.data.low_res, config.data.get('image_size'))
     if not isinstance(config.eval_flip, bool):
         raise ConfigError(f'eval_flip must be True or False, got {config.eval_flip!r}.')
+    _check_pipeline(config)
+
+
+def _check_pipeline(config: ml_collections.ConfigDict) -> None:
+    """data.pipeline, data.stream, data.mean/std and checkpoint.every_steps."""
+    data = config.data
+    _choice(data.get('pipeline', 'device'), PIPELINES, 'data.pipeline')
+    stream = data.get('stream')
+    if stream is not None:
+        for name in ('workers', 'threads'):
+            _positive(stream[name], f'data.stream.{name}', allow_zero=True)
+        _positive(stream.prefetch, 'data.stream.prefetch')
+        _positive(stream.stats_examples, 'data.stream.stats_examples')
+        if not 0.0 < stream.device_memory_share <= 1.0:
+            raise ConfigError(f'data.stream.device_memory_share is the share of one device\'s '
+                              f'memory the splits may take for data.pipeline=\'auto\' to keep '
+                              f'them there: choose a value in (0, 1], got '
+                              f'{stream.device_memory_share!r}.')
+        if not 0.0 < stream.eval_crop_pct <= 1.0:
+            raise ConfigError(f'data.stream.eval_crop_pct must be in (0, 1], e.g. 0.875; got '
+                              f'{stream.eval_crop_pct!r}.')
+        if stream.random_resized_crop:
+            if data.get('pipeline', 'device') == 'device':
+                raise ConfigError("data.stream.random_resized_crop crops each image at its own "
+                                  "size, which only the streamed pipeline reads: set "
+                                  "data.pipeline='stream' (or 'auto').")
+            if not data.image_size:
+                raise ConfigError('data.stream.random_resized_crop needs data.image_size, the '
+                                  'side of the crops (e.g. 224).')
+    mean, std = tuple(data.get('mean') or ()), tuple(data.get('std') or ())
+    numbers = all(isinstance(v, (int, float)) for v in mean + std)
+    if (len(mean) != len(std) or not numbers or (std and min(std) <= 0)):
+        raise ConfigError(f'data.mean and data.std are set together, one value per channel in '
+                          f'pixel units (0..255), std positive, e.g. ImageNet\'s '
+                          f'(123.675, 116.28, 103.53) and (58.395, 57.12, 57.375), or both '
+                          f"'()' for the training split's own statistics; got {mean!r} and "
+                          f'{std!r}.')
+    every = config.checkpoint.get('every_steps', 0) or 0
+    _positive(every, 'checkpoint.every_steps', allow_zero=True)
+    if every and every % config.log_every_steps:
+        raise ConfigError(f'checkpoint.every_steps={every} must be a multiple of '
+                          f'log_every_steps={config.log_every_steps} (checkpoints are taken '
+                          f'where the host syncs), e.g. {config.log_every_steps * max(1, every // config.log_every_steps)}.')
 
 
 def _check_respaced(value) -> None:

@@ -5,6 +5,7 @@ Shared by the trainer and the evaluator so both read a config the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,8 @@ import optax
 
 from ghostnet_jax.data import (ArraySplit, AugmentConfig, DeviceEvalData, DeviceTrainData,
                                LazySplit, channel_stats, load_split, open_lazy_split)
+from ghostnet_jax.data import pipeline as pipeline_lib
+from ghostnet_jax.data.stream import StreamEvalData, StreamOptions, StreamTrainData
 from ghostnet_jax.models import create_model
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import PMAP_AXIS
@@ -32,20 +35,25 @@ def compute_dtype(name: str) -> jnp.dtype:
     return jnp.dtype(name)
 
 
-def load_splits(data_cfg: ml_collections.ConfigDict,
-                sliced: bool | None = None) -> dict[str, ArraySplit | LazySplit | None]:
+def load_splits(data_cfg: ml_collections.ConfigDict, sliced: bool | None = None,
+                streamed: bool = False) -> dict[str, ArraySplit | LazySplit | None]:
     """Decodes (or reads from cache) every split the config names, up front, so a missing
     test split fails now rather than after hours of training.
 
     `sliced` (default: when there are several processes) only opens the splits
     (`LazySplit`): each process then decodes just the rows its devices hold when the
-    device data is built."""
+    device data is built. `streamed`: only opens them, for the streamed pipeline (which
+    never holds a split whole)."""
     kwargs = dict(data_dir=data_cfg.data_dir, cache_dir=data_cfg.cache_dir,
                   image_size=data_cfg.image_size,
                   skip_corrupt_images=data_cfg.get('skip_corrupt_images', False))
     if sliced is None:
         sliced = jax.process_count() > 1
-    load = open_lazy_split if sliced else load_split
+    load = load_split
+    if streamed:
+        load = functools.partial(open_lazy_split, streamed=True)
+    elif sliced:
+        load = open_lazy_split
     splits = {}
     for role in ('train', 'val', 'test'):
         name = data_cfg[f'{role}_split']
@@ -63,7 +71,41 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
         bn_axis_name=PMAP_AXIS if config.parallel == 'pmap' else None)
 
 
-def build_eval_data(split: ArraySplit | LazySplit, mesh, config, mean, std) -> DeviceEvalData:
+def stream_options(data_cfg: ml_collections.ConfigDict) -> StreamOptions:
+    """config.data.stream (and data.image_size) as the streamed pipeline takes them."""
+    stream = data_cfg.get('stream') or ml_collections.ConfigDict()
+    fields = {f.name for f in dataclasses.fields(StreamOptions)}
+    return StreamOptions(image_size=data_cfg.image_size,
+                         **{k: v for k, v in stream.to_dict().items() if k in fields})
+
+
+def choose_pipeline(data_cfg: ml_collections.ConfigDict, splits: dict | None = None
+                    ) -> tuple[str, dict[str, Any]]:
+    """(pipeline, splits): data.pipeline resolved ('auto' by the splits' size, logged
+    with the reason) and the splits opened or decoded as that pipeline reads them."""
+    if splits is not None:   # in-memory arrays (the benchmark's): on the host already
+        return 'device', splits
+    wanted = data_cfg.get('pipeline', 'device')
+    if wanted == 'device':
+        return 'device', load_splits(data_cfg)
+    lazy = load_splits(data_cfg, streamed=True)
+    stream = data_cfg.get('stream') or ml_collections.ConfigDict()
+    choice = pipeline_lib.choose(wanted, lazy, data_cfg.image_size,
+                                 stream.get('device_memory_share', 0.25),
+                                 bool(stream.get('random_resized_crop', False)))
+    log.info('Input pipeline: %s (%s).', choice.pipeline, choice.reason)
+    if choice.pipeline == 'device' and jax.process_count() == 1:
+        lazy = {role: split.read_all() if split is not None else None
+                for role, split in lazy.items()}
+    return choice.pipeline, lazy
+
+
+def build_eval_data(split: ArraySplit | LazySplit, mesh, config, mean, std,
+                    pipeline: str = 'device') -> DeviceEvalData | StreamEvalData:
+    if pipeline == 'stream':
+        return StreamEvalData(split, mesh, config.eval_batch_size, mean, std,
+                              dtype=compute_dtype(config.dtype),
+                              options=stream_options(config.data))
     return DeviceEvalData(split, mesh, config.eval_batch_size, mean, std,
                           dtype=compute_dtype(config.dtype))
 
@@ -76,39 +118,45 @@ class Experiment:
     tx: optax.GradientTransformation
     schedule: Callable
     state: TrainState              # initial state, replicated on the mesh
-    train_data: DeviceTrainData
-    val_data: DeviceEvalData
-    test_data: DeviceEvalData | None
+    train_data: DeviceTrainData | StreamTrainData
+    val_data: DeviceEvalData | StreamEvalData
+    test_data: DeviceEvalData | StreamEvalData | None
     class_names: tuple[str, ...]
+    pipeline: str = 'device'  # the input pipeline data.pipeline resolved to
 
 
 def build_experiment(config: ml_collections.ConfigDict, mesh,
                      splits: dict[str, Any] | None = None) -> Experiment:
     """Data on the devices, model, optimizer and initial state, as `config` describes
     them; `splits` ({'train', 'val', 'test'} arrays) replaces reading config.data."""
-    splits = splits or load_splits(config.data)
+    pipeline, splits = choose_pipeline(config.data, splits)
     train = splits['train']
-    # A LazySplit is never whole on one process: DeviceTrainData then sums the statistics
-    # over every process's rows (mean=std=None).
-    mean, std = channel_stats(train) if isinstance(train, ArraySplit) else (None, None)
+    mean, std = config.data.get('mean'), config.data.get('std')
+    if not mean or not std:
+        # A LazySplit is never whole on one process: the train data then sums the
+        # statistics over every process's rows (mean=std=None).
+        mean, std = channel_stats(train) if isinstance(train, ArraySplit) else (None, None)
     dtype = compute_dtype(config.dtype)
-    a = config.data.augment
-    train_data = DeviceTrainData(
-        train, mesh, config.batch_size, config.seed,
-        AugmentConfig(**a.to_dict()), mean, std, dtype=dtype)
+    augment = AugmentConfig(**config.data.augment.to_dict())
+    if pipeline == 'stream':
+        train_data = StreamTrainData(train, mesh, config.batch_size, config.seed, augment, mean,
+                                     std, dtype=dtype, options=stream_options(config.data))
+    else:
+        train_data = DeviceTrainData(train, mesh, config.batch_size, config.seed, augment, mean,
+                                     std, dtype=dtype)
     mean, std = train_data.mean, train_data.std
-    val_data = build_eval_data(splits['val'], mesh, config, mean, std)
-    test_data = (build_eval_data(splits['test'], mesh, config, mean, std)
+    val_data = build_eval_data(splits['val'], mesh, config, mean, std, pipeline)
+    test_data = (build_eval_data(splits['test'], mesh, config, mean, std, pipeline)
                  if splits.get('test') else None)
 
     model = build_model(config, train.num_classes)
-    variables = init_variables(model, config.seed, train.image_shape)
+    variables = init_variables(model, config.seed, train_data.image_shape)
     if config.init_from:
         variables = merge_pretrained(variables, load_pretrained(config.init_from))
     tx, schedule, state = _optimizer_and_state(config, variables, train_data.steps_per_epoch,
                                                config.num_epochs, mesh)
     return Experiment(config, mesh, model, tx, schedule, state, train_data, val_data, test_data,
-                      train.class_names)
+                      train.class_names, pipeline)
 
 
 def _optimizer_and_state(config, variables: dict, steps_per_epoch: int, num_epochs: int, mesh,

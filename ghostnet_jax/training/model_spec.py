@@ -41,6 +41,10 @@ class ModelSpec:
     # The run evaluated (results.json) each image averaged with its horizontal mirror
     # (config.eval_flip): predict and every export compute the same.
     eval_flip: bool = False
+    # Trained on random-resized crops of images of any size (data.stream.random_resized_crop):
+    # evaluated, and so predicted, on the shorter side resized to H / eval_crop_pct and the
+    # centre H x W. None: every image resized (or used) at H x W.
+    eval_crop_pct: float | None = None
 
     def __post_init__(self):
         if len(self.class_names) != self.num_classes:
@@ -79,6 +83,8 @@ class ModelSpec:
         kwargs['std'] = tuple(float(x) for x in kwargs['std'])
         kwargs['model_overrides'] = dict(kwargs.get('model_overrides') or {})
         kwargs['eval_flip'] = bool(kwargs.get('eval_flip', False))
+        crop = kwargs.get('eval_crop_pct')
+        kwargs['eval_crop_pct'] = float(crop) if crop else None
         return cls(**kwargs)
 
     def build_model(self, dtype: Any = jnp.float32, **overrides: Any):
@@ -114,4 +120,13 @@ def spec_from_training(config: Any, class_names: Sequence[str],
         model_overrides={'dropout_rate': float(config.model.dropout_rate),
                          'conv_impl': config.model.conv_impl},
         data_source=config.data.source, train_split=config.data.train_split,
-        eval_flip=bool(config.get('eval_flip', False)))
+        eval_flip=bool(config.get('eval_flip', False)),
+        eval_crop_pct=eval_crop_pct(config.data))
+
+
+def eval_crop_pct(data_config: Any) -> float | None:
+    """The centre-crop share of a run that trains on random-resized crops, else None."""
+    stream = data_config.get('stream')
+    if stream is not None and stream.get('random_resized_crop'):
+        return float(stream.eval_crop_pct)
+    return None

@@ -29,6 +29,10 @@ Config (`config.optimizer`, defaults in `default_optimizer_config()`):
                    BatchNorm scale/bias and all biases are skipped.
   grad_clip_norm   clip the raw gradient to this global norm (0 = off); applied before
                    the coupled L2 term, like torch.nn.utils.clip_grad_norm_.
+  freeze_backbone_epochs
+                   fine-tuning warmup (0 = off): for this many epochs only the
+                   `classifier` layer changes (a new head learns on the pretrained
+                   features first); see `freeze_backbone`.
 
 `config.ema_decay` (top level, 0 = off) is consumed by `init_ema` / `update_ema`.
 
@@ -76,6 +80,7 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
             eps=1e-8,
             weight_decay=5e-4,
             grad_clip_norm=0.0,
+            freeze_backbone_epochs=0.0,
         )
     )
 
@@ -287,7 +292,48 @@ def build_optimizer(
             parts.append(optax.add_decayed_weights(wd, mask))  # decoupled, scaled by lr below
     parts.append(optax.scale_by_learning_rate(schedule))
     parts.append(scale_by_plateau())
-    return optax.chain(*parts), schedule
+    tx = optax.chain(*parts)
+    frozen_steps = round(float(cfg.get("freeze_backbone_epochs", 0.0)) * steps_per_epoch)
+    return (freeze_backbone(tx, frozen_steps) if frozen_steps > 0 else tx), schedule
+
+
+HEAD = "classifier"   # every registered model names its last layer so
+
+
+class FrozenBackboneState(NamedTuple):
+    count: jax.Array   # updates done
+    inner: Any
+
+
+def freeze_backbone(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
+    """`inner`, except that its first `steps` updates change only the `classifier` layer
+    (fine-tuning: a new head first learns on the pretrained features). The other
+    gradients and params are zeroed before `inner` and its updates after, so the backbone
+    does not move and no momentum builds up for it while frozen (Adam's step count does
+    advance: its bias correction then damps the first free steps). BatchNorm statistics
+    still follow the new data: they are not parameters."""
+
+    def is_head(path) -> bool:
+        return any(getattr(k, "key", None) == HEAD for k in path)
+
+    def init_fn(params):
+        return FrozenBackboneState(jnp.zeros([], jnp.int32), inner.init(params))
+
+    def update_fn(updates, state, params=None):
+        frozen = state.count < steps
+
+        def keep_head(tree):
+            return jax.tree_util.tree_map_with_path(
+                lambda path, u: u if is_head(path) else jnp.where(frozen, jnp.zeros_like(u), u),
+                tree)
+
+        # The frozen leaves' params are hidden too (zeros), so weight decay adds nothing to
+        # their momentum or moments while they wait.
+        new, inner_state = inner.update(keep_head(updates), state.inner,
+                                        None if params is None else keep_head(params))
+        return keep_head(new), FrozenBackboneState(state.count + 1, inner_state)
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 # ----------------------------------------------------------------------------------- EMA

@@ -19,7 +19,8 @@ REFUSED = ('batch_size', 'seed', 'model.name', 'model.dropout_rate', 'data.sourc
            'data.train_split', 'data.val_split', 'data.image_size')
 # Fields whose change is deliberate but alters what follows.
 WARNED = ('optimizer', 'num_epochs', 'max_steps', 'label_smoothing', 'ema_decay', 'dtype',
-          'data.augment', 'data.low_res', 'callbacks', 'init_from')
+          'data.augment', 'data.low_res', 'data.stream.random_resized_crop', 'callbacks',
+          'init_from')
 
 
 class ResumeMismatchError(ValueError):
@@ -57,6 +58,20 @@ def without_budget_fields(identity: Mapping[str, Any]) -> dict[str, Any]:
     return d
 
 
+# Fields added to a compared section after runs were saved, with the value every run
+# saved before them had: an identity without one means that value, not a change.
+ADDED_LATER = {'optimizer': {'freeze_backbone_epochs': 0.0}}
+
+
+def with_added_fields(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """`identity` with the fields of ADDED_LATER it predates, at their old value."""
+    d = json.loads(json.dumps(dict(identity)))
+    for section, fields in ADDED_LATER.items():
+        if isinstance(d.get(section), dict):
+            d[section] = {**fields, **d[section]}
+    return d
+
+
 def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
                  spec_differences: list[str], warn: bool = True,
                  budgeted: bool = False) -> None:
@@ -66,6 +81,7 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
     a budget measures are not compared."""
     if not saved:
         return
+    saved = with_added_fields(saved)
     if budgeted:
         saved, current = without_budget_fields(saved), without_budget_fields(current)
     refused = [f'{f}: {saved.get(f)!r} -> {current.get(f)!r}' for f in REFUSED

@@ -31,12 +31,14 @@ class RunRecord:
     """One run's workdir and the loop state that goes with every checkpoint."""
 
     def __init__(self, workdir: str | epath.Path, config: ml_collections.ConfigDict,
-                 spec: ModelSpec, ckpt: Checkpointer | None = None):
+                 spec: ModelSpec, ckpt: Checkpointer | None = None,
+                 iterator_state: bool = False):
         self.workdir = epath.Path(workdir)
         self.config = config
         self.spec = spec
         self.rule = final_weights_rule(config)
-        self.ckpt = ckpt or Checkpointer.from_config(self.workdir, config.checkpoint)
+        self.ckpt = ckpt or Checkpointer.from_config(self.workdir, config.checkpoint,
+                                                     iterator_state=iterator_state)
         self.loop = LoopState()
         self.writer: MetricsWriter | None = None
 
@@ -82,17 +84,18 @@ class RunRecord:
         return self.loop.best.update(record)
 
     def save(self, step: int, state: Any, metrics: dict | None = None,
-             new_best: bool = False) -> None:
-        """A checkpoint of `state` at `step` with the loop state (once per step). The logs
-        are flushed first: they are at least as durable as checkpoints, so a run resumed
-        after a crash continues them from the step it restores."""
+             new_best: bool = False, iterator_state: dict | None = None) -> None:
+        """A checkpoint of `state` at `step` with the loop state (once per step), and a
+        streamed run's input-iterator state. The logs are flushed first: they are at least
+        as durable as checkpoints, so a run resumed after a crash continues them from the
+        step it restores."""
         if step in self.ckpt.all_steps():
             return
         self.writer.flush()
         metrics = dict(metrics or {})
         if new_best:
             metrics[BEST_MARK] = 1.0
-        self.ckpt.save(step, state, self.loop.to_json(), metrics or None)
+        self.ckpt.save(step, state, self.loop.to_json(), metrics or None, iterator_state)
 
     # ------------------------------------------------------------------------ the end
     def finish(self, exp: Any, evaluator: Callable, wall_s: float,

@@ -180,12 +180,18 @@ def time_steps(runner: Any, state: Any, data: Any, n: int, size: int | None = No
     carried = runner.put(jax.tree.map(jnp.copy, state))
     batches = data.epoch(0)
     times = []
-    for k in range(n):
-        t = time.time()
-        batch = data.batch(batches, k % data.steps_per_epoch, size=size)
-        carried, metrics = runner.step(carried, batch)
-        jax.block_until_ready((carried, metrics))
-        times.append(time.time() - t)
+    try:
+        for k in range(n):
+            t = time.time()
+            if k and k % data.steps_per_epoch == 0:   # a streamed epoch is read once, in order
+                batches.close()
+                batches = data.epoch(0)
+            batch = data.batch(batches, k % data.steps_per_epoch, size=size)
+            carried, metrics = runner.step(carried, batch)
+            jax.block_until_ready((carried, metrics))
+            times.append(time.time() - t)
+    finally:
+        batches.close()
     return times
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from etils import epath
 
 from ghostnet_jax.data.metrics import ExactEvaluator, steps_in_flight
+from ghostnet_jax.data.stream import StreamTrainData
 from ghostnet_jax.study.grad_health import GradientHealth
 from ghostnet_jax.training import steps
 from ghostnet_jax.training.budget_fit import BudgetPlan, refit_after_epoch, refit_message
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 _DATA_SPEC_FIELDS = ('class_names', 'image_shape', 'mean', 'std', 'resize')
 # A CPU run projected to take longer than this is told about configs/cpu_hour.py.
 _LONG_CPU_RUN_S = 3 * 3600
+# What on_sync answers at a checkpoint.every_steps step: the loop pauses there to save.
+_SAVE_POINT = 'save point'
 
 
 def long_cpu_run_note(step_s: float, steps_left: int, num_epochs: int) -> str | None:
@@ -121,7 +124,9 @@ class Trainer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.spec = spec_from_training(config, exp.class_names, exp.train_data.image_shape,
                                        exp.train_data.mean, exp.train_data.std)
-        self.record = RunRecord(self.workdir, config, self.spec)
+        # A streamed run saves its input iterator's state with every checkpoint.
+        self.record = RunRecord(self.workdir, config, self.spec,
+                                iterator_state=isinstance(exp.train_data, StreamTrainData))
         self.ckpt = self.record.ckpt
         self.evaluator = Evaluator(exp.model, len(exp.class_names),
                                    flip=config.get('eval_flip', False))
@@ -155,6 +160,8 @@ class Trainer:
         self._last_metrics: dict = {}
         self._step = 0                # steps trained (host count; state.step agrees)
         self._size: int | None = None   # the image side the last epoch trained at
+        self._batches = None          # the epoch being trained (its iterator state is saved)
+        self._iterator_state: dict | None = None   # restored with the checkpoint
         self._speed_told = jax.default_backend() != 'cpu' or bool(self.budget)
         self._first_step_done: tuple[int, int, float] | None = None   # (epoch, done, time)
 
@@ -215,6 +222,7 @@ class Trainer:
                 loop.best.update(record)
         self.state, self.record.loop = state, loop
         self._step = step = int(jax.device_get(state.step))
+        self._iterator_state = self.ckpt.read_iterator_state(step)
         log.info('Resumed from step %d (%d epochs evaluated)', step, loop.evaluated_epochs)
         if loop.stop_kind == PREEMPTED:
             loop.stop_kind = loop.stop_reason = None
@@ -261,27 +269,43 @@ class Trainer:
             self.loop.epoch_sums = EpochSums(epoch)
         self.progress.start_epoch(epoch + 1)
         self._epoch_started = time.time()
-        batches = data.epoch(epoch)
+        first, stop = self._step - epoch * spe, min(spe, self.total_steps - epoch * spe)
+        # A restored iterator state serves the first epoch trained after the restore only.
+        self._batches = batches = data.epoch(epoch, first, self._iterator_state)
+        self._iterator_state = None
         size = self._train_size(epoch)
         if size != self._size:
             log.info('Epoch %d on: training images %s (data.low_res: the first %d of %d '
                      'epochs train small).', epoch + 1, f'{size}x{size}' if size else
                      'at full size', self._small_epochs(), self.num_epochs)
             self._size = size
-        first, stop = self._step - epoch * spe, min(spe, self.total_steps - epoch * spe)
 
         def on_sync(done: int, fetched: list[dict], last: bool) -> str | None:
             self._step = epoch * spe + done
             self._flush(fetched)
             self._tell_speed_once(epoch, done)
-            return None if last else self._decide(preemption)
+            if last:
+                return None
+            every = self.ckpt.every_steps
+            return self._decide(preemption) or (
+                _SAVE_POINT if every and self._step % every == 0 else None)
 
-        self._epoch = run_epoch(
-            self.runner, self._carried, lambda k: data.batch(batches, k, size=size), first, stop,
-            sync_every=self.config.log_every_steps, steps_before=epoch * spe,
-            max_in_flight=self._max_in_flight, on_sync=on_sync,
-            on_step=lambda done: self._on_step(epoch, done))
-        self._carried = self._epoch.carried
+        try:
+            while True:
+                self._epoch = run_epoch(
+                    self.runner, self._carried, lambda k: data.batch(batches, k, size=size),
+                    first, stop, sync_every=self.config.log_every_steps,
+                    steps_before=epoch * spe, max_in_flight=self._max_in_flight,
+                    on_sync=on_sync, on_step=lambda done: self._on_step(epoch, done))
+                self._carried = self._epoch.carried
+                if self._epoch.stop != _SAVE_POINT:
+                    break
+                # checkpoint.every_steps: a checkpoint inside the epoch, then on from there.
+                self._sync_state()
+                self._save()
+                first = self._epoch.steps_done
+        finally:
+            batches.close()
         if self._epoch.stop:
             return self._epoch.stop
         if stop < spe:   # max_steps ends this epoch early
@@ -471,7 +495,8 @@ class Trainer:
             self.loop.early_stopping = self.early_stopping.state_dict()
         if self.plateau:
             self.loop.plateau = self.plateau.state_dict()
-        self.record.save(self._step, self.state, metrics, new_best)
+        self.record.save(self._step, self.state, metrics, new_best,
+                         iterator_state=self._batches.state() if self._batches else None)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path | epath.Path) -> dict:
