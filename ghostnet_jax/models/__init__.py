@@ -1,6 +1,6 @@
 """GhostNet v1/v2/v3, the paper's CIFAR-10 networks and the original study's net, as Flax
 Linen modules (NHWC)."""
-from ghostnet_jax.models import cifar_nets, ghostnet  # noqa: F401  (registers the models)
+from ghostnet_jax.models import cifar_nets, ghostnet, study_net  # noqa: F401  (registers the models)
 from ghostnet_jax.models.ghost_blocks import (ConvBnAct, DFCAttention, GhostBottleneck,
                                               GhostModule, SqueezeExcite)
 from ghostnet_jax.models.ghostnet import GHOSTNET_STAGES, BlockSpec, GhostNet
