@@ -23,7 +23,7 @@ PROG = 'python -m ghostnet_jax.convert'
 # JAX import; tests/test_convert.py checks the list against the registry.
 GHOSTNETS = tuple(f'ghostnet{version}_{cifar}{width}'
                   for version, widths in (('', ('050', '100', '130')),
-                                          ('v2', ('100', '130', '160')),
+                                          ('v2', ('050', '100', '130', '160')),
                                           ('v3', ('050', '100', '130', '160')))
                   for cifar in ('', 'cifar_') for width in widths)
 
