@@ -21,6 +21,7 @@ from flax import traverse_util
 
 from ghostnet_jax import create_model
 from ghostnet_jax import convert
+from ghostnet_jax.models import reparameterize
 from ghostnet_jax.cli import errors
 from ghostnet_jax.models.pytorch_weights import (StateDictMismatchError, UnsafeCheckpointError,
                                                  expected_torch_shapes, from_torch_state_dict,
@@ -118,12 +119,12 @@ PARITY_CASES = [(name, impl) for name in sorted(fixture_script.MODELS)
 
 
 @functools.cache
-def our_fixture_logits(name: str, conv_impl: str = 'native') -> np.ndarray:
+def _our_fixture_logits(name: str, conv_impl: str = 'native') -> np.ndarray:
     images = _fixture()[1][f'{name}/input']
     return np.asarray(_apply_fn(name, conv_impl)(_fixture_variables(name), images))
 
 
-def assert_matches_timm(name: str, what: str, logits: np.ndarray) -> None:
+def _assert_matches_timm(name: str, what: str, logits: np.ndarray) -> None:
     expected = _fixture()[1][f'{name}/logits']
     assert logits.dtype == np.float32 and logits.shape == expected.shape
     diff = np.abs(logits - expected).max()
@@ -139,7 +140,26 @@ def assert_matches_timm(name: str, what: str, logits: np.ndarray) -> None:
 def test_logits_match_timm_fixture(name, conv_impl):
     meta, arrays = _fixture()
     assert arrays[f'{name}/input'].shape[1] == meta['models'][name]['input_size']
-    assert_matches_timm(name, conv_impl, our_fixture_logits(name, conv_impl))
+    _assert_matches_timm(name, conv_impl, _our_fixture_logits(name, conv_impl))
+
+
+def test_folded_ghostnetv3_gives_timms_and_the_unfolded_logits():
+    """reparameterize on the fixture's random weights and random BN statistics (float32):
+    timm's folded parameter count, and timm's logits, which are also ours unfolded.
+    (That `load` folds, and predict/export use the result: tests/test_export.py.)"""
+    name = 'ghostnetv3_100'
+    model, variables = reparameterize(create_model(name, conv_impl='native'),
+                                      _fixture_variables(name))
+    assert model.reparameterized
+    flat = _flat(variables['params'])
+    assert not [path for path in flat if any('_rpr_' in part for part in path)]
+    assert sum(v.size for v in flat.values()) == 6_147_588
+    images = _fixture()[1][f'{name}/input']
+    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    _assert_matches_timm(name, 'folded', logits)
+    unfolded = _our_fixture_logits(name)
+    print(f'folded vs unfolded: max difference {np.abs(logits - unfolded).max():.3g}')
+    np.testing.assert_allclose(logits, unfolded, rtol=0, atol=1e-5)
 
 
 def test_live_timm_parity_odd_sizes(tmp_path):

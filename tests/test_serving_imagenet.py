@@ -94,32 +94,3 @@ def test_other_sizes_are_resized_then_cropped(converted):
         np.testing.assert_array_equal(out[112, 112], [10, 200, 30])
     gray = model.prepare(Image.new('L', (300, 300), 77))
     assert gray.shape == (224, 224, 3) and (gray == 77).all()
-
-
-def test_converted_ghostnetv3_loads_folded_and_gives_timms_logits(tmp_path):
-    """ghostnetv3_100 (the fixture's random weights and BN statistics) through convert and
-    load: the ImageNet metadata, the folded form (timm's folded parameter count), and
-    timm's logits, which are also ours unfolded (tests/test_convert.py)."""
-    from safetensors.numpy import save_file
-    from test_convert import assert_matches_timm, our_fixture_logits
-    name = 'ghostnetv3_100'
-    meta = _fixture()[0]['models'][name]
-    state_dict = synthetic_state_dict({k: tuple(s) for k, s in meta['shapes']}, meta['seed'])
-    save_file(state_dict, str(tmp_path / 'v3.safetensors'))
-    assert convert.main(['--checkpoint', str(tmp_path / 'v3.safetensors'), '--model', name,
-                         '--out', str(tmp_path / 'converted')]) == 0
-
-    model = ghostnet_jax.load(tmp_path / 'converted', conv_impl='native')
-    assert model.spec.model_name == name and model.class_names[0].startswith('tench')
-    assert model.image_shape == (224, 224, 3) and model.preprocessing.resize_shorter == 256
-    assert model.model.reparameterized
-    params = jax.tree_util.tree_leaves_with_path(model.variables['params'])
-    assert not [p for p, _ in params if '_rpr_' in jax.tree_util.keystr(p)]
-    assert sum(np.size(v) for _, v in params) == 6_147_588         # timm's folded count
-    images = _fixture()[1][f'{name}/input']
-    logits = np.asarray(jax.jit(lambda v, x: model.model.apply(v, x, train=False))(
-        model.variables, images))
-    assert_matches_timm(name, 'folded (convert + load)', logits)
-    unfolded = our_fixture_logits(name)
-    print(f'folded vs unfolded: max difference {np.abs(logits - unfolded).max():.3g}')
-    np.testing.assert_allclose(logits, unfolded, rtol=0, atol=1e-5)
