@@ -236,6 +236,7 @@ def _register_family(version: str, widths: dict[str, float]) -> None:
             build.__doc__ = f'GhostNet{version.upper()} {width}x, {what}.'
             register_model(build)
 
+
 _register_family('v2', {'050': 0.5, '100': 1.0, '130': 1.3, '160': 1.6})
 _register_family('v3', {'050': 0.5, '100': 1.0, '130': 1.3, '160': 1.6})
 
