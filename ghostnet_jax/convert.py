@@ -1,4 +1,5 @@
-"""Import PyTorch GhostNet weights (timm or the official huawei-noah code):
+"""Import PyTorch GhostNet, GhostNetV2 or GhostNetV3 weights (timm or the official huawei-noah
+code):
 
     python -m ghostnet_jax.convert --checkpoint ghostnet.pth --model ghostnet_100 --out DIR
         [--num-classes N]
@@ -7,7 +8,9 @@ Writes an Orbax checkpoint that `ghostnet_jax.load`, predict, export and the tra
 `--config.init_from=DIR` read (layout: ghostnet_jax/serving/converted.py). `.safetensors`
 files need no PyTorch; `.pth` files need the torch extra and load with
 `torch.load(weights_only=True)`: a file that needs full unpickling is refused. Every
-missing, unexpected or misshapen key is reported. Exit codes: docs/reliability.md.
+missing, unexpected or misshapen key is reported. A GhostNetV3 checkpoint is read in its
+training form (with its branches, as timm and the official code save it); `load` folds it.
+Exit codes: docs/reliability.md.
 """
 from __future__ import annotations
 
@@ -16,8 +19,13 @@ import sys
 from ghostnet_jax.cli import errors, flags
 
 PROG = 'python -m ghostnet_jax.convert'
-GHOSTNETS = ('ghostnet_050', 'ghostnet_100', 'ghostnet_130',
-             'ghostnet_cifar_050', 'ghostnet_cifar_100', 'ghostnet_cifar_130')
+# The registry's GhostNets (not the test-sized *_tiny), listed here so that --help needs no
+# JAX import; tests/test_convert.py checks the list against the registry.
+GHOSTNETS = tuple(f'ghostnet{version}_{cifar}{width}'
+                  for version, widths in (('', ('050', '100', '130')),
+                                          ('v2', ('050', '100', '130', '160')),
+                                          ('v3', ('050', '100', '130', '160')))
+                  for cifar in ('', 'cifar_') for width in widths)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Writes tests/fixtures/torch_parity.{json,npz}: timm GhostNet logits for seeded weights.
+"""Writes tests/fixtures/torch_parity.{json,npz}: timm GhostNet/V2/V3 logits for seeded weights.
 
 Run once where torch + timm are installed:
     python scripts/make_torch_parity_fixture.py
@@ -14,6 +14,12 @@ Models:
                       stride-2 depthwise kernels see both even and odd sizes: 56-28-14-7-4-2).
   ghostnet_cifar_100  timm has no CIFAR variant: timm's GhostNet with conv_stem stride 1 and
                       blocks[1][0] replaced by a stride-1 bottleneck, 10 classes, 32x32 input.
+  ghostnetv2_100      timm.create_model('ghostnetv2_100'), 1000 classes, 56x56: DFC attention
+                      on 14x14, 7x7 (pooled to 3x3, upsampled back to 7x7: the odd case of
+                      nearest-neighbour resizing), 4x4 and 2x2 maps.
+  ghostnetv3_100      timm.create_model('ghostnetv3_100') in training form (its branches),
+                      1000 classes, 56x56; the tests also fold it and compare the folded
+                      network with these logits.
 """
 from __future__ import annotations
 
@@ -33,11 +39,19 @@ FIXTURE_DIR = Path(__file__).resolve().parent.parent / 'tests' / 'fixtures'
 FIXTURE_JSON = 'torch_parity.json'
 FIXTURE_NPZ = 'torch_parity.npz'
 BATCH = 2
-# name -> (timm construction, num_classes, input size, seed)
+# name -> (timm construction, num_classes, input size, seed); timm's model is the name
+# without '_cifar' (timm_name below).
 MODELS = {
     'ghostnet_100': ('imagenet', 1000, 56, 100),
     'ghostnet_cifar_100': ('cifar', 10, 32, 10032),
+    'ghostnetv2_100': ('imagenet', 1000, 56, 200),
+    'ghostnetv3_100': ('imagenet', 1000, 56, 300),
 }
+
+
+def timm_name(name: str) -> str:
+    """The timm model a registry name corresponds to (CIFAR variants: with surgery)."""
+    return name.replace('_cifar', '')
 
 
 def synthetic_state_dict(shapes: dict[str, tuple[int, ...]] | list, seed: int) -> dict[str, np.ndarray]:
@@ -45,7 +59,8 @@ def synthetic_state_dict(shapes: dict[str, tuple[int, ...]] | list, seed: int) -
 
     One draw per key, in sorted key order, from numpy's default_rng(seed), so the result does
     not depend on dict order. Conv/Linear weights are N(0, 1/fan_in) (variance-preserving
-    before the ReLU halves it; BN then rescales), BN scales are in [0.5, 1.5], running
+    before the ReLU halves it; BN then rescales), BN scales are in [0.5, 1.5] (a quarter of
+    that in GhostNetV3's re-parameterizable branches, which are summed), running
     variances in [0.5, 2] (positive, and far from 0 so 1/sqrt(var) stays tame), biases and
     running means small. num_batches_tracked is a 0 scalar, as in a fresh PyTorch model.
     """
@@ -61,7 +76,10 @@ def synthetic_state_dict(shapes: dict[str, tuple[int, ...]] | list, seed: int) -
             fan_in = int(np.prod(shape[1:]))
             out[key] = rng.standard_normal(shape, np.float32) * np.float32(fan_in ** -0.5)
         elif name == 'weight':
-            out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+            scale = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+            # A GhostNetV3 conv sums up to five branches (3 kxk, 1x1 scale, identity BN), so
+            # full-size branch scales would grow activations ~2x per conv, 1e8 at the logits.
+            out[key] = scale * np.float32(0.25) if '_rpr_' in key else scale
         elif name == 'running_var':
             out[key] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
         elif name in ('bias', 'running_mean'):
@@ -164,19 +182,22 @@ def import_timm() -> types.ModuleType:
     return timm
 
 
-def timm_ghostnet(kind: str, num_classes: int, timm_name: str = 'ghostnet_100'):
-    """timm's GhostNet, random init, eval mode; 'cifar' = CIFAR strides (see docstring)."""
+def timm_ghostnet(kind: str, num_classes: int, name: str = 'ghostnet_100'):
+    """timm's GhostNet/V2/V3 `name`, random init, eval mode; 'cifar' = CIFAR strides (see
+    docstring)."""
     timm = import_timm()
-    from timm.models.ghostnet import GhostBottleneck
+    from timm.models.ghostnet import GhostBottleneck, GhostBottleneckV3
 
     # pretrained=False: never download anything.
-    model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
+    model = timm.create_model(name, pretrained=False, num_classes=num_classes)
     if kind == 'cifar':
-        if timm_name != 'ghostnet_100':
+        if not name.endswith('_100'):
             raise ValueError('The CIFAR surgery below is written for 1.0x widths.')
         model.conv_stem.stride = (1, 1)
-        # The first stride-2 bottleneck (16 -> 48 -> 24, kernel 3), at stride 1.
-        model.blocks[1][0] = GhostBottleneck(16, 48, 24, 3, 1)
+        # The first stride-2 bottleneck (16 -> 48 -> 24, kernel 3), at stride 1. It is block
+        # 1, before the first with DFC attention (2), in every version.
+        block = GhostBottleneckV3 if name.startswith('ghostnetv3') else GhostBottleneck
+        model.blocks[1][0] = block(16, 48, 24, 3, 1)
     elif kind != 'imagenet':
         raise ValueError(kind)
     return model.eval()
@@ -206,7 +227,7 @@ def main() -> None:
     meta: dict[str, Any] = {'torch': torch.__version__, 'timm': timm.__version__, 'models': {}}
     arrays = {}
     for name, (kind, num_classes, size, seed) in MODELS.items():
-        model = timm_ghostnet(kind, num_classes)
+        model = timm_ghostnet(kind, num_classes, timm_name(name))
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         # The fixture is only meaningful if our key set is timm's (minus BN step counters).
         ours = expected_torch_shapes(name, num_classes=num_classes)

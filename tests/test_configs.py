@@ -68,3 +68,24 @@ def test_unknown_field_is_named_with_valid_ones():
     config.optimizer.momentun = 0.9
     with pytest.raises(ConfigError, match=r"optimizer\.momentun.*momentum"):
         validate_config(config, default.get_config())
+
+
+def test_study_net_and_version_comparison_configs():
+    """The study's net on the study's recipe (only the network and its dropout differ), and
+    the v1/v2/v3 comparison: one recipe, one budget, only the network differs."""
+    study = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study')).get_config()
+    net = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study_net')).get_config()
+    assert net.model.name == 'ghost_study_net' and net.model.dropout_rate == 0.0
+    net.model.name, net.model.dropout_rate = study.model.name, study.model.dropout_rate
+    assert net.to_dict() == study.to_dict()
+
+    versions = _load(next(p for p in CONFIG_FILES if p.stem == 'ghostnet_versions'))
+    configs = {v: versions.get_config(v) for v in ('v1', 'v2', 'v3')}
+    assert [c.model.name for c in configs.values()] == [
+        'ghostnet_cifar_050', 'ghostnetv2_cifar_050', 'ghostnetv3_cifar_050']
+    for config in configs.values():
+        config.model.name = 'same'
+        assert config.to_dict() == configs['v1'].to_dict()
+    assert configs['v1'].time_budget_minutes == 60.0
+    with pytest.raises(ConfigError, match='v1, v2, v3'):
+        versions.get_config('v4')

@@ -4,6 +4,7 @@ Checked for every (kernel, stride, grouping) that a registered model actually us
 and even input sizes, for outputs and for gradients w.r.t. both input and kernel.
 """
 import functools
+import re
 
 import flax.linen as nn
 import jax
@@ -14,11 +15,21 @@ import pytest
 from jax import lax
 
 from ghostnet_jax.models import Conv, conv_shifted, create_model, list_models
+from ghostnet_jax.models.layers import kernel_hw
+
+
+def _family_representatives() -> list[str]:
+    """One registered name per family: the widths of a family (ghostnet_050/100/130,
+    ghostnetv3_cifar_050/...) differ in channel counts only, never in the kinds of conv."""
+    seen = {}
+    for name in list_models():
+        seen.setdefault(re.sub(r'_(\d{3}|tiny)$', '', name), name)
+    return sorted(seen.values())
 
 
 @functools.cache
 def _used_conv_configs():
-    """(kernel, stride, kind, multiplier) of every Conv call in every registered model."""
+    """((kh, kw), stride, kind, multiplier) of every Conv call in every registered family."""
     seen = set()
 
     def record(next_fun, args, kwargs, context):
@@ -26,50 +37,56 @@ def _used_conv_configs():
         if isinstance(m, Conv) and context.method_name == '__call__':
             cin = args[0].shape[-1]
             if m.groups == 1:
-                seen.add((m.kernel_size, m.stride, 'dense', 1))
+                seen.add((kernel_hw(m.kernel_size), m.stride, 'dense', 1))
             else:
                 assert m.groups == cin, 'only dense and depthwise convs are expected'
-                seen.add((m.kernel_size, m.stride, 'depthwise', m.features // cin))
+                seen.add((kernel_hw(m.kernel_size), m.stride, 'depthwise', m.features // cin))
         return next_fun(*args, **kwargs)
 
-    for name in list_models():
+    for name in _family_representatives():
         model = create_model(name)
-        x = jnp.zeros((1, 32, 32, 3))
-        v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+        size = max(32, getattr(model, 'min_input_size', lambda: 32)())
+        x = jnp.zeros((1, size, size, 3))
+        # init runs the forward pass too: one trace per model.
         with nn.intercept_methods(record):
-            jax.eval_shape(lambda v: model.apply(v, x), v)
+            jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     return frozenset(seen)
 
 
 # Ghost modules with ratio s > 2 (paper Table 3 sweeps) use depthwise multipliers s - 1.
-CONFIGS = sorted(_used_conv_configs() | {(3, 1, 'depthwise', 2), (5, 1, 'depthwise', 3)})
+CONFIGS = sorted(_used_conv_configs() | {((3, 3), 1, 'depthwise', 2), ((5, 5), 1, 'depthwise', 3)})
 
 
 def test_the_models_use_the_expected_conv_kinds():
     kinds = {(k, s, kind) for k, s, kind, _ in _used_conv_configs()}
     # stems and VGG/ResNet 3x3 (s1, s2), 1x1 pointwise, cheap ops and shortcuts (depthwise
-    # 3x3 s1), stride-2 depthwise 3x3/5x5.
-    assert kinds == {(3, 1, 'dense'), (3, 2, 'dense'), (1, 1, 'dense'), (3, 1, 'depthwise'),
-                     (3, 2, 'depthwise'), (5, 2, 'depthwise')}
+    # 3x3 s1), stride-2 depthwise 3x3/5x5; GhostNetV2/V3's DFC attention (depthwise 1x5,
+    # 5x1) and V3's 1x1 depthwise scale branches (s1 beside the cheap op, s2 beside the
+    # stride-2 depthwise conv).
+    assert kinds == {((3, 3), 1, 'dense'), ((3, 3), 2, 'dense'), ((1, 1), 1, 'dense'),
+                     ((3, 3), 1, 'depthwise'), ((3, 3), 2, 'depthwise'),
+                     ((5, 5), 2, 'depthwise'), ((1, 5), 1, 'depthwise'),
+                     ((5, 1), 1, 'depthwise'), ((1, 1), 1, 'depthwise'),
+                     ((1, 1), 2, 'depthwise')}
 
 
 def _reference(x, kernel, stride, groups):
-    k = kernel.shape[0]
-    return lax.conv_general_dilated(x, kernel, (stride, stride), [(k // 2, k // 2)] * 2,
+    kh, kw = kernel.shape[:2]
+    return lax.conv_general_dilated(x, kernel, (stride, stride), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
                                     dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
                                     feature_group_count=groups,
                                     precision=lax.Precision.HIGHEST)
 
 
-@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: '-'.join(map(str, c)))
+@pytest.mark.parametrize('config', CONFIGS, ids=lambda c: f'{c[0][0]}x{c[0][1]}-s{c[1]}-{c[2]}-m{c[3]}')
 @pytest.mark.parametrize('size', [7, 8])
 def test_shifted_conv_matches_xla_conv(config, size):
-    k, stride, kind, multiplier = config
+    (kh, kw), stride, kind, multiplier = config
     cin = 6
     groups, cout = (1, 5) if kind == 'dense' else (cin, cin * multiplier)
-    kx, kk, kg = jax.random.split(jax.random.key(k * 100 + stride * 10 + size), 3)
+    kx, kk, kg = jax.random.split(jax.random.key(kh * 1000 + kw * 100 + stride * 10 + size), 3)
     x = jax.random.normal(kx, (2, size, size, cin))
-    kernel = jax.random.normal(kk, (k, k, cin // groups, cout))
+    kernel = jax.random.normal(kk, (kh, kw, cin // groups, cout))
     cotangent = jax.random.normal(kg, _reference(x, kernel, stride, groups).shape)
 
     def loss(fn):

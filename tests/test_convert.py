@@ -21,6 +21,7 @@ from flax import traverse_util
 
 from ghostnet_jax import create_model
 from ghostnet_jax import convert
+from ghostnet_jax.models import reparameterize
 from ghostnet_jax.cli import errors
 from ghostnet_jax.models.pytorch_weights import (StateDictMismatchError, UnsafeCheckpointError,
                                                  expected_torch_shapes, from_torch_state_dict,
@@ -72,8 +73,8 @@ def _small_state_dict(name: str = 'ghostnet_cifar_050', num_classes: int = 5, se
     return synthetic_state_dict(expected_torch_shapes(name, num_classes=num_classes), seed)
 
 
-def _small(**kw):
-    return dict(_small_state_dict(**kw))   # a fresh copy the test may edit
+def _small(name: str = 'ghostnet_cifar_050', **kw):
+    return dict(_small_state_dict(name, **kw))   # a fresh copy the test may edit
 
 
 def _flat(tree):
@@ -111,19 +112,54 @@ def test_fixture_keys_match_our_model(name):
     assert ours == theirs
 
 
-@pytest.mark.parametrize('conv_impl', ['native', 'shifted'])
-@pytest.mark.parametrize('name', sorted(fixture_script.MODELS))
-def test_logits_match_timm_fixture(name, conv_impl):
-    meta, arrays = _fixture()
-    images, expected = arrays[f'{name}/input'], arrays[f'{name}/logits']
-    assert images.shape[1] == meta['models'][name]['input_size']
-    logits = np.asarray(_apply_fn(name, conv_impl)(_fixture_variables(name), images))
+# v1 in both conv formulations; v2 and v3 (bigger, slower to compile) in the native one:
+# tests/test_conv_formulations.py shows 'shifted' computes the same for each of their convs.
+PARITY_CASES = [(name, impl) for name in sorted(fixture_script.MODELS)
+                for impl in (('native', 'shifted') if name.startswith('ghostnet_') else ('native',))]
+
+
+@functools.cache
+def _our_fixture_logits(name: str, conv_impl: str = 'native') -> np.ndarray:
+    images = _fixture()[1][f'{name}/input']
+    return np.asarray(_apply_fn(name, conv_impl)(_fixture_variables(name), images))
+
+
+def _assert_matches_timm(name: str, what: str, logits: np.ndarray) -> None:
+    expected = _fixture()[1][f'{name}/logits']
     assert logits.dtype == np.float32 and logits.shape == expected.shape
     diff = np.abs(logits - expected).max()
-    print(f'{name} {conv_impl}: max |logit - timm| = {diff:.3g}')
+    relative = diff / np.abs(expected).max()
+    print(f'{name} {what}: max |logit - timm| = {diff:.3g}, relative {relative:.3g}')
     # The logits must depend on the input, or agreement would prove little.
     assert np.abs(expected[0] - expected[1]).mean() > 100 * ATOL
     np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
+    assert relative < 1e-4
+
+
+@pytest.mark.parametrize('name, conv_impl', PARITY_CASES)
+def test_logits_match_timm_fixture(name, conv_impl):
+    meta, arrays = _fixture()
+    assert arrays[f'{name}/input'].shape[1] == meta['models'][name]['input_size']
+    _assert_matches_timm(name, conv_impl, _our_fixture_logits(name, conv_impl))
+
+
+def test_folded_ghostnetv3_gives_timms_and_the_unfolded_logits():
+    """reparameterize on the fixture's random weights and random BN statistics (float32):
+    timm's folded parameter count, and timm's logits, which are also ours unfolded.
+    (That `load` folds, and predict/export use the result: tests/test_export.py.)"""
+    name = 'ghostnetv3_100'
+    model, variables = reparameterize(create_model(name, conv_impl='native'),
+                                      _fixture_variables(name))
+    assert model.reparameterized
+    flat = _flat(variables['params'])
+    assert not [path for path in flat if any('_rpr_' in part for part in path)]
+    assert sum(v.size for v in flat.values()) == 6_147_588
+    images = _fixture()[1][f'{name}/input']
+    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, images))
+    _assert_matches_timm(name, 'folded', logits)
+    unfolded = _our_fixture_logits(name)
+    print(f'folded vs unfolded: max difference {np.abs(logits - unfolded).max():.3g}')
+    np.testing.assert_allclose(logits, unfolded, rtol=0, atol=1e-5)
 
 
 def test_live_timm_parity_odd_sizes(tmp_path):
@@ -131,7 +167,7 @@ def test_live_timm_parity_odd_sizes(tmp_path):
     _needs_timm()
     import torch
 
-    model = fixture_script.timm_ghostnet('imagenet', 7, timm_name='ghostnet_050')
+    model = fixture_script.timm_ghostnet('imagenet', 7, 'ghostnet_050')
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     state_dict = synthetic_state_dict(shapes, seed=50)
     images = fixture_script.make_input(50, 40)
@@ -145,13 +181,39 @@ def test_live_timm_parity_odd_sizes(tmp_path):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
 
 
-def test_live_timm_cifar_variant_has_our_keys():
+@pytest.mark.parametrize('name', ['ghostnet_cifar_100', 'ghostnetv2_cifar_100',
+                                  'ghostnetv3_cifar_100'])
+def test_live_timm_cifar_variant_has_our_keys(name):
     _needs_timm()
-    model = fixture_script.timm_ghostnet('cifar', 10)
+    model = fixture_script.timm_ghostnet('cifar', 10, fixture_script.timm_name(name))
     theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()
               if not k.endswith('.num_batches_tracked')}
-    assert 'blocks.1.0.conv_dw.weight' not in theirs
-    assert expected_torch_shapes('ghostnet_cifar_100') == theirs
+    assert not [k for k in theirs if k.startswith(('blocks.1.0.conv_dw', 'blocks.1.0.dw_rpr'))]
+    assert expected_torch_shapes(name) == theirs
+
+
+def test_live_timm_folded_ghostnetv3_converts_to_our_folded_form():
+    """timm's own re-parameterization (deploy) of ghostnetv3_050 on 40x40 (odd sizes),
+    read into our folded form."""
+    _needs_timm()
+    import torch
+    from timm.utils.model import reparameterize_model
+
+    model = fixture_script.timm_ghostnet('imagenet', 7, 'ghostnetv3_050')
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict({k: torch.from_numpy(v)
+                           for k, v in synthetic_state_dict(shapes, seed=51).items()})
+    deploy = reparameterize_model(model.eval())
+    state_dict = {k: v.numpy() for k, v in deploy.state_dict().items()}
+    images = fixture_script.make_input(51, 40)
+    expected = fixture_script.timm_logits(deploy, state_dict, images)
+    with pytest.raises(StateDictMismatchError, match='reparameterized=True'):
+        from_torch_state_dict(state_dict, 'ghostnetv3_050')
+    variables = from_torch_state_dict(state_dict, 'ghostnetv3_050', reparameterized=True)
+    apply = _apply_fn('ghostnetv3_050', 'native', num_classes=7, reparameterized=True)
+    logits = np.asarray(apply(variables, images))
+    print(f'ghostnetv3_050 folded live: max |logit - timm| = {np.abs(logits - expected).max():.3g}')
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
 
 
 # ----------------------------------------------------------------------------- mapping errors
@@ -240,6 +302,44 @@ def test_both_bn_spellings_at_once_is_an_error():
     sd['blocks.9.0.bn.weight'] = sd['blocks.9.0.bn1.weight']
     with pytest.raises(StateDictMismatchError, match=r'blocks\.9\.0\.bn\.weight \(duplicates'):
         from_torch_state_dict(sd, 'ghostnet_cifar_050')
+
+
+def test_official_v3_branch_names_and_thop_counters_are_accepted():
+    # The official GhostNetV3 code names each branch's norm `bn` (timm: `bn1`), and its
+    # released checkpoints carry the `thop` profiler's total_ops/total_params counters.
+    sd = _small('ghostnetv3_cifar_tiny')
+    official = {k.replace('.bn1.', '.bn.') if '_rpr_' in k else k: v for k, v in sd.items()}
+    assert 'blocks.1.0.dw_rpr_conv.2.bn.running_var' in official
+    assert 'blocks.0.0.ghost1.cheap_rpr_scale.bn.weight' in official
+    for key in ('total_ops', 'total_params', 'blocks.0.0.ghost1.total_ops', 'conv_stem.total_params'):
+        official[key] = np.zeros((1,), np.float64)
+    _assert_trees_equal(from_torch_state_dict(official, 'ghostnetv3_cifar_tiny'),
+                        from_torch_state_dict(sd, 'ghostnetv3_cifar_tiny'))
+
+
+def test_v2_v3_mismatches_list_every_key():
+    # A v2 state_dict for the v3 of the same size: every branch missing, every plain conv-BN
+    # unexpected, all listed; a v3 folded (deploy) state_dict gets a hint.
+    v2 = _small('ghostnetv2_cifar_tiny')
+    with pytest.raises(StateDictMismatchError) as info:
+        from_torch_state_dict(v2, 'ghostnetv3_cifar_tiny')
+    v3 = _small('ghostnetv3_cifar_tiny')
+    assert info.value.missing == sorted(set(v3) - set(v2))
+    assert info.value.unexpected == sorted(set(v2) - set(v3))
+    assert 'blocks.2.0.ghost1.short_conv.4.weight' in v2 and 'blocks.2.0.ghost1.short_conv.4.weight' in v3
+    assert 'reparameterized' not in str(info.value)
+    folded = synthetic_state_dict(
+        expected_torch_shapes('ghostnetv3_cifar_tiny', num_classes=5, reparameterized=True), 0)
+    assert 'blocks.1.0.conv_dw.bias' in folded
+    with pytest.raises(StateDictMismatchError, match='reparameterized=True'):
+        from_torch_state_dict(folded, 'ghostnetv3_cifar_tiny')
+    from_torch_state_dict(folded, 'ghostnetv3_cifar_tiny', reparameterized=True)
+
+
+def test_convert_offers_every_registered_ghostnet():
+    from ghostnet_jax.models import list_models
+    assert set(convert.GHOSTNETS) == {n for n in list_models()
+                                      if n.startswith('ghostnet') and not n.endswith('_tiny')}
 
 
 def test_non_ghostnet_model_is_rejected():

@@ -135,3 +135,18 @@ def test_cli_missing_extra_and_bad_flags(base_run, tmp_path, monkeypatch, capsys
     code = export_cli.main(['--workdir', str(tmp_path / 'nothing'), '--format', 'stablehlo',
                             '--out', str(tmp_path / 'm')])
     assert code == 5 and 'does not exist' in capsys.readouterr().err
+
+
+def test_ghostnetv3_exports_its_folded_form(trainer, real_images, tmp_path):
+    """The GhostNetV3 run of train_harness.job_low_res_budget (no extra training): `load`
+    folds it, and the StableHLO export computes what predict does. (Folded against
+    unfolded logits: tests/test_convert.py and tests/test_models.py.)"""
+    import train_harness as h
+
+    workdir = trainer.result('low_res_budget')['runs']['reference'].workdir
+    model = ghostnet_jax.load(workdir)
+    assert model.spec.model_name == h.LOW_RES_MODEL and model.model.reparameterized
+    assert not [k for k in model.variables['params']['blocks_1_0'] if '_rpr_' in k]
+    out = exporters.export_model(model, 'stablehlo', tmp_path / 'v3.stablehlo', batch_size=None)
+    assert exporters.compare_with_predict(model, 'stablehlo', out, real_images) <= \
+        exporters.TOLERANCE

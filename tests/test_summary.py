@@ -1,6 +1,7 @@
 """The layer-table CLI: rows, totals and formats."""
 import csv
 import io
+import re
 
 import pytest
 
@@ -40,3 +41,41 @@ def test_unknown_model_lists_valid_names(capsys):
         summary.main(['--model', 'ghostnet_7'])
     err = capsys.readouterr().err
     assert 'ghostnet_cifar_130' in err and 'ghost_vgg16' in err
+
+
+def _csv_rows(capsys, argv):
+    assert summary.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = list(csv.DictReader(io.StringIO('\n'.join(l for l in lines if not l.startswith('#')))))
+    totals = {l[2:].split(',')[0]: int(l.rsplit(',', 1)[1].split()[0])
+              for l in lines if l.startswith('#')}
+    return {r['layer']: r for r in rows}, totals
+
+
+def test_ghostnetv3_training_and_folded_forms_and_dfc_macs(capsys):
+    argv = ['--model', 'ghostnetv3_cifar_tiny', '--format', 'csv']
+    train, train_totals = _csv_rows(capsys, argv)
+    folded, folded_totals = _csv_rows(capsys, argv + ['--reparameterized'])
+    macs = lambda rows: sum(int(r['MACs']) for r in rows.values())
+    # DFC attention: its convs count at the pooled (half) size, a 1x5 depthwise conv 5 MACs
+    # per output value; pooling, sigmoid, upsampling and the gate have no rows.
+    h, w, _ = map(int, train['blocks_2_0/ghost1/primary_rpr_conv_0/conv']['input'].split('x'))
+    channels = int(train['blocks_2_0/ghost1/dfc/conv']['output'].split('x')[-1])
+    row = train['blocks_2_0/ghost1/dfc/conv_h']
+    assert row['input'] == row['output'] == f'{h // 2}x{w // 2}x{channels}'
+    assert int(row['MACs']) == h // 2 * (w // 2) * channels * 5
+    assert not [name for name in train if 'pool' in name.lower() or 'sigmoid' in name]
+    # Folding leaves one conv (with bias) per branch group, as costly as one branch: the
+    # MACs saved are exactly those of the other branches.
+    assert 'blocks_1_0/conv_dw' in folded and 'blocks_1_0/dw_rpr_conv_0/conv' in train
+    assert folded['blocks_1_0/conv_dw']['MACs'] == train['blocks_1_0/dw_rpr_conv_0/conv']['MACs']
+    extra = sum(int(r['MACs']) for name, r in train.items()
+                if re.search(r'_rpr_(conv_[12]|scale)/conv$', name))
+    assert macs(train) - macs(folded) == extra > 0
+    assert train_totals['MACs per image (convs + dense'] == macs(train)
+    assert not [name for name in folded if '_rpr_' in name]
+
+
+def test_reparameterized_needs_a_ghostnetv3(capsys):
+    assert summary.main(['--model', 'ghostnet_cifar_tiny', '--reparameterized']) == 2
+    assert 'ghostnetv3' in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""EMA, label smoothing and bfloat16 through the trainer (train_harness.job_ema).
+"""EMA, label smoothing and bfloat16 through the trainer (train_harness.job_ema), on
+GhostNetV2-tiny (DFC attention in bfloat16).
 
 The evaluated EMA weights must be paired with EMA BatchNorm statistics: the validation
 accuracy the trainer logged is recomputed here by hand from the checkpoint's
@@ -42,8 +43,8 @@ def test_ema_with_batchnorm_statistics_label_smoothing_bfloat16(trainer):
     images, labels = val.images, val.labels
     x = ((images.astype(np.float32) - np.asarray(spec['mean'], np.float32))
          / np.asarray(spec['std'], np.float32))
-    model = create_model('ghostnet_cifar_tiny', num_classes=3, dtype=jnp.bfloat16,
-                         conv_impl='native')
+    assert spec['model_name'] == h.EMA_MODEL
+    model = create_model(h.EMA_MODEL, num_classes=3, dtype=jnp.bfloat16, conv_impl='native')
 
     def accuracy(params, stats):
         logits = model.apply({'params': params, 'batch_stats': stats}, jnp.asarray(x),

@@ -62,13 +62,16 @@ def test_low_res_first_epoch_under_a_budget_resumes_exactly(trainer):
     """data.low_res with a budget: the calibration times both sizes, epoch 1 trains on 8x8
     images and epoch 2 on the data's 16x16, the budget refits once, after epoch 1 (timing
     the full-size step then), and a run stopped inside the small epoch and resumed across
-    the refit and past it equals one trained straight through with the fitted length."""
+    the refit and past it equals one trained straight through with the fitted length. The
+    network is GhostNetV3-tiny (h.LOW_RES_MODEL): its branches and DFC attention resume
+    bit-exactly too."""
     job = trainer.result('low_res_budget')
     runs, fitted = job['runs'], job['fitted']
     for name in ('first', 'resumed', 'third_epoch', 'reference'):
         assert runs[name].rc == 0, runs[name].tail()
     budget, reference = runs['first'].workdir, runs['reference'].workdir
     end = 3 * h.STEPS_PER_EPOCH
+    assert h.host_state(budget, end)['model_spec']['model_name'] == h.LOW_RES_MODEL
     plan = h.host_state(budget, end)['time_budget']
     assert plan['num_epochs'] == fitted > 3 and plan['epochs_done'] == 1
     assert 0 < plan['low_res_step_s'] and plan['low_res_fraction'] == 1e-6

@@ -462,10 +462,17 @@ def job_device_counts(t: Trainer, root: Path) -> dict[str, Run]:
     return runs
 
 
+# GhostNetV2/V3 ride along two jobs instead of adding runs: V2's DFC attention trains in
+# bfloat16 with EMA (job_ema), V3's branches and DFC attention resume exactly across a
+# low-res epoch (job_low_res_budget).
+EMA_MODEL, LOW_RES_MODEL = 'ghostnetv2_cifar_tiny', 'ghostnetv3_cifar_tiny'
+
+
 def job_ema(t: Trainer, root: Path) -> Run:
     """EMA (with BatchNorm statistics), label smoothing and bfloat16 compute together."""
     return t.run(root / 'run', '--config.ema_decay=0.9', '--config.label_smoothing=0.1',
-                 '--config.dtype=bfloat16', f'--config.max_steps={PARALLEL_STEPS}')
+                 '--config.dtype=bfloat16', f'--config.max_steps={PARALLEL_STEPS}',
+                 f'--config.model.name={EMA_MODEL}')
 
 
 def job_time_budget(t: Trainer, root: Path) -> dict:
@@ -504,7 +511,8 @@ def job_low_res_budget(t: Trainer, root: Path) -> dict:
     resumed across the switch to full size (the refit after epoch 1, which also times the
     full-size step, happens in the resumed process), resumed again for epoch 3, and the
     same length trained straight through without a budget."""
-    flags = ('--config.optimizer.warmup_epochs=1', *LOW_RES_FLAGS)
+    flags = ('--config.optimizer.warmup_epochs=1', *LOW_RES_FLAGS,
+             f'--config.model.name={LOW_RES_MODEL}')
     workdir = root / 'budget'
     runs = {'first': t.run(workdir, '--config.time_budget_minutes=10', *flags,
                            '--config.max_steps=2', log_name='first')}

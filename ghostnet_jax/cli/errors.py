@@ -66,10 +66,11 @@ def classify(error: BaseException) -> tuple[int, str] | None:
     from ghostnet_jax.training.resume_checks import ResumeMismatchError
     from ghostnet_jax.training.loop_state import NonFiniteLossError
     from ghostnet_jax.models.pytorch_weights import PyTorchWeightsError
+    from ghostnet_jax.models.registry import ModelInputError
 
     if isinstance(error, (ConfigError, ResumeMismatchError)):
         return USAGE, f'bad config: {error}'
-    if isinstance(error, (UsageError, MissingExtraError)):
+    if isinstance(error, (UsageError, MissingExtraError, ModelInputError)):
         return USAGE, str(error)
     if isinstance(error, NonFiniteLossError):
         return NONFINITE, str(error)

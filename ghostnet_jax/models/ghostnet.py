@@ -1,7 +1,8 @@
-"""GhostNet (Han et al., CVPR 2020), faithful to the official PyTorch code and timm.
+"""GhostNet (Han et al., CVPR 2020) and its successors GhostNetV2 (DFC attention) and
+GhostNetV3 (re-parameterizable branches), faithful to the official PyTorch code and timm.
 
-The whole architecture is the table below; width scaling, the CIFAR strides and the head
-are the only other decisions.
+All three share the table below, the stem and the head; width scaling, the CIFAR strides and
+the version's block options (ghost_blocks.py) are the only other decisions.
 """
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from ghostnet_jax.models.ghost_blocks import ConvBnAct, GhostBottleneck
-from ghostnet_jax.models.layers import Dtype, layer_defs, make_divisible
-from ghostnet_jax.models.registry import register_model
+from ghostnet_jax.models.layers import Dtype, layer_defs, make_divisible, output_size
+from ghostnet_jax.models.registry import ModelInputError, register_model
 
 
 class BlockSpec(NamedTuple):
@@ -46,13 +47,19 @@ GHOSTNET_STAGES: tuple[tuple[BlockSpec, ...], ...] = tuple(
     ))
 STEM_FEATURES = 16
 HEAD_FEATURES = 1280
+VERSIONS = ('v1', 'v2', 'v3')
+# v2 and v3 put DFC attention on ghost1 of every bottleneck but the first two (flat index).
+FIRST_DFC_BLOCK = 2
 
 
 class GhostNet(nn.Module):
     """GhostNet classifier on NHWC images.
 
     `stem_stride` and `stride_one_blocks` (flat bottleneck indices forced to stride 1) adapt
-    the ImageNet network to 32x32 inputs without touching the table.
+    the ImageNet network to 32x32 inputs without touching the table. `version` 'v2' adds
+    DFC attention, 'v3' DFC attention and `num_branches` re-parameterizable conv-BN
+    branches per conv (timm and the official code use 3); `reparameterized` is v3's folded
+    inference form (`ghostnet_jax.models.reparameterize` makes its variables).
     """
     num_classes: int = 1000
     width: float = 1.0
@@ -64,6 +71,52 @@ class GhostNet(nn.Module):
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
     bn_axis_name: str | None = None
+    version: str = 'v1'
+    num_branches: int = 3
+    reparameterized: bool = False
+
+    def _block_strides(self) -> list[tuple[BlockSpec, int]]:
+        """(spec, stride actually used) of every bottleneck, in order."""
+        specs = [spec for stage in self.stages for spec in stage]
+        return [(spec, 1 if i in self.stride_one_blocks else spec.stride)
+                for i, spec in enumerate(specs)]
+
+    def _smallest_dfc_input(self, size: int) -> int | None:
+        """The side of the smallest map a DFC attention sees for a size x size image (None
+        without DFC)."""
+        if self.version == 'v1':
+            return None
+        size, sizes = output_size(size, 3, self.stem_stride), []
+        for index, (spec, stride) in enumerate(self._block_strides()):
+            if index >= FIRST_DFC_BLOCK:
+                sizes.append(size)
+            size = output_size(size, spec.kernel, stride)
+        return min(sizes, default=None)
+
+    def min_input_size(self) -> int:
+        """The smallest square input this network accepts: DFC attention pools its input by
+        2, so every map it sees must be at least 2x2 (33x33 images with ImageNet strides)."""
+        size = 1
+        while (smallest := self._smallest_dfc_input(size)) is not None and smallest < 2:
+            size += 1
+        return size
+
+    def _check(self, x: jax.Array) -> None:
+        if self.version not in VERSIONS:
+            raise ValueError(f'version={self.version!r} is not one of {VERSIONS}.')
+        if self.version == 'v3' and self.num_branches < 1:
+            raise ValueError(f'num_branches must be >= 1 for GhostNetV3, got {self.num_branches}.')
+        if self.reparameterized and self.version != 'v3':
+            raise ValueError('reparameterized=True is the folded form of GhostNetV3 only '
+                             f'(version={self.version!r} has no branches to fold).')
+        smallest = self._smallest_dfc_input(min(x.shape[1:3]))
+        if smallest is not None and smallest < 2:
+            raise ModelInputError(
+                f'{x.shape[1]}x{x.shape[2]} images are too small for GhostNet{self.version.upper()}'
+                f' with these strides: its DFC attention would average-pool a {smallest}x'
+                f'{smallest} map by 2. It needs at least {self.min_input_size()}x'
+                f'{self.min_input_size()}; for 32x32 images use a CIFAR variant (e.g. '
+                f'ghostnet{self.version}_cifar_100).')
 
     def parameter_group(self, name: str) -> str:
         """The stage a top-level submodule belongs to (per-stage gradient norms): the stem,
@@ -74,20 +127,23 @@ class GhostNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        self._check(x)
         conv, norm = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)
         x = conv(make_divisible(STEM_FEATURES * self.width), 3, self.stem_stride,
                  name='conv_stem')(x)
         x = nn.relu(norm(use_running_average=not train, name='bn1')(x))
 
-        block_index = 0
+        blocks = enumerate(self._block_strides())
         for stage_index, stage in enumerate(self.stages):
-            for layer_index, spec in enumerate(stage):
-                stride = 1 if block_index in self.stride_one_blocks else spec.stride
+            for layer_index in range(len(stage)):
+                block_index, (spec, stride) = next(blocks)
                 x = GhostBottleneck(
                     make_divisible(spec.hidden * self.width), make_divisible(spec.out * self.width),
                     spec.kernel, stride, spec.se_ratio, conv=conv, norm=norm,
+                    dfc=self.version != 'v1' and block_index >= FIRST_DFC_BLOCK,
+                    branches=self.num_branches if self.version == 'v3' else 0,
+                    reparameterized=self.reparameterized,
                     name=f'blocks_{stage_index}_{layer_index}')(x, train)
-                block_index += 1
         last_hidden = self.stages[-1][-1].hidden
         x = ConvBnAct(make_divisible(last_hidden * self.width), conv=conv, norm=norm,
                       name=f'blocks_{len(self.stages)}_0')(x, train)
@@ -160,3 +216,38 @@ def ghostnet_cifar_tiny(**overrides: Any) -> GhostNet:
     """Not from the paper: 3 bottlenecks at 0.25x for tests and smoke runs (CIFAR strides)."""
     return GhostNet(**{'width': 0.25, 'stages': TINY_STAGES, **CIFAR_OVERRIDES,
                        'stride_one_blocks': (), **overrides})
+
+
+# GhostNetV2 and V3: timm's names and widths (ghostnetv2_100/130/160, ghostnetv3_050/100/
+# 130/160), each also with the CIFAR strides and 10 classes as ghostnet{v}_cifar_{width}.
+# ghostnetv2_050 is not in timm (its GhostNet with width=0.5, version='v2'): with it, all
+# three versions exist at the 0.5x width that fits a CPU hour on CIFAR-10.
+def _register_family(version: str, widths: dict[str, float]) -> None:
+    for suffix, width in widths.items():
+        for cifar in (False, True):
+            name = f'ghostnet{version}_{"cifar_" if cifar else ""}{suffix}'
+            base = dict(CIFAR_OVERRIDES) if cifar else {}
+            what = '32x32 inputs, 10 classes' if cifar else 'ImageNet strides (output stride 32)'
+
+            def build(_width=width, _base=base, **overrides: Any) -> GhostNet:
+                return GhostNet(**{'width': _width, 'version': version, **_base, **overrides})
+
+            build.__name__ = build.__qualname__ = name
+            build.__doc__ = f'GhostNet{version.upper()} {width}x, {what}.'
+            register_model(build)
+
+
+_register_family('v2', {'050': 0.5, '100': 1.0, '130': 1.3, '160': 1.6})
+_register_family('v3', {'050': 0.5, '100': 1.0, '130': 1.3, '160': 1.6})
+
+
+@register_model
+def ghostnetv2_cifar_tiny(**overrides: Any) -> GhostNet:
+    """Not from the paper: ghostnet_cifar_tiny with v2's DFC attention (on its third block)."""
+    return ghostnet_cifar_tiny(**{'version': 'v2', **overrides})
+
+
+@register_model
+def ghostnetv3_cifar_tiny(**overrides: Any) -> GhostNet:
+    """Not from the paper: ghostnet_cifar_tiny as GhostNetV3 (branches, DFC on block 3)."""
+    return ghostnet_cifar_tiny(**{'version': 'v3', **overrides})

@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ghostnet_jax.models.layers import Conv
+from ghostnet_jax.models.layers import Conv, kernel_hw
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +42,13 @@ def _macs(module: nn.Module, in_shape, out_shape) -> int:
 
     This is the convention of the official GhostNet numbers (141M for 1.0x at 224): every
     conv (including squeeze-excite's 1x1s and the head) and the classifier; biases, BN,
-    activations, pooling and the Ghost concat are not counted.
+    activations, pooling and the Ghost concat are not counted. Likewise for GhostNetV2's
+    DFC attention: its convs count (at the pooled size), its 2x2 average pooling, sigmoid,
+    nearest-neighbour upsampling and gating multiply do not. A GhostNetV3 in training form
+    counts every branch conv; its identity-BN branches count nothing.
     """
     if isinstance(module, Conv):
-        kh, kw = module.kernel_size, module.kernel_size
+        kh, kw = kernel_hw(module.kernel_size)
         return math.prod(out_shape[1:]) * kh * kw * (in_shape[-1] // module.groups)
     if isinstance(module, nn.Dense):
         return math.prod(out_shape[1:-1] or (1,)) * in_shape[-1] * out_shape[-1]
@@ -122,15 +125,20 @@ def stats_summary(table: LayerTable) -> dict[str, int]:
 
 
 def native_input_size(model_name: str) -> int:
-    """The input side a registered model is defined for: 224 for the ImageNet GhostNets,
-    32 for the CIFAR networks."""
-    return 224 if model_name.startswith('ghostnet_') and 'cifar' not in model_name else 32
+    """The input side a registered model is defined for: 224 for the ImageNet GhostNets
+    (v1, v2, v3), 32 for the CIFAR networks."""
+    return 224 if model_name.startswith('ghostnet') and 'cifar' not in model_name else 32
 
 
 def model_summary(model_name: str, input_size: int | None = None,
-                  num_classes: int | None = None, fmt: str = 'text') -> str:
-    """The per-layer table of a registered model, rendered (`python -m ghostnet_jax.summary`)."""
+                  num_classes: int | None = None, fmt: str = 'text',
+                  reparameterized: bool = False) -> str:
+    """The per-layer table of a registered model, rendered (`python -m ghostnet_jax.summary`).
+
+    `reparameterized`: a GhostNetV3's folded inference form instead of its training form."""
     from ghostnet_jax.models.registry import create_model
     overrides = {} if num_classes is None else {'num_classes': num_classes}
+    if reparameterized:
+        overrides['reparameterized'] = True
     model = create_model(model_name, **overrides)
     return format_table(layer_table(model, input_size or native_input_size(model_name)), fmt)

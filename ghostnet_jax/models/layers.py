@@ -180,10 +180,22 @@ def resolve_conv_impl(impl: str) -> str:
     return impl
 
 
+def kernel_hw(kernel_size: int | tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of a square (int) or rectangular ((kh, kw)) kernel size."""
+    if isinstance(kernel_size, int):
+        return kernel_size, kernel_size
+    kh, kw = kernel_size
+    return int(kh), int(kw)
+
+
 class Conv(nn.Module):
-    """2-D convolution, NHWC, symmetric `k // 2` padding, PyTorch-compatible grouping."""
+    """2-D convolution, NHWC, symmetric `k // 2` padding, PyTorch-compatible grouping.
+
+    `kernel_size` is an int (square) or (kh, kw): GhostNetV2's DFC attention uses 1x5 and
+    5x1 depthwise kernels, padded (0, 2) and (2, 0) as PyTorch pads them.
+    """
     features: int
-    kernel_size: int = 1
+    kernel_size: int | tuple[int, int] = 1
     stride: int = 1
     groups: int = 1
     use_bias: bool = False
@@ -199,7 +211,7 @@ class Conv(nn.Module):
             raise ValueError(f'{self.groups} groups must divide both {in_features} input and '
                              f'{self.features} output channels.')
         kernel = self.param('kernel', self.kernel_init,
-                            (self.kernel_size, self.kernel_size, in_features // self.groups,
+                            (*kernel_hw(self.kernel_size), in_features // self.groups,
                              self.features), self.param_dtype)
         dtype = self.dtype or x.dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)

@@ -1,4 +1,4 @@
-"""PyTorch GhostNet weights (timm or the official huawei-noah code) as Flax variables.
+"""PyTorch GhostNet/V2/V3 weights (timm or the official huawei-noah code) as Flax variables.
 
     state_dict = load_state_dict('ghostnet.pth')                    # .pth/.pt/.bin or .safetensors
     variables = from_torch_state_dict(state_dict, 'ghostnet_100')   # {'params', 'batch_stats'}
@@ -41,7 +41,12 @@ _MODULE_TO_TORCH = {
     'shortcut_dw_bn': 'shortcut.1',
     'shortcut_pw': 'shortcut.2',
     'shortcut_pw_bn': 'shortcut.3',
+    'dfc': 'short_conv',        # GhostNetV2/V3's DFC attention, an nn.Sequential there too
 }
+# The layers of DFC attention (ghost_blocks.DFCAttention) -> their position in short_conv.
+_DFC_TO_TORCH = {'conv': '0', 'bn': '1', 'conv_h': '2', 'bn_h': '3', 'conv_v': '4', 'bn_v': '5'}
+# GhostNetV3's branch lists are nn.ModuleLists: primary_rpr_conv_2 -> primary_rpr_conv.2.
+_BRANCH_NAME = re.compile(r'^(\w+_rpr_conv)_(\d+)$')
 # (collection, Flax leaf name) -> PyTorch parameter/buffer name.
 _LEAF_TO_TORCH = {
     ('params', 'kernel'): 'weight',
@@ -54,8 +59,11 @@ _BLOCK_NAME = re.compile(r'^blocks_(\d+)_(\d+)$')
 # The official checkpoint names the final ConvBnAct's norm `bn`; timm (and we) call it `bn1`.
 _OFFICIAL_BN_ALIAS = re.compile(
     r'^(blocks\.\d+\.0\.)bn\.(weight|bias|running_mean|running_var|num_batches_tracked)$')
-# A BatchNorm step counter: PyTorch bookkeeping with no counterpart in the Flax model.
-_IGNORED_SUFFIXES = ('.num_batches_tracked',)
+# The official GhostNetV3 code names each branch's norm `bn` (timm: `bn1`).
+_OFFICIAL_BRANCH_BN_ALIAS = re.compile(r'(_rpr_(?:conv\.\d+|scale)\.)bn\.')
+# A BatchNorm step counter, and the counters the `thop` profiler registers on every module
+# (left in the official GhostNetV3 checkpoints): bookkeeping with no counterpart here.
+_IGNORED_NAMES = ('num_batches_tracked', 'total_ops', 'total_params')
 
 
 class PyTorchWeightsError(ValueError):
@@ -78,8 +86,12 @@ class StateDictMismatchError(PyTorchWeightsError):
             if items:
                 lines.append(f'{title} ({len(items)}):')
                 lines.extend(f'  {item}' for item in items)
-        lines.append('Check the model name (width 050/100/130, ImageNet vs CIFAR variant) and '
-                     '--num-classes.')
+        lines.append('Check the model name (version v1/v2/v3, width, ImageNet vs CIFAR variant) '
+                     'and --num-classes.')
+        if any('_rpr_' in key for key in self.missing) and any(
+                key.endswith(('primary_conv.0.bias', 'conv_dw.bias')) for key in self.unexpected):
+            lines.append('This looks like a re-parameterized (deploy) GhostNetV3 state_dict: '
+                         'convert it with the model override reparameterized=True.')
         super().__init__('\n'.join(lines))
 
 
@@ -90,12 +102,23 @@ class UnsafeCheckpointError(PyTorchWeightsError):
 # ----------------------------------------------------------------------------- key mapping
 
 
+def _is_ignored(key: str) -> bool:
+    return key.rsplit('.', 1)[-1] in _IGNORED_NAMES
+
+
+def _torch_module_name(name: str, parent: str | None) -> str:
+    if parent == 'dfc':
+        return _DFC_TO_TORCH[name]
+    if block := _BLOCK_NAME.match(name):
+        return f'blocks.{block[1]}.{block[2]}'
+    if branch := _BRANCH_NAME.match(name):
+        return f'{branch[1]}.{branch[2]}'
+    return _MODULE_TO_TORCH.get(name, name)
+
+
 def _torch_key(collection: str, path: tuple[str, ...]) -> str:
     *modules, leaf = path
-    parts = []
-    for name in modules:
-        block = _BLOCK_NAME.match(name)
-        parts.append(f'blocks.{block[1]}.{block[2]}' if block else _MODULE_TO_TORCH.get(name, name))
+    parts = [_torch_module_name(name, parent) for parent, name in zip([None, *modules], modules)]
     try:
         parts.append(_LEAF_TO_TORCH[(collection, leaf)])
     except KeyError:
@@ -128,10 +151,20 @@ def abstract_variables(model: GhostNet) -> dict[str, Any]:
     """Shapes and dtypes of `model`'s variables, without allocating or computing anything.
 
     GhostNet ends in global pooling, so no parameter shape depends on the input size; 32x32
-    is just the cheapest input every variant accepts.
+    is just the cheapest input, or the smallest one a V2/V3 with ImageNet strides accepts.
     """
+    # A fresh copy of the containers: callers may edit the tree they get.
+    return jax.tree.map(lambda leaf: leaf, _abstract_variables(model))
+
+
+@functools.lru_cache(maxsize=8)
+def _abstract_variables(model: GhostNet) -> dict[str, Any]:
+    # Cached: tracing a GhostNetV3 takes ~1-2 s, and converting, then loading the result,
+    # asks for the same model's shapes several times. Linen modules hash by their fields.
     init = functools.partial(model.init, train=False)
-    return jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32))
+    size = max(32, model.min_input_size())
+    return jax.eval_shape(init, jax.random.key(0),
+                          jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
 
 
 def _expected(model: GhostNet) -> dict[str, tuple[tuple[str, ...], jax.ShapeDtypeStruct]]:
@@ -141,7 +174,10 @@ def _expected(model: GhostNet) -> dict[str, tuple[tuple[str, ...], jax.ShapeDtyp
 
 
 def expected_torch_shapes(model_name: str, **model_overrides: Any) -> dict[str, tuple[int, ...]]:
-    """The PyTorch state_dict keys and shapes `model_name` needs (num_batches_tracked omitted)."""
+    """The PyTorch state_dict keys and shapes `model_name` needs (num_batches_tracked omitted).
+
+    A GhostNetV3 needs its training-form branches; with `reparameterized=True` its folded
+    (timm `reparameterize_model` / deploy) form."""
     model = build_ghostnet(model_name, **model_overrides)
     return {key: _torch_shape(leaf.shape) for key, (_, leaf) in _expected(model).items()}
 
@@ -158,6 +194,7 @@ def _normalize_keys(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list
     for key, value in state_dict.items():
         new = key[len(prefix):]
         new = _OFFICIAL_BN_ALIAS.sub(r'\1bn1.\2', new)
+        new = _OFFICIAL_BRANCH_BN_ALIAS.sub(r'\1bn1.', new)
         if new in renamed:
             duplicates.append(f'{key} (duplicates {new})')
         else:
@@ -167,7 +204,7 @@ def _normalize_keys(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list
 
 def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str,
                           **model_overrides: Any) -> dict[str, Any]:
-    """Converts a timm/official GhostNet state_dict into Flax variables for `model_name`.
+    """Converts a timm/official GhostNet/V2/V3 state_dict into Flax variables for `model_name`.
 
     `state_dict` maps PyTorch keys to arrays (numpy, or anything `np.asarray` accepts) in
     PyTorch layout. `num_classes` is taken from `classifier.weight` unless given in
@@ -182,8 +219,7 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str,
     expected = _expected(build_ghostnet(model_name, **model_overrides))
 
     missing = sorted(set(expected) - set(renamed))
-    unexpected = sorted(k for k in renamed
-                        if k not in expected and not k.endswith(_IGNORED_SUFFIXES)) + duplicates
+    unexpected = sorted(k for k in renamed if k not in expected and not _is_ignored(k)) + duplicates
     wrong_shapes = []
     flat = {}
     for key, (path, leaf) in expected.items():

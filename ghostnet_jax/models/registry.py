@@ -8,6 +8,11 @@ import flax.linen as nn
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
+class ModelInputError(ValueError):
+    """Images a model cannot take, e.g. too small for its strides (exit code 2 in the
+    commands: the fix is another model or input size, not a code change)."""
+
+
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     """Registers a constructor under its function name."""
     if fn.__name__ in _REGISTRY:

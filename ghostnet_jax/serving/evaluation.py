@@ -91,9 +91,10 @@ def evaluate_checkpoint(workdir: str | epath.Path, checkpoint: str | int = 'best
         raise DataError(
             f'{target.name} holds {shape} images, the model was trained on '
             f'{spec.image_shape}; the run resized images to {spec.resize}.')
-    # The module the trainer evaluated: the run's compute dtype and conv formulation.
+    # The module the trainer evaluated, in the run's compute dtype and conv formulation
+    # (a GhostNetV3 in the folded form `load` gives: the same function to float rounding).
     dtype = compute_dtype(config.get('dtype', 'float32'))
-    model = spec.build_model(dtype)
+    model = run.model.clone(dtype=dtype)
     mesh = make_mesh()
     if streamed:
         data = StreamEvalData(target, mesh, batch_size or config.eval_batch_size, spec.mean,

@@ -74,7 +74,8 @@ def export_model(model: TrainedModel, fmt: str, out: str | os.PathLike,
     conv_impl = conv_impl or DEFAULT_CONV_IMPL[fmt]
     if batch_size is not None and batch_size < 1:
         raise ValueError(f'batch size must be positive or dynamic, got {batch_size}')
-    module = model.spec.build_model(jnp.float32, conv_impl=conv_impl)
+    # The loaded module (a GhostNetV3 already folded), in the format's conv formulation.
+    module = model.model.clone(conv_impl=conv_impl)
     fn = model.serving_function(module)
     h, w, c = model.image_shape
     out = Path(out)

@@ -7,6 +7,8 @@
 The path may be a training workdir, its checkpoints/ directory, one step directory, or the
 output of `python -m ghostnet_jax.convert` (converted timm/official ImageNet weights).
 Everything needed (architecture, class names, normalization) is read from the checkpoint.
+A GhostNetV3 is re-parameterized on loading (`model.model.reparameterized`), so `predict`
+and every export run its folded form.
 
 Batch sizes: `predict` pads each batch to the next power of two (1, 2, 4, ...,
 `max_batch`) and splits larger ones into chunks of `max_batch`, so at most
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from ghostnet_jax.models.reparameterize import reparameterize
 from ghostnet_jax.serving.converted import INFO_FILE as CONVERT_INFO
 from ghostnet_jax.serving.preprocessing import Preprocessing
 from ghostnet_jax.training.checkpoints import STATE, Checkpointer, CheckpointError
@@ -196,6 +199,9 @@ def load(path: str | os.PathLike, which: str | int = 'best', *,
     except ValueError as e:
         raise CheckpointError(f'Cannot rebuild the model stored in {path}: {e}') from e
     _check_shapes(model, prep, variables, path)
+    # A GhostNetV3 serves folded: one conv per branch group, the same function (to float
+    # rounding) at a fraction of the MACs. Every other model comes back unchanged.
+    model, variables = reparameterize(model, variables)
     return TrainedModel(spec=spec, preprocessing=prep, model=model, variables=variables,
                         source=str(path), step=step, max_batch=max_batch)
 
