@@ -74,12 +74,18 @@ def trainer(tmp_path_factory):
 def _background_runs(request):
     """Starts the reference run and the selected tests' jobs at the start of the session."""
     selected = [item for item in request.session.items if _waits_for_background(item)]
-    if not any('base_run' in item.fixturenames for item in selected):
+    if not selected:
         return
     t = request.getfixturevalue('trainer')
-    nodeids = [item.nodeid for item in selected]
-    wanted = lambda jobs: [name for name, test in jobs.items() if any(test in n for n in nodeids)]
-    t.launch_base(*h.BASE_FLAGS, before=wanted(JOBS_BEFORE_BASE), after=wanted(JOBS_AFTER_BASE))
+    if any('base_run' in item.fixturenames for item in selected):
+        nodeids = [item.nodeid for item in selected]
+        wanted = lambda jobs: [name for name, test in jobs.items() if any(test in n for n in nodeids)]
+        t.launch_base(*h.BASE_FLAGS, before=wanted(JOBS_BEFORE_BASE), after=wanted(JOBS_AFTER_BASE))
+    # The test modules' own background work (h.background), e.g. the study CLIs' runs.
+    modules = {item.module.__name__ for item in selected}
+    for name, fn in h.BACKGROUND.items():
+        if fn.__module__ in modules:
+            t.launch(name)
 
 
 @pytest.fixture(scope='session')

@@ -38,6 +38,7 @@ class Cli:
         f = open(path, 'w')
         proc = subprocess.Popen(argv, cwd=h.REPO, env=self.trainer.env(), stdout=f,
                                 stderr=subprocess.STDOUT)
+        h.pin_to_one_core(proc.pid)
         return Proc(proc, path, argv, f)
 
 

@@ -5,15 +5,20 @@ import re
 import numpy as np
 import pytest
 import study_harness as s
+import train_harness as h
 
 from ghostnet_jax.study.lr_find import smooth, suggest
 
 
-def test_lr_find_end_to_end(tmp_path):
-    cli = s.Cli(tmp_path)
-    out = tmp_path / 'lr'
-    proc = cli.start('lr_find', f'--workdir={out}', '--min_lr=1e-4', '--max_lr=1e3',
-                     '--num_steps=40', log='lr').check(0)
+@h.background('study_lr_find')
+def _lr_find(root):
+    cli = s.Cli(root)
+    return root / 'lr', cli.start('lr_find', f'--workdir={root / "lr"}', '--min_lr=1e-4',
+                                  '--max_lr=1e3', '--num_steps=40', log='lr').check(0)
+
+
+def test_lr_find_end_to_end(trainer):
+    out, proc = trainer.result('study_lr_find')
     result = s.read_json(out / 'lr_find.json')
     lrs = result['learning_rate']
     # The ramp, by hand: 1e-4 * 10 ** (7 * i / 39), one value per step actually run.

@@ -10,9 +10,9 @@ TEST_SPLIT = 'train[:50%]'           # 8 of the 16 images of each of the 3 class
 TEST_EXAMPLES = 3 * 8
 
 
-@pytest.fixture(scope='module')
-def run(tmp_path_factory):
-    cli = s.Cli(tmp_path_factory.mktemp('report'))
+@h.background('study_report')
+def _run(root):
+    cli = s.Cli(root)
     workdir = cli.root / 'run'
     # eval_flip: the report's predictions (ghostnet_jax.load) must average the mirrored
     # images as the trainer's evaluator did for results.json.
@@ -22,6 +22,11 @@ def run(tmp_path_factory):
     assert (workdir / 'report' / 'report.md').is_file()
     report = cli.start('report', f'--workdir={workdir}', log='report').check(0)
     return workdir, report
+
+
+@pytest.fixture(scope='module')
+def run(trainer):
+    return trainer.result('study_report')
 
 
 def test_report_files_and_links(run):

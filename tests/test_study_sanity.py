@@ -3,6 +3,7 @@ import math
 
 import pytest
 import study_harness as s
+import train_harness as h
 
 from ghostnet_jax.study.sanity import (
     check_gradient_norms,
@@ -18,10 +19,9 @@ SANITY = ('--sample_size=64', '--max_steps=25', '--config.eval_batch_size=32',
           '--config.optimizer.learning_rate=0.05')
 
 
-@pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    cli = s.Cli(tmp_path_factory.mktemp('sanity'), per_class=32)   # 78 training images
-    root = cli.root
+@h.background('study_sanity')
+def _runs(root):
+    cli = s.Cli(root, per_class=32)   # 78 training images
     procs = {
         'good': cli.start('sanity', f'--workdir={root / "good"}', *SANITY, log='good'),
         'lr': cli.start('sanity', f'--workdir={root / "lr"}', *SANITY,
@@ -30,6 +30,11 @@ def runs(tmp_path_factory):
                               '--shuffle_labels', log='shuffled'),
     }
     return root, {k: p.wait() for k, p in procs.items()}
+
+
+@pytest.fixture(scope='module')
+def runs(trainer):
+    return trainer.result('study_sanity')
 
 
 def test_healthy_setup_passes_every_check(runs):

@@ -33,18 +33,23 @@ for i, c in enumerate(configs):
 """
 
 
-@pytest.fixture(scope='module')
-def sweeps(tmp_path_factory):
-    cli = s.Cli(tmp_path_factory.mktemp('sweep'))
-    root = cli.root
+@h.background('study_sweeps')
+def _sweeps(root):
+    cli = s.Cli(root)
     one = cli.start('sweep', f'--workdir={root / "one"}', *GRID, log='one')
     vec = cli.start('sweep', f'--workdir={root / "vec"}', *GRID, '--vectorize', log='vec')
     mixed = subprocess.Popen([sys.executable, '-c', MIXED_SCRIPT, str(cli.data),
                               str(cli.trainer.data_cache), str(root / 'mixed')],
                              cwd=h.REPO, env=cli.trainer.env(), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
+    h.pin_to_one_core(mixed.pid)
     mixed_out = mixed.communicate(timeout=900)[0]
     return cli, one.check(0), vec.check(0), (mixed.returncode, mixed_out)
+
+
+@pytest.fixture(scope='module')
+def sweeps(trainer):
+    return trainer.result('study_sweeps')
 
 
 def _csv(path):
