@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import forked_cli
 import train_harness as h
 
 # Unoptimized XLA code generation for the test process too (subprocess runs set it
@@ -66,6 +67,9 @@ def trainer(tmp_path_factory):
     root = tmp_path_factory.mktemp('train_e2e')
     data = h.make_dataset(root / 'data')
     t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
+    # The runs' fork server (tests/forked_cli.py), started here in the main thread before
+    # any run: it inherits this process's environment, swapped for the runs' own.
+    forked_cli.start_server(t.env())
     yield t
     t.close()
 

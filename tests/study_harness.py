@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import forked_cli
 import train_harness as h
 
 
@@ -35,22 +36,19 @@ class Cli:
         if command == 'report':
             argv = [sys.executable, '-m', 'ghostnet_jax.report', *args]
         path = self.root / f'{log}.log'
-        f = open(path, 'w')
-        proc = subprocess.Popen(argv, cwd=h.REPO, env=self.trainer.env(), stdout=f,
-                                stderr=subprocess.STDOUT)
+        proc = forked_cli.start(argv, self.trainer.env(), h.REPO, path)
         h.pin_to_one_core(proc.pid)
-        return Proc(proc, path, argv, f)
+        return Proc(proc, path, argv)
 
 
 class Proc:
-    def __init__(self, proc: subprocess.Popen, log: Path, argv: list[str], handle):
-        self.proc, self.log, self.argv, self._handle = proc, log, argv, handle
+    def __init__(self, proc: subprocess.Popen | forked_cli.Forked, log: Path, argv: list[str]):
+        self.proc, self.log, self.argv = proc, log, argv
 
     def wait(self, timeout: float = 600) -> Proc:
         try:
             self.proc.wait(timeout)
         finally:
-            self._handle.close()
             if self.proc.poll() is None:
                 self.proc.kill()
         return self

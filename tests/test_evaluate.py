@@ -1,14 +1,11 @@
 """`python -m ghostnet_jax.evaluate` against the reference run's own end-of-training numbers."""
 import json
-import subprocess
-import sys
 
 import train_harness as h
 
 
 def _evaluate(trainer, *args):
-    return subprocess.run([sys.executable, '-m', 'ghostnet_jax.evaluate', *args],
-                          env=trainer.env(), capture_output=True, text=True, timeout=300)
+    return trainer.cli(['-m', 'ghostnet_jax.evaluate', *args])
 
 
 def test_evaluate_reproduces_results_and_selects_checkpoints(trainer, base_run):

@@ -5,8 +5,6 @@ still evaluate (that code failed with a ValueError on it), predict what its resu
 reports, and resume from its epoch-2 checkpoint to the very weights the old trainer wrote."""
 import json
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -73,10 +71,8 @@ def test_predict_averages_the_mirrored_images_as_the_run_evaluated(legacy, resul
 def test_a_legacy_checkpoint_resumes_to_the_old_trainers_weights(legacy, trainer):
     run = legacy / 'resumed'
     shutil.copytree(FIXTURE / 'checkpoints' / '8', run / 'checkpoints' / '8')
-    env = trainer.env(devices=1)
-    out = subprocess.run([sys.executable, '-m', 'ghostnet_jax.train', f'--config={h.SMOKE}',
-                          f'--workdir={run}', *COMMAND], cwd=legacy, env=env,
-                         capture_output=True, text=True, timeout=600)
+    out = trainer.cli(['-m', 'ghostnet_jax.train', f'--config={h.SMOKE}', f'--workdir={run}',
+                       *COMMAND], cwd=legacy, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     assert 'Resumed from step 8' in out.stderr and 'Resuming with a changed' not in out.stderr
     assert 'refit' not in out.stderr                 # the stored plan is kept

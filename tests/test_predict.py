@@ -7,8 +7,6 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
@@ -16,8 +14,7 @@ import train_harness as h
 
 
 def _predict(trainer, *args, timeout=300):
-    return subprocess.run([sys.executable, '-m', 'ghostnet_jax.predict', *map(str, args)],
-                          env=trainer.env(), capture_output=True, text=True, timeout=timeout)
+    return trainer.cli(['-m', 'ghostnet_jax.predict', *args], timeout=timeout)
 
 
 def _labels(trainer):
@@ -31,10 +28,8 @@ def test_json_probabilities_match_evaluate_on_the_same_files(trainer, base_run, 
     import numpy as np
     run = tmp_path / 'run'      # evaluate writes into the workdir: keep base_run untouched
     shutil.copytree(base_run, run)
-    evaluated = subprocess.run(
-        [sys.executable, '-m', 'ghostnet_jax.evaluate', '--workdir', str(run),
-         '--source', f'folder:{trainer.data}', '--split', 'train'],
-        env=trainer.env(), capture_output=True, text=True, timeout=300)
+    evaluated = trainer.cli(['-m', 'ghostnet_jax.evaluate', '--workdir', run,
+                             '--source', f'folder:{trainer.data}', '--split', 'train'])
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     [written] = run.glob('eval-folder*.json')
     reference = json.loads(written.read_text())

@@ -4,8 +4,6 @@ the reduction order (test_train_parallel), so both end where the 1-device refere
 ended, to float tolerance. The 1 -> 8 resume is also the pattern that used to abort in
 XLA's CPU all-reduce: a restore followed by evaluation in batches of 8 on 8 devices."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 
@@ -47,10 +45,8 @@ def test_evaluate_restores_across_device_counts(trainer, base_run):
             (eight, 1, h.PARALLEL_STEPS, h.val_epochs(eight)[2]),
             (base_run, 8, None, json.loads((base_run / 'results.json').read_text())['val'])):
         checkpoint = str(step) if step else 'best'
-        out = subprocess.run([sys.executable, '-m', 'ghostnet_jax.evaluate', '--workdir',
-                              str(workdir), '--checkpoint', checkpoint, '--split', 'val'],
-                             env=trainer.env(devices), capture_output=True, text=True,
-                             timeout=300)
+        out = trainer.cli(['-m', 'ghostnet_jax.evaluate', '--workdir', workdir,
+                           '--checkpoint', checkpoint, '--split', 'val'], devices)
         assert out.returncode == 0, out.stderr[-3000:]
         got = json.loads((workdir / f'eval-val-{checkpoint}.json').read_text())
         assert got['accuracy'] == logged['accuracy'], (devices, got, logged)

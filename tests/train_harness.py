@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+import forked_cli
+
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / 'configs' / 'smoke.py')
 
@@ -85,18 +87,10 @@ def pin_to_one_core(pid: int) -> None:
             pass
 
 
-def run_pinned(args: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """subprocess.run(args, capture_output=True, text=True) of a 1-device run, pinned."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kwargs)
-    pin_to_one_core(proc.pid)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f'timed out after {timeout} s: {args}\n{err[-4000:]}')
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+def run_pinned(args: list[str], env: dict, tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True) of a 1-device run, pinned,
+    started in REPO by forked_cli (its output passes through files in `tmp`)."""
+    return forked_cli.run(args, env, REPO, tmp, timeout, pin=pin_to_one_core)
 
 
 # Work that a test module starts when the session starts (name -> function(root)), like
@@ -167,7 +161,9 @@ class Trainer:
         """Starts job `name` (JOBS, or a test module's BACKGROUND work) unless it already
         runs; its files go under root/name."""
         if name not in self._jobs:
-            if name in self._after:
+            if name in JOB_FOLLOWS:
+                self._jobs[name] = self._follow(name, self.launch(JOB_FOLLOWS[name]))
+            elif name in self._after:
                 self._jobs[name] = self._pool.submit(self._after_base, name)
             elif name in JOBS:
                 self._jobs[name] = self._pool.submit(JOBS[name], self, self.root / name)
@@ -195,6 +191,18 @@ class Trainer:
         for name in before:
             self.launch(name)
 
+    def _follow(self, name: str, first: concurrent.futures.Future) -> concurrent.futures.Future:
+        """Job `name`, started when the job behind `first` has finished (whatever its
+        outcome), without holding a worker while it waits."""
+        chained = concurrent.futures.Future()
+
+        def start(_):
+            job = self._pool.submit(JOBS[name], self, self.root / name)
+            job.add_done_callback(lambda done: chained.set_exception(done.exception())
+                                  if done.exception() else chained.set_result(done.result()))
+        first.add_done_callback(start)
+        return chained
+
     def _after_base(self, name: str):
         self.result('base')   # at once, unless a test asked for this job before that
         return JOBS[name](self, self.root / name)
@@ -218,6 +226,10 @@ class Trainer:
             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
             GHOSTNET_JAX_CACHE=str(self.data_cache),
             PYTHONUNBUFFERED='1',
+            # glibc's malloc on every machine, as on CI (no system allocator there): a run
+            # then costs and behaves the same wherever the suite runs, and no forked run
+            # (forked_cli) restarts itself. tests/test_cli_process.py tests the choice.
+            GHOSTNET_JAX_ALLOCATOR='off',
         )
         env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
         return env
@@ -242,14 +254,19 @@ class Trainer:
         args = [sys.executable, '-m', 'ghostnet_jax.train', f'--config={config}',
                 f'--workdir={workdir}', *self.base_overrides(data), *overrides]
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, 'w') as f:
-            proc = subprocess.Popen(args, cwd=REPO, env=self.env(devices), stdout=f,
-                                    stderr=subprocess.STDOUT)
+        proc = forked_cli.start(args, self.env(devices), REPO, log)
         if devices == 1:
             pin_to_one_core(proc.pid)
         run = Run(proc, workdir, log, args)
         self._runs.append(run)
         return run
+
+    def cli(self, args: list, devices: int = 1, timeout: float = 300,
+            cwd: Path = REPO) -> subprocess.CompletedProcess:
+        """subprocess.run([python, *args], capture_output=True, text=True) in this
+        trainer's environment, started by forked_cli."""
+        return forked_cli.run([sys.executable, *map(str, args)], self.env(devices), cwd,
+                              self.root / 'output', timeout)
 
     def run(self, workdir: Path, *overrides: str, timeout: float = 600, **kwargs) -> Run:
         return self.start(workdir, *overrides, **kwargs).wait(timeout)
@@ -428,13 +445,18 @@ def job_init_from(t: Trainer, root: Path) -> tuple[subprocess.CompletedProcess, 
     data2 = make_dataset(root / 'data2', num_classes=2, seed=1)
     out = root / 'vars.npz'
     proc = run_pinned([sys.executable, '-c', INIT_FROM_SCRIPT, str(data2), str(t.data_cache),
-                       str(t.base), str(out)], cwd=REPO, env=t.env())
+                       str(t.base), str(out)], t.env(), root)
     arrays = dict(np.load(out)) if out.exists() else {}
     pick = lambda name: {k[len(name):]: v for k, v in arrays.items() if k.startswith(name)}
     return proc, pick('tuned'), pick('fresh')
 
 
 # ------------------------------------------------------------------ reliability jobs
+
+# Jobs that start when another has finished: job_distributed_sigterm's processes then load
+# the two-process programs job_distributed compiled (started together, all four compiled
+# the same programs cold, ~11 CPU-s each).
+JOB_FOLLOWS = {'distributed_sigterm': 'distributed'}
 
 def _distributed(t: Trainer, workdir: Path, *overrides: str, log_prefix: str = 'process',
                  port: int | None = None) -> list[Run]:
@@ -632,8 +654,8 @@ def job_faults(t: Trainer, root: Path) -> dict:
     def fault_run(name: str) -> subprocess.CompletedProcess:
         args = [f'--config={SMOKE}', f'--workdir={root / name}', *t.base_overrides(), *BASE_FLAGS,
                 f'--config.max_steps={PARALLEL_STEPS}']
-        return run_pinned([sys.executable, '-c', FAULT_SCRIPT, name, *args], cwd=REPO,
-                          env=t.env())
+        return run_pinned([sys.executable, '-c', FAULT_SCRIPT, name, *args], t.env(),
+                          root / 'output')
 
     for name in FAULTS:
         first = fault_run(name)
