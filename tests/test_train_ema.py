@@ -46,9 +46,10 @@ def test_ema_with_batchnorm_statistics_label_smoothing_bfloat16(trainer):
     assert spec['model_name'] == h.EMA_MODEL
     model = create_model(h.EMA_MODEL, num_classes=3, dtype=jnp.bfloat16, conv_impl='native')
 
+    apply = jax.jit(lambda variables, x: model.apply(variables, x, train=False))
+
     def accuracy(params, stats):
-        logits = model.apply({'params': params, 'batch_stats': stats}, jnp.asarray(x),
-                             train=False)
+        logits = apply({'params': params, 'batch_stats': stats}, jnp.asarray(x))
         return float(np.mean(np.argmax(np.asarray(logits, np.float32), -1) == labels))
 
     ema_params = _unflatten(arrays, "['ema_params']")
