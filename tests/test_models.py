@@ -112,12 +112,14 @@ def _random_variables(model, x, seed=0):
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
-# One width per family is compiled and run; the other widths of a family are the same
-# code with other channel counts, so their output shape is checked by tracing alone. The
-# ImageNet GhostNetV2/V3 that timm has are traced by test_v2_v3_counts_match_timm; of
-# their CIFAR variants the 0.5x (configs/ghostnet_versions.py) is traced here.
-COMPILED = ('ghostnet_100', 'ghostnet_cifar_050', 'ghostnet_cifar_tiny', 'vgg16', 'ghost_vgg16',
-            'resnet56', 'ghost_resnet56')
+# The networks no other test runs are compiled and run here (the paper's Table 3 nets);
+# the GhostNet families are run elsewhere (ghostnet_100, ghostnet_cifar_100 and the V2/V3
+# 1.0x against timm's logits in test_convert.py, ghostnet_cifar_tiny and the V2/V3 tiny
+# nets by every training test), and the other widths of a family are the same code with
+# other channel counts, so their output shape is checked by tracing alone. The ImageNet
+# GhostNetV2/V3 that timm has are traced by test_v2_v3_counts_match_timm; of their CIFAR
+# variants the 0.5x (configs/ghostnet_versions.py) is traced here.
+COMPILED = ('vgg16', 'ghost_vgg16', 'resnet56', 'ghost_resnet56')
 TRACED_ELSEWHERE = re.compile(r'ghostnetv[23]_(100|130|160|cifar_(100|130|160))|ghostnetv3_050')
 
 
