@@ -55,9 +55,9 @@ HOG = 'while True: pass'
 
 
 def test_many_small_eval_steps_on_8_busy_devices_do_not_abort():
+    import train_harness as h
     env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
-               XLA_FLAGS='--xla_force_host_platform_device_count=8 '
-                         '--xla_backend_optimization_level=0 '
+               XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {h.XLA_TEST_FLAGS} '
                          '--xla_cpu_collective_call_terminate_timeout_seconds=5')
     hogs = [subprocess.Popen([sys.executable, '-c', HOG])]
     try:
