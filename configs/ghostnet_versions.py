@@ -13,7 +13,8 @@ Commands (CIFAR-10's train split as a folder, as for cpu_hour.py):
 Same epochs instead of the same time: add --config.time_budget_minutes=0
 --config.num_epochs=N. Step time of each (same machine): python -m ghostnet_jax.benchmark
 --model NAME --batch-size 128.
-Expected: not yet measured.
+Expected at 2 fixed epochs (2-core CPU, 2026-12-07): v1 71.60%, v2 72.54%, v3 67.52%
+validation (docs/experiments.md); at the 60-minute budget: not yet measured.
 """
 from ghostnet_jax.configs import cpu_hour
 from ghostnet_jax.training.config_checks import ConfigError

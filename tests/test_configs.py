@@ -71,12 +71,15 @@ def test_unknown_field_is_named_with_valid_ones():
 
 
 def test_study_net_and_version_comparison_configs():
-    """The study's net on the study's recipe (only the network and its dropout differ), and
-    the v1/v2/v3 comparison: one recipe, one budget, only the network differs."""
+    """The study's net on the study's recipe (only the network, its dropout and the
+    evaluation batch, which bounds memory, differ), and the v1/v2/v3 comparison: one
+    recipe, one budget, only the network differs."""
     study = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study')).get_config()
     net = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study_net')).get_config()
     assert net.model.name == 'ghost_study_net' and net.model.dropout_rate == 0.0
+    assert net.eval_batch_size < study.eval_batch_size
     net.model.name, net.model.dropout_rate = study.model.name, study.model.dropout_rate
+    net.eval_batch_size = study.eval_batch_size
     assert net.to_dict() == study.to_dict()
 
     versions = _load(next(p for p in CONFIG_FILES if p.stem == 'ghostnet_versions'))
