@@ -9,6 +9,7 @@ import pytest
 
 import forked_cli
 import train_harness as h
+import train_jobs
 
 # Unoptimized XLA code generation for the test process too (subprocess runs set it
 # themselves): compiling is most of what the in-process model, export and evaluation tests
@@ -34,7 +35,7 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.environ['GHOSTNET_JAX_TEST
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-# Jobs (train_harness.JOBS): CLI training runs in the background, each for the tests named
+# Jobs (train_jobs.JOBS): CLI training runs in the background, each for the tests named
 # here. All selected jobs start when the session starts (the reference run and the jobs
 # that compile other programs first, the rest once the reference run has filled the
 # compilation cache), and the tests that wait for them run last: the in-process tests run
@@ -66,7 +67,8 @@ def trainer(tmp_path_factory):
     """The tiny folder dataset plus data and compilation caches shared by every run."""
     root = tmp_path_factory.mktemp('train_e2e')
     data = h.make_dataset(root / 'data')
-    t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
+    t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']),
+                  jobs=train_jobs.JOBS, follows=train_jobs.JOB_FOLLOWS)
     # The runs' fork server (tests/forked_cli.py), started here in the main thread before
     # any run: it inherits this process's environment, swapped for the runs' own.
     forked_cli.start_server(t.env())

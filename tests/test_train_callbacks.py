@@ -34,7 +34,7 @@ def test_early_stopping_does_not_fire_while_the_monitored_loss_improves(base_run
 
 
 def test_early_stopping_fires_after_patience_and_plateau_lowers_the_lr(trainer, base_run):
-    # train_harness.job_early_stopping: val_accuracy can never improve by min_delta=1.0, so
+    # train_jobs.job_early_stopping: val_accuracy can never improve by min_delta=1.0, so
     # only epoch 1 counts as an improvement: with patience p the run stops after epoch p + 1
     # (not before). val_loss never improves by 100: the plateau halves the lr scale after
     # epoch PLATEAU_PATIENCE + 1.

@@ -1,5 +1,5 @@
 """A checkpoint written on 1 device resumes on 8 and one written on 8 resumes on 1
-(train_harness.job_device_counts), continuing the same run: the device count only changes
+(train_jobs.job_device_counts), continuing the same run: the device count only changes
 the reduction order (test_train_parallel), so both end where the 1-device reference run
 ended, to float tolerance. The 1 -> 8 resume is also the pattern that used to abort in
 XLA's CPU all-reduce: a restore followed by evaluation in batches of 8 on 8 devices."""

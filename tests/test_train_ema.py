@@ -1,4 +1,4 @@
-"""EMA, label smoothing and bfloat16 through the trainer (train_harness.job_ema), on
+"""EMA, label smoothing and bfloat16 through the trainer (train_jobs.job_ema), on
 GhostNetV2-tiny (DFC attention in bfloat16).
 
 The evaluated EMA weights must be paired with EMA BatchNorm statistics: the validation

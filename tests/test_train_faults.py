@@ -1,7 +1,7 @@
 """The fault matrix (README "Reliability"): each failure ends in a clear paragraph with its
 own exit code, loses nothing already saved, and the same command then finishes the run.
 
-train_harness.job_faults injects each fault into a max_steps=8 run of the reference config
+train_jobs.job_faults injects each fault into a max_steps=8 run of the reference config
 (FAULT_SCRIPT patches the checkpointer, evaluator or train step in that process only),
 then reruns the same command; the result must be the reference run's state at step 8."""
 import train_harness as h

@@ -1,5 +1,5 @@
 """Pod-wide preemption: workers are signalled at different moments, but all must stop at
-the same step and save once, together (train_harness.job_distributed_sigterm: two
+the same step and save once, together (train_jobs.job_distributed_sigterm: two
 jax.distributed processes, SIGTERM to process 1 only). And pmap, which maps over one
 process's devices, is refused up front in a multi-process run."""
 import re

@@ -1,6 +1,6 @@
 """Interrupted runs resume exactly: SIGKILL after a checkpoint, SIGTERM (preemption).
 
-The runs (train_harness.job_sigkill / job_sigterm) use the reference run's config; the
+The runs (train_jobs.job_sigkill / job_sigterm) use the reference run's config; the
 signal is sent as soon as the first checkpoint is finished, so the run is mid-training."""
 import json
 import signal

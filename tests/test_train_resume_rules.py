@@ -1,4 +1,4 @@
-"""What a rerun in an existing workdir does (train_harness.job_resume_rules): a finished run
+"""What a rerun in an existing workdir does (train_jobs.job_resume_rules): a finished run
 says so and leaves its results alone; a resume that would continue another experiment
 (other seed, batch size) is refused before anything is written, naming the fields; an
 unchanged config resumes without warnings."""

@@ -1,4 +1,4 @@
-"""The streamed pipeline in real training runs (train_harness.job_stream).
+"""The streamed pipeline in real training runs (train_jobs.job_stream).
 
 The reference is the device-resident run (conftest.base_run). test_data_stream shows that
 an uninterrupted streamed run gets the same batches bit for bit; so a streamed run

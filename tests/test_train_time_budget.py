@@ -1,4 +1,4 @@
-"""config.time_budget_minutes through the CLI (train_harness.job_time_budget).
+"""config.time_budget_minutes through the CLI (train_jobs.job_time_budget).
 
 The length is fitted before training, refitted once after the first epoch from the loop's
 own timing, and then belongs to the run: a resume under another budget keeps it, and
