@@ -49,7 +49,8 @@ JOBS_AFTER_BASE = {'final_weights': 'test_train_final_weights.py',
                    'early_stopping': 'test_early_stopping_fires', 'nonfinite': 'test_train_nonfinite.py',
                    'init_from': 'test_init_from', 'resume_rules': 'test_train_resume_rules.py',
                    'device_counts': 'test_train_device_counts.py', 'faults': 'test_train_faults.py',
-                   'stream': 'test_train_stream.py'}
+                   'stream': 'test_train_stream.py', 'threads': 'test_train_determinism.py',
+                   'suspended': 'test_train_suspended.py'}
 _BACKGROUND_FIXTURES = {'trainer', 'base_run'}
 
 

@@ -35,10 +35,15 @@ PRELOAD = ['jax', 'flax.linen', 'optax', 'orbax.checkpoint', 'tensorboardX', 'gh
            'ghostnet_jax.training.trainer',
            'ghostnet_jax.study.sweep', 'ghostnet_jax.study.sanity', 'ghostnet_jax.study.lr_find',
            'ghostnet_jax.study.report', 'ghostnet_jax.serving.loading', 'forked_cli']
-# Read by XLA when a run's backend starts or by the package when a run reads its data,
-# both after the fork, or read by nothing in a run (pytest's note of the current test);
-# every other variable may be read at import, in the server.
-FORK_SAFE_ENV = ('XLA_FLAGS', 'GHOSTNET_JAX_CACHE', 'PYTEST_CURRENT_TEST')
+# Read by XLA when a run's backend starts (XLA_FLAGS; NPROC, its thread count) or by the
+# package when a run reads its data, both after the fork, or read by nothing in a run
+# (pytest's note of the current test); every other variable may be read at import, in the
+# server.
+FORK_SAFE_ENV = ('XLA_FLAGS', 'NPROC', 'GHOSTNET_JAX_CACHE', 'PYTEST_CURRENT_TEST')
+
+# A plain subprocess's pin: set the affinity, then become the run.
+_PIN_AND_EXEC = ('import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")}); '
+                 'os.execv(sys.argv[2], sys.argv[2:])')
 
 _server_env: dict[str, str] | None = None
 _context = None
@@ -101,12 +106,18 @@ class Forked:
 
 
 def start(args: list[str], env: dict[str, str], cwd: str | Path, stdout: str | Path,
-          stderr: str | Path | None = None):
+          stderr: str | Path | None = None, cpus: set[int] | None = None):
     """Starts `args` ([sys.executable, '-m'|'-c', ...]) with its stdout written to the file
-    `stdout` and its stderr to `stderr` (None: the same file); a Forked or a Popen."""
+    `stdout` and its stderr to `stderr` (None: the same file); a Forked or a Popen.
+
+    `cpus`: the CPUs the run may use, set in the new process before it runs anything, so
+    before its XLA backend starts (which sizes its thread pool from them when NPROC is not
+    set). Set from outside after the start, the pin would race the backend's start."""
     if not _forkable(args, env):
         out = open(stdout, 'w')
         err = subprocess.STDOUT if stderr is None else open(stderr, 'w')
+        if cpus is not None:   # pinned, then exec'd: no preexec_fn fork in a threaded process
+            args = [sys.executable, '-c', _PIN_AND_EXEC, ','.join(map(str, sorted(cpus))), *args]
         try:
             return subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err)
         finally:
@@ -115,21 +126,18 @@ def start(args: list[str], env: dict[str, str], cwd: str | Path, stdout: str | P
                 err.close()
     process = _context.Process(target=_run_in_child,
                                args=(args[1:], env, str(cwd), str(stdout),
-                                     None if stderr is None else str(stderr)))
+                                     None if stderr is None else str(stderr), cpus))
     process.start()
     return Forked(process, args)
 
 
 def run(args: list[str], env: dict[str, str], cwd: str | Path, tmp: Path,
-        timeout: float = 600, pin=None) -> subprocess.CompletedProcess:
-    """subprocess.run(args, capture_output=True, text=True), started by start();
-    `pin(pid)` is called right after the start."""
+        timeout: float = 600, cpus: set[int] | None = None) -> subprocess.CompletedProcess:
+    """subprocess.run(args, capture_output=True, text=True), started by start() (on `cpus`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     stamp = f'{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}'
     out, err = tmp / f'run-{stamp}.out', tmp / f'run-{stamp}.err'
-    proc = start(args, env, cwd, out, err)
-    if pin is not None:
-        pin(proc.pid)
+    proc = start(args, env, cwd, out, err, cpus)
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -142,9 +150,11 @@ def run(args: list[str], env: dict[str, str], cwd: str | Path, tmp: Path,
 
 
 def _run_in_child(args: list[str], env: dict[str, str], cwd: str, stdout: str,
-                  stderr: str | None) -> None:
+                  stderr: str | None, cpus: set[int] | None = None) -> None:
     """In the forked child: become `python ARGS` (as the interpreter would run it) and exit
     with its exit code, after its non-daemon threads and atexit handlers, as Python does."""
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)

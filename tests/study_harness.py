@@ -36,8 +36,7 @@ class Cli:
         if command == 'report':
             argv = [sys.executable, '-m', 'ghostnet_jax.report', *args]
         path = self.root / f'{log}.log'
-        proc = forked_cli.start(argv, self.trainer.env(), h.REPO, path)
-        h.pin_to_one_core(proc.pid)
+        proc = forked_cli.start(argv, self.trainer.env(), h.REPO, path, cpus=h.one_core())
         return Proc(proc, path, argv)
 
 

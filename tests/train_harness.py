@@ -92,29 +92,33 @@ def make_dataset(root: Path, num_classes: int = NUM_CLASSES, per_class: int = PE
     return root
 
 
+# XLA:CPU's thread count decides a run's last bits: it splits reductions such as BatchNorm's
+# batch statistics by thread (docs/reliability.md#determinism). So every run the suite starts
+# names its count in NPROC, which XLA reads when the run's backend starts, instead of taking
+# it from the CPUs it happens to be allowed at that moment: one thread, whatever machine runs
+# the suite. (A process with several devices gets at least one thread per device from XLA:
+# 8 for the 8-device runs, again on every machine.)
+THREADS = 1
 _cores = itertools.count()
 
 
-def pin_to_one_core(pid: int) -> None:
-    """Keeps a 1-device CLI run on one core (the next one, round robin). The tests' tiny
-    programs gain nothing from XLA's second thread, and with many runs at once its thread
-    pools only spin: pinned, a warm reference run took 6.5 CPU-s instead of 7.7, in no
-    more wall time (2-core AMD EPYC, 2026-12-07). Runs with several devices in one process
-    are left alone (their collectives wait for a thread per device)."""
+def one_core() -> set[int] | None:
+    """The CPU for the next 1-device run (round robin), or None where processes cannot be
+    pinned. The tests' tiny programs gain nothing from a second core, and with many runs at
+    once idle thread pools only spin: pinned, a warm reference run took 6.5 CPU-s instead of
+    7.7, in no more wall time (2-core AMD EPYC, 2026-12-07). The pin is set inside the new
+    process before it runs anything (forked_cli.start): it never decides the thread count,
+    NPROC does."""
     if not hasattr(os, 'sched_setaffinity'):
-        return
+        return None
     cores = sorted(os.sched_getaffinity(0))
-    if len(cores) > 1:
-        try:
-            os.sched_setaffinity(pid, {cores[next(_cores) % len(cores)]})
-        except OSError:   # the process already ended
-            pass
+    return {cores[next(_cores) % len(cores)]} if len(cores) > 1 else None
 
 
 def run_pinned(args: list[str], env: dict, tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess:
     """subprocess.run(args, capture_output=True, text=True) of a 1-device run, pinned,
     started in REPO by forked_cli (its output passes through files in `tmp`)."""
-    return forked_cli.run(args, env, REPO, tmp, timeout, pin=pin_to_one_core)
+    return forked_cli.run(args, env, REPO, tmp, timeout, cpus=one_core())
 
 
 # Work that a test module starts when the session starts (name -> function(root)), like
@@ -258,6 +262,7 @@ class Trainer:
             # then costs and behaves the same wherever the suite runs, and no forked run
             # (forked_cli) restarts itself. tests/test_cli_process.py tests the choice.
             GHOSTNET_JAX_ALLOCATOR='off',
+            NPROC=str(THREADS),
         )
         env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
         return env
@@ -276,15 +281,18 @@ class Trainer:
         ]
 
     def start(self, workdir: Path, *overrides: str, devices: int = 1, config: str = SMOKE,
-              data: Path | None = None, log_name: str | None = None) -> Run:
+              data: Path | None = None, log_name: str | None = None,
+              threads: int | None = None) -> Run:
+        """`threads`: XLA:CPU's thread count instead of the harness's (NPROC)."""
         workdir = Path(workdir)
         log = workdir.parent / f'{log_name or workdir.name}.log'
         args = [sys.executable, '-m', 'ghostnet_jax.train', f'--config={config}',
                 f'--workdir={workdir}', *self.base_overrides(data), *overrides]
         workdir.parent.mkdir(parents=True, exist_ok=True)
-        proc = forked_cli.start(args, self.env(devices), REPO, log)
-        if devices == 1:
-            pin_to_one_core(proc.pid)
+        env = self.env(devices)
+        if threads is not None:
+            env['NPROC'] = str(threads)
+        proc = forked_cli.start(args, env, REPO, log, cpus=one_core() if devices == 1 else None)
         run = Run(proc, workdir, log, args)
         self._runs.append(run)
         return run

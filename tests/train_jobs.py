@@ -10,14 +10,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import forked_cli
 
 import numpy as np
 
 from train_harness import (BASE_FLAGS, DIST_STEPS, EMA_MODEL, ES_PATIENCE, LOW_RES_MODEL,
-                           PARALLEL_STEPS, PLATEAU_PATIENCE, SMOKE, STEPS_PER_EPOCH, Run, Trainer,
-                           finished_steps, free_port, host_state, make_dataset, run_pinned,
-                           train_steps, val_epochs, wait_for_checkpoint)
+                           PARALLEL_STEPS, PLATEAU_PATIENCE, REPO, SMOKE, STEPS_PER_EPOCH, Run,
+                           Trainer, finished_steps, free_port, host_state, make_dataset,
+                           one_core, run_pinned, train_steps, val_epochs, wait_for_checkpoint)
 
 def job_parallel(t: Trainer, root: Path) -> dict[str, Run]:
     """jit and pmap on 8 fake devices, the first two epochs of the reference run."""
@@ -345,6 +348,79 @@ def job_faults(t: Trainer, root: Path) -> dict:
                            '--config.max_steps=2')
     out['corrupt_skipped'] = t.run(root / 'corrupt_skipped', f'--config.data.source=folder:{bad}',
                                    '--config.data.skip_corrupt_images=True', '--config.max_steps=2')
+    return out
+
+
+def job_threads(t: Trainer, root: Path) -> dict[str, Run]:
+    """The reference run with one XLA:CPU thread until the end of epoch 2, then resumed with
+    two threads to the full length."""
+    workdir = root / 'run'
+    first = t.run(workdir, *BASE_FLAGS, f'--config.max_steps={PARALLEL_STEPS}', threads=1)
+    return {'first': first, 'resumed': t.run(workdir, *BASE_FLAGS, threads=2, log_name='resumed')}
+
+
+SUSPEND_SCRIPT = """
+import concurrent.futures, os, signal, sys, time
+import orbax.checkpoint as ocp
+from ghostnet_jax.training import checkpoints
+calls = {'save': 0}
+pool = concurrent.futures.ThreadPoolExecutor(1)
+commit, save = ocp.JsonCheckpointHandler.async_save, checkpoints.Checkpointer.save
+
+async def slow_commit(self, *a, **k):
+    futures = await commit(self, *a, **k)
+    if calls['save'] == 2:   # a slow disk: epoch 2's save is still being written when...
+        futures = [*(futures or []), pool.submit(time.sleep, 0.5)]
+    return futures
+
+def suspended_save(self, *a, **k):
+    calls['save'] += 1
+    out = save(self, *a, **k)
+    if calls['save'] == 2:   # ...the process is stopped (Ctrl-Z, a laptop's sleep)
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return out
+
+ocp.JsonCheckpointHandler.async_save = slow_commit
+checkpoints.Checkpointer.save = suspended_save
+from ghostnet_jax.cli.process import setup_logging
+setup_logging()   # as `python -m ghostnet_jax.train` does
+from ghostnet_jax import train
+sys.exit(train.main(sys.argv[1:]))
+"""
+SUSPEND_S, SAVE_TIMEOUT_S = 8, 3
+
+
+def _stopped(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] == 'T'
+    except FileNotFoundError:   # ended
+        return False
+
+
+def job_suspended(t: Trainer, root: Path) -> dict:
+    """The reference run, stopped (SIGSTOP) for SUSPEND_S seconds while epoch 2's checkpoint
+    is written in the background, then continued (SIGCONT): with a save deadline shorter
+    than the stop (the save fails) and with the default (no deadline: it is waited for)."""
+    out = {}
+    root.mkdir(parents=True, exist_ok=True)
+    for name, flags in (('deadline', (f'--config.checkpoint.save_timeout_s={SAVE_TIMEOUT_S}',)),
+                        ('default', (f'--config.max_steps={PARALLEL_STEPS}',))):
+        workdir = root / name
+        args = [sys.executable, '-c', SUSPEND_SCRIPT, f'--config={SMOKE}', f'--workdir={workdir}',
+                *t.base_overrides(), *BASE_FLAGS, *flags]
+        log = root / f'{name}.log'
+        proc = forked_cli.start(args, t.env(), REPO, log, cpus=one_core())
+        run = Run(proc, workdir, log, args)
+        deadline = time.time() + 300
+        while not _stopped(proc.pid):
+            assert proc.poll() is None, f'ended before it was suspended\n{run.tail()}'
+            assert time.time() < deadline, f'never suspended\n{run.tail()}'
+            time.sleep(0.05)
+        stopped_at = finished_steps(workdir)
+        time.sleep(SUSPEND_S)
+        proc.send_signal(signal.SIGCONT)
+        out[name] = dict(run=run.wait(), stopped_at=stopped_at)
     return out
 
 

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from ghostnet_jax.cli.errors import verbose
 from ghostnet_jax.training.environment import loaded_allocator
 
 OPT = 'GHOSTNET_JAX_ALLOCATOR'
@@ -155,10 +156,15 @@ def describe() -> str:
 
 
 class _QuietLibraries(logging.Filter):
-    """Orbax and JAX log every save/restore step at INFO; keep their warnings only."""
+    """Orbax and JAX log every save/restore step at INFO; keep their warnings and errors,
+    one line each: a failure that matters reaches the command as an exception and is told
+    there (with a traceback under --verbose); a background save that failed is reported
+    by the checkpointer, which handles it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         noisy = any(part in record.pathname for part in ('/orbax/', '/jax/', '/jaxlib/'))
+        if noisy and record.exc_info and not verbose(sys.argv):
+            record.exc_info, record.exc_text = None, None
         return record.levelno >= logging.WARNING or not noisy
 
 

@@ -22,6 +22,11 @@ Config (`config.checkpoint`, see `default_checkpoint_config()`):
   best_metric    key of the metrics dict passed to save(), e.g. 'val_accuracy'
   best_mode      'max' or 'min'
   async_save     orbax async save (the train loop continues while files are written)
+  save_timeout_s how long a background save may take before it counts as failed; 0: no
+                 limit in a one-process run (a suspended process, a slow disk or bucket is
+                 waited for), orbax's 20 minutes in a multi-process run (its hosts meet at
+                 a barrier, which needs a deadline). A failed save is a warning: the
+                 previous checkpoint stays, the next save is tried (`failed_save`).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -46,6 +52,21 @@ log = logging.getLogger(__name__)
 
 STATE, HOST, DATA = "state", "host", "data"
 _TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+
+
+# A one-process run waits for its background save however long it takes: orbax's deadline
+# (20 minutes of wall time) also runs while the process is stopped (Ctrl-Z, a laptop's
+# sleep, `docker pause`), and a save it abandons is never finalized. Ten years, as orbax
+# needs a number.
+NO_DEADLINE_S = 10 * 365 * 24 * 3600
+MULTI_PROCESS_DEADLINE_S = ocp.AsyncOptions().timeout_secs
+
+
+def save_deadline_s(save_timeout_s: float, process_count: int) -> int:
+    """The background-save deadline orbax gets (`save_timeout_s` 0: the default above)."""
+    if save_timeout_s and save_timeout_s > 0:
+        return max(1, int(math.ceil(save_timeout_s)))
+    return NO_DEADLINE_S if process_count == 1 else MULTI_PROCESS_DEADLINE_S
 
 
 # A save whose metrics hold BEST_MARK=1 is a new best by the caller's own rule (the
@@ -73,7 +94,7 @@ class CheckpointError(RuntimeError):
 def default_checkpoint_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         dict(every_epochs=1, max_to_keep=3, keep_best=1, best_metric="val_accuracy", best_mode="max", async_save=True,
-             every_steps=0)
+             every_steps=0, save_timeout_s=0)
     )
 
 
@@ -143,6 +164,7 @@ class Checkpointer:
         best_mode: str = "max",
         async_save: bool = True,
         every_steps: int = 0,
+        save_timeout_s: float = 0,
         read_only: bool = False,
         iterator_state: bool = False,
     ):
@@ -177,6 +199,7 @@ class Checkpointer:
             best_fn=metric_fn,  # only for best_step(); retention is the policy above
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
+            async_options=ocp.AsyncOptions(timeout_secs=save_deadline_s(save_timeout_s, jax.process_count())),
             read_only=read_only,
             create=not read_only,
         )
@@ -185,6 +208,8 @@ class Checkpointer:
             options=options,
             handler_registry=self._registry(iterator_state),
         )
+        self._in_flight: int | None = None   # the step whose background save may still fail
+        self._failed: list[int] = []          # steps whose background save failed
         _warn_tmp(self.directory, self._manager.latest_step())
 
     @staticmethod
@@ -254,12 +279,43 @@ class Checkpointer:
             import grain.checkpoint
             # A snapshot taken now: the live iterator has read ahead of the trained steps.
             items[DATA] = grain.checkpoint.CheckpointSave(_saved_iterator(_jsonable(iterator_state)))
+        self.failed_save(wait=True)   # a failure of the previous save is a warning, not this save's
         self._manager.save(
             step,
             args=ocp.args.Composite(**items),
             metrics=orbax_metrics,
             force=True,  # the epoch cadence is decided by should_save(), not by orbax
         )
+        self._in_flight = step
+
+    def failed_save(self, wait: bool = False) -> int | None:
+        """The step of the last save if it failed in the background (a deadline passed, the
+        storage failed), else None; a save still in flight counts only with `wait`. A failed
+        save is reported once, as a warning: its unfinished files are removed, the
+        previous checkpoint stays, and the caller decides whether to save again."""
+        step = self._in_flight
+        if step is None or (not wait and self._manager.is_saving_in_progress()):
+            return None
+        self._in_flight = None
+        try:
+            self._manager.wait_until_finished()   # raises the background error, once
+        except Exception as e:   # orbax and tensorstore raise many types
+            kept = self.latest_step()
+            log.warning("The checkpoint of step %d could not be finished (%s: %s); %s. Training "
+                        "goes on and saves again (its unfinished files are removed at the end).", step, type(e).__name__, str(e)[:300],
+                        f"the previous one, step {kept}, is kept" if kept is not None
+                        else "no earlier checkpoint exists")
+            self._failed.append(step)
+            return step
+        return None
+
+    def _remove_failed(self) -> None:
+        """The unfinished files of this process's failed saves, once nothing writes them
+        (their writes may outlive the failure: a deadline does not stop them)."""
+        if jax.process_index() == 0:
+            for tmp in _tmp_dirs(self.directory):
+                if int(_TMP.match(tmp.name).group(1)) in self._failed:
+                    shutil.rmtree(tmp, ignore_errors=True)
 
     # ------------------------------------------------------------------ restore
     def _resolve(self, which: str | int) -> int:
@@ -362,11 +418,16 @@ class Checkpointer:
         return step, dict(restored[HOST])
 
     # ---------------------------------------------------------------- lifecycle
-    def wait_until_finished(self) -> None:
+    def wait_until_finished(self) -> int | None:
+        """Waits for the save in flight; returns its step if it failed (`failed_save`)."""
+        failed = self.failed_save(wait=True)
         self._manager.wait_until_finished()
+        return failed
 
     def close(self) -> None:
+        self.failed_save(wait=True)
         self._manager.close()
+        self._remove_failed()
 
     def __enter__(self) -> "Checkpointer":
         return self

@@ -63,6 +63,7 @@ def validate_config(config: ml_collections.ConfigDict,
     _positive(config.log_every_steps, 'log_every_steps')
     _positive(config.label_smoothing, 'label_smoothing', allow_zero=True)
     _positive(config.checkpoint.every_epochs, 'checkpoint.every_epochs')
+    _positive(config.checkpoint.get('save_timeout_s', 0), 'checkpoint.save_timeout_s', allow_zero=True)
     if not 0.0 <= config.model.dropout_rate < 1.0:
         raise ConfigError(f'model.dropout_rate must be in [0, 1), got {config.model.dropout_rate}.')
     if not 0.0 <= config.ema_decay < 1.0:

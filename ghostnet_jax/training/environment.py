@@ -56,6 +56,38 @@ def loaded_allocator(maps: str = '/proc/self/maps') -> str | None:
     return None
 
 
+def xla_cpu_threads() -> int:
+    """The threads XLA:CPU computes with in this process. Its intra-op pool is sized once,
+    when the backend starts: PJRT_NPROC or NPROC if set, else the CPUs this process may use
+    at that moment (its affinity: taskset, a container's cpuset), and at least one per
+    local device. The pool's threads are counted where Linux lists them (exact, even if the
+    affinity changed since the start); elsewhere the same rule is applied."""
+    try:
+        names = [Path(f'/proc/self/task/{t}/comm').read_text().strip()
+                 for t in os.listdir('/proc/self/task')]
+    except OSError:
+        names = []
+    pool = sum(name.endswith('XLAEigen') for name in names)
+    if pool:
+        return pool
+    import jax
+    for variable in ('PJRT_NPROC', 'NPROC'):
+        if os.environ.get(variable, '').strip().isdigit():
+            return max(int(os.environ[variable]), jax.local_device_count())
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return max(cpus or 1, jax.local_device_count())
+
+
+def compute_setup() -> dict:
+    """What a run's bits depend on besides its config and code (docs/reliability.md,
+    determinism): the backend, the device count and, on the CPU, XLA's thread count.
+    Starts JAX's backend if it has not started."""
+    import jax
+    backend = jax.default_backend()
+    return {'backend': backend, 'devices': jax.device_count(),
+            'xla_cpu_threads': xla_cpu_threads() if backend == 'cpu' else None}
+
+
 def _version(package: str) -> str | None:
     try:
         return metadata.version(package)
@@ -74,6 +106,7 @@ def environment() -> dict:
         'local_device_count': jax.local_device_count(),
         'device_kind': jax.devices()[0].device_kind,
         'process_count': jax.process_count(),
+        'xla_cpu_threads': xla_cpu_threads() if jax.default_backend() == 'cpu' else None,
         'cpu': cpu_info(),
         'python': platform.python_version(),
         'versions': {p: _version(p) for p in ('jax', 'jaxlib', 'flax', 'optax', 'numpy')},

@@ -79,6 +79,9 @@ class LoopState:
     max_steps: int | None = None
     model_spec: dict | None = None
     time_budget: dict | None = None     # a time budget's plan: the length the run keeps
+    # What the run computed with, from which step: one entry per change of backend, device
+    # count or XLA:CPU thread count (environment.compute_setup; resume_checks says why).
+    compute: list[dict] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -100,4 +103,5 @@ class LoopState:
             stop_kind=d.get('stop_kind'), stop_reason=d.get('stop_reason'),
             identity=dict(d.get('identity') or {}),
             num_epochs=d.get('num_epochs'), max_steps=d.get('max_steps'),
-            model_spec=d.get(SPEC_KEY), time_budget=d.get('time_budget'))
+            model_spec=d.get(SPEC_KEY), time_budget=d.get('time_budget'),
+            compute=list(d.get('compute') or []))

@@ -3,7 +3,11 @@ changed batch size, model, data or seed would silently continue another experime
 (a shifted LR schedule, another batch order), so those are refused, naming the fields.
 Changes that alter the rest of the run on purpose (optimizer, epochs, callbacks,
 augmentation) are allowed with a warning; bookkeeping (logging cadence, checkpoint
-retention, eval batch size, test split) silently."""
+retention, eval batch size, test split) silently.
+
+What the run computes with is not config: a resume on another device count or, on a CPU,
+with another XLA thread count continues the same run, but not bit for bit (reductions are
+split per device and per thread), so it says so in one line (`compute_change`)."""
 from __future__ import annotations
 
 import json
@@ -96,3 +100,25 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
         if f in saved and saved.get(f) != current.get(f):
             log.warning('Resuming with a changed %s (%r -> %r): the rest of the run uses the '
                         'new value.', f, saved.get(f), current.get(f))
+
+
+def compute_change(segments: list[Mapping[str, Any]], current: Mapping[str, Any],
+                   step: int) -> str | None:
+    """The one line a resume at `step` logs when it computes otherwise than the run did
+    until then (`segments`: LoopState.compute; `current`: environment.compute_setup()),
+    or None (same setup, or a run saved before setups were recorded)."""
+    if not segments:
+        return None
+    last = segments[-1]
+    what = {'backend': 'backend', 'devices': 'devices', 'xla_cpu_threads': 'XLA:CPU threads'}
+    changed = [f'{what[k]} {last.get(k)} -> {current.get(k)}' for k in what
+               if last.get(k) != current.get(k)]
+    if not changed:
+        return None
+    hint = ''
+    if changed == [f'XLA:CPU threads {last.get("xla_cpu_threads")} -> '
+                   f'{current.get("xla_cpu_threads")}'] and last.get('xla_cpu_threads'):
+        hint = f' Rerun with NPROC={last["xla_cpu_threads"]} set to continue it bit for bit.'
+    return (f'Resuming at step {step} with {", ".join(changed)}: the run goes on, but matches '
+            f'an uninterrupted run to float tolerance, not bit for bit (reductions are split '
+            f'per device and per thread; docs/reliability.md#determinism).{hint}')

@@ -16,7 +16,7 @@ import ml_collections
 from etils import epath
 
 from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer
-from ghostnet_jax.training.environment import environment
+from ghostnet_jax.training.environment import compute_setup, environment
 from ghostnet_jax.training.final_evaluation import evaluate_final_weights
 from ghostnet_jax.training.final_weights import final_weights_rule
 from ghostnet_jax.training.loop_state import BestSoFar, EpochSums, LoopState
@@ -41,13 +41,14 @@ class RunRecord:
                                                      iterator_state=iterator_state)
         self.loop = LoopState()
         self.writer: MetricsWriter | None = None
+        self._last_save: tuple = (None, None, False, None)   # save()'s arguments
 
     def start(self, num_epochs: int, time_budget: dict | None = None) -> LoopState:
         """A fresh loop state for a run that starts now."""
         self.loop = LoopState(
             identity=run_identity(self.config), num_epochs=num_epochs,
             max_steps=self.config.max_steps, model_spec=self.spec.to_json(),
-            time_budget=time_budget,
+            time_budget=time_budget, compute=[{'from_step': 0, **compute_setup()}],
             best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self.best_delta()))
         return self.loop
 
@@ -92,10 +93,21 @@ class RunRecord:
         if step in self.ckpt.all_steps():
             return
         self.writer.flush()
+        self._last_save = (step, metrics, new_best, iterator_state)
         metrics = dict(metrics or {})
         if new_best:
             metrics[BEST_MARK] = 1.0
         self.ckpt.save(step, state, self.loop.to_json(), metrics or None, iterator_state)
+
+    def save_again(self, failed: int, step: int, state: Any,
+                   iterator_state: dict | None = None) -> None:
+        """Saves after the background save of step `failed` failed: that save again (its
+        metrics and best mark) when the run is still at that step, else `state` at `step`."""
+        last_step, metrics, new_best, last_iterator = self._last_save
+        if last_step == failed == step:
+            self.save(step, state, metrics, new_best, last_iterator)
+        else:
+            self.save(step, state, iterator_state=iterator_state)
 
     # ------------------------------------------------------------------------ the end
     def finish(self, exp: Any, evaluator: Callable, wall_s: float,
@@ -107,6 +119,7 @@ class RunRecord:
                                          wall_s=wall_s)
         results['num_epochs'] = self.loop.num_epochs
         results['environment'] = environment()
+        results['compute'] = self.loop.compute
         results.update(extra or {})
         self.writer.write_hparams(flat_scalars(self.config.to_dict()), {
             k: v for k, v in flat_scalars(results).items()

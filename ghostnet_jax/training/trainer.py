@@ -45,7 +45,8 @@ from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.optim import get_lr_scale, length_free_steps, set_lr_scale
 from ghostnet_jax.training.parallel import DataParallelStep, make_mesh
 from ghostnet_jax.training.preemption import Preemption
-from ghostnet_jax.training.resume_checks import check_resume, run_identity
+from ghostnet_jax.training.environment import compute_setup
+from ghostnet_jax.training.resume_checks import check_resume, compute_change, run_identity
 from ghostnet_jax.training.run_record import RunRecord, epoch_record
 from ghostnet_jax.training.state import eval_variables
 from ghostnet_jax.training.time_budget import agree_measurements, fit_to_budget, full_size_step_s
@@ -191,7 +192,11 @@ class Trainer:
                 return json.loads(results_path.read_text())
             if self.loop.stop_kind is None:
                 self._train(preemption)
-            self.ckpt.wait_until_finished()
+            failed = self.ckpt.wait_until_finished()
+            if failed is not None:   # the last save failed in the background: once more
+                self.record.save_again(failed, self._step, self.synced_state(),
+                                       self._batches.state() if self._batches else None)
+                self.ckpt.wait_until_finished()
             if self.loop.stop_kind == PREEMPTED or preemption.agreed():
                 self.record.close()
                 where = ('training finished; the final evaluation'
@@ -224,6 +229,12 @@ class Trainer:
         self._step = step = int(jax.device_get(state.step))
         self._iterator_state = self.ckpt.read_iterator_state(step)
         log.info('Resumed from step %d (%d epochs evaluated)', step, loop.evaluated_epochs)
+        setup = compute_setup()
+        change = compute_change(loop.compute, setup, step)
+        if change:
+            log.warning(change)
+        if change or not loop.compute:
+            loop.compute.append({'from_step': step, **setup})
         if loop.stop_kind == PREEMPTED:
             loop.stop_kind = loop.stop_reason = None
         elif loop.stop_kind == COMPLETED and step < self.total_steps:
@@ -288,7 +299,7 @@ class Trainer:
                 return None
             every = self.ckpt.every_steps
             return self._decide(preemption) or (
-                _SAVE_POINT if every and self._step % every == 0 else None)
+                _SAVE_POINT if (every and self._step % every == 0) or self._save_failed() else None)
 
         try:
             while True:
@@ -311,6 +322,13 @@ class Trainer:
         if stop < spe:   # max_steps ends this epoch early
             return self._decide(preemption)
         return None
+
+    def _save_failed(self) -> bool:
+        """Whether the last checkpoint failed in the background (checked at sync points, so
+        that the run is protected again at once: the loop saves here). One-process runs
+        only: the processes of a multi-process run would not see a failure at the same
+        sync point, and they save together; theirs is reported at their next save."""
+        return jax.process_count() == 1 and self.ckpt.failed_save() is not None
 
     def _small_epochs(self) -> int:
         """How many of the first epochs train at data.low_res.size."""
