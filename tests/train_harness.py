@@ -263,6 +263,8 @@ class Trainer:
             # (forked_cli) restarts itself. tests/test_cli_process.py tests the choice.
             GHOSTNET_JAX_ALLOCATOR='off',
             NPROC=str(THREADS),
+            # Deprecations are errors in the runs too, as in the test process (pyproject.toml).
+            PYTHONWARNINGS='error::DeprecationWarning,error::FutureWarning',
         )
         env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
         return env

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -94,10 +95,12 @@ def load_config(config_args: list[str], prog: str = 'ghostnet_jax') -> tuple[
     file = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
     if file is not None:
         _check_config_file(file)
+    argv = [a for a in argv if not a.startswith('--config=')]
     values = absl_flags.FlagValues()
     try:
-        config_flags.DEFINE_config_file('config', default_config_file(), 'config file',
-                                        flag_values=values, lock_config=True, sys_argv=argv)
+        config_flags.DEFINE_config_dict('config', _read_config_file(file or default_config_file()),
+                                        'config', flag_values=values, lock_config=True,
+                                        sys_argv=argv)
         values(argv)
         config = values.config
     except KeyError as e:   # an unknown field: ml_collections adds "Did you mean ...?"
@@ -135,6 +138,18 @@ def _joined(args: list[str]) -> list[str]:
             out.append(args[i])
             i += 1
     return out
+
+
+def _read_config_file(spec: str) -> ml_collections.ConfigDict:
+    """`get_config()` of the config file `spec` (`FILE` or `FILE:ARG`, which passes ARG),
+    loaded with importlib's current API (ml_collections' own loader uses the deprecated
+    `load_module`)."""
+    path, _, arg = spec.partition(':')
+    path = Path(path)
+    module_spec = importlib.util.spec_from_file_location(f'ghostnet_jax_config_{path.stem}', path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
 
 
 def _check_config_file(file: str) -> None:

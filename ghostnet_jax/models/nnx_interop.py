@@ -22,9 +22,26 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx import bridge
-# ToNNX's own conversion of a Linen variable dict into its attributes (it is how ToNNX
-# stores what Linen's init returns); using it spares a second, eager initialization.
-from flax.nnx.bridge.variables import linen_vars_to_nnx_attrs
+from flax import traverse_util
+
+# The NNX variable type of each Linen collection the models have (as ToNNX maps them).
+_VARIABLE_TYPES = {'params': nnx.Param, 'batch_stats': nnx.BatchStat}
+
+
+def _nnx_attributes(variables: Mapping[str, Any]) -> dict[str, Any]:
+    """A Linen variable dict as the attributes ToNNX holds after its own initialization:
+    one tree by submodule, params and batch statistics merged, each leaf an NNX variable
+    of its collection's type. Built here from public API, so that given variables need no
+    second, eager initialization."""
+    merged = {}
+    for collection, tree in variables.items():
+        kind = _VARIABLE_TYPES.get(collection)
+        if kind is None:
+            raise ValueError(f'to_nnx holds {sorted(_VARIABLE_TYPES)}; got a {collection!r} '
+                             'collection.')
+        for path, leaf in traverse_util.flatten_dict(dict(tree)).items():
+            merged[path] = kind(leaf)
+    return traverse_util.unflatten_dict(merged)
 
 
 def to_nnx(model: nn.Module, variables: Mapping[str, Any] | None = None, *,
@@ -43,7 +60,7 @@ def to_nnx(model: nn.Module, variables: Mapping[str, Any] | None = None, *,
         init = jax.jit(lambda key, x: model.init(key, x, train=False))
         variables = init(jax.random.key(seed), jnp.zeros(input_shape, jnp.float32))
     module = bridge.ToNNX(model, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
-    for name, value in linen_vars_to_nnx_attrs(dict(variables)).items():
+    for name, value in _nnx_attributes(variables).items():
         setattr(module, name, nnx.data(value))
     return module
 
