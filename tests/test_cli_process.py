@@ -20,14 +20,35 @@ def _dirs_with(tmp_path: Path, *names: str) -> list[str]:
     return [str(tmp_path)]
 
 
-def test_auto_prefers_tcmalloc_then_jemalloc(tmp_path):
+def test_auto_prefers_the_wheels_mimalloc_then_tcmalloc_then_jemalloc(tmp_path, monkeypatch):
     both = _dirs_with(tmp_path, 'libtcmalloc_minimal.so.4', 'libjemalloc.so.2')
+    wheel = str(tmp_path / 'libmimalloc.so.3')
+    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: wheel)
+    assert P.find_library('auto', both) == ('mimalloc', wheel)
+    assert P.find_library('tcmalloc', both) == ('tcmalloc', str(tmp_path / 'libtcmalloc_minimal.so.4'))
+    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: None)
     assert P.find_library('auto', both) == ('tcmalloc', str(tmp_path / 'libtcmalloc_minimal.so.4'))
     assert P.find_library('jemalloc', both) == ('jemalloc', str(tmp_path / 'libjemalloc.so.2'))
     assert P.find_library('auto', [str(tmp_path / 'empty')]) is None
 
 
-def test_a_cpu_host_restarts_with_the_library_and_remembers_the_user_preload(tmp_path):
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='a Linux dependency')
+def test_the_install_brings_mimalloc_and_auto_restarts_with_it_keeping_its_memory(tmp_path):
+    """What a fresh machine gets from `pip install`: the wheel's library, found and
+    preloaded by `auto`, with its purge delay off (freed memory kept for the next step)."""
+    path = P.wheel_mimalloc()
+    assert path and os.path.basename(path) == 'libmimalloc.so.3', path
+    env, why = P.plan({'JAX_PLATFORMS': 'cpu'}, 'linux', [str(tmp_path / 'no system libraries')])
+    assert env['LD_PRELOAD'] == path and env['MIMALLOC_PURGE_DELAY'] == '-1' and 'mimalloc' in why
+    # A user's own setting wins.
+    env, _ = P.plan({'JAX_PLATFORMS': 'cpu', 'MIMALLOC_PURGE_DELAY': '100'}, 'linux', [])
+    assert env['MIMALLOC_PURGE_DELAY'] == '100'
+    _, seen = _probe(tmp_path, **{P.OPT: 'auto'})
+    assert seen['loaded'] == path and 'mimalloc' in seen['line'], seen
+
+
+def test_a_cpu_host_restarts_with_the_library_and_remembers_the_user_preload(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: None)   # the system's library then
     dirs = _dirs_with(tmp_path, 'libtcmalloc_minimal.so.4')
     env, why = P.plan({'JAX_PLATFORMS': 'cpu', 'LD_PRELOAD': '/opt/mine.so'}, 'linux', dirs)
     library = str(tmp_path / 'libtcmalloc_minimal.so.4')
@@ -35,7 +56,7 @@ def test_a_cpu_host_restarts_with_the_library_and_remembers_the_user_preload(tmp
     assert env[P._ORIGINAL_PRELOAD] == '/opt/mine.so'
     jemalloc = _dirs_with(tmp_path / '..', 'libjemalloc.so.2')
     env, _ = P.plan({'JAX_PLATFORMS': 'cpu', P.OPT: 'jemalloc'}, 'linux', jemalloc)
-    assert env['MALLOC_CONF'] == P.JEMALLOC_CONF   # no decay: freed memory stays mapped
+    assert env['MALLOC_CONF'] == P.ALLOCATOR_ENV['jemalloc']['MALLOC_CONF']   # no decay: memory stays
 
 
 @pytest.mark.parametrize('environ, system, needle', [
@@ -52,10 +73,11 @@ def test_no_restart(tmp_path, environ, system, needle):
     assert env is None and needle in why, why
 
 
-def test_without_a_library_one_line_names_the_install_command(tmp_path):
+def test_without_a_library_one_line_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: None)
     env, why = P.plan({'JAX_PLATFORMS': 'cpu'}, 'linux', [str(tmp_path)])
     assert env is None
-    assert 'apt-get install libtcmalloc-minimal4' in why and 'gperftools' in why
+    assert 'pip install cmeel-mimalloc' in why and 'apt-get install libtcmalloc-minimal4' in why
 
 
 def test_an_accelerator_plugin_makes_a_host_an_accelerator_host(monkeypatch):

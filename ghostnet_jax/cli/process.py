@@ -1,22 +1,24 @@
-"""What a training-type command sets up before JAX starts: a caching memory allocator from
-the operating system for XLA:CPU.
+"""What a training-type command sets up before JAX starts: a caching memory allocator for
+XLA:CPU.
 
 XLA:CPU allocates and frees each train step's large buffers through malloc. glibc maps
 every such block afresh and unmaps it on free, so the kernel faults in and zeroes a
-step's whole working set again each step; tcmalloc and jemalloc keep the memory. Measured
-alternated, process by process (docs/performance.md): a real CPU epoch of GhostNet-CIFAR
-0.5x ran faster with tcmalloc than with glibc's malloc, with a fraction of the system time.
+step's whole working set again each step; a caching allocator keeps the memory. Measured
+alternated, process by process (docs/performance.md#memory-allocator): a real CPU epoch
+ran about twice as fast with one as with glibc's malloc, with a fraction of the system time.
 
 So on a CPU-only Linux host, a training command started without a preloaded allocator
-finds the system's tcmalloc (Debian/Ubuntu: `apt-get install libtcmalloc-minimal4`; conda:
-`gperftools`) and restarts itself once with it in LD_PRELOAD, keeping its pid and every
-interpreter option and argument (`sys.orig_argv`: `python -X ...`, `coverage run -m ...`
-and debuggers survive). The restarted process removes the preload from its environment
-again, so the processes it starts do not inherit it. Nothing is compiled, and nothing
-happens on hosts with an accelerator (JAX_PLATFORMS naming another platform first, or a
+restarts itself once with one in LD_PRELOAD, keeping its pid and every interpreter option
+and argument (`sys.orig_argv`: `python -X ...`, `coverage run -m ...` and debuggers
+survive): mimalloc from the `cmeel-mimalloc` wheel, which `pip install ghostnet_jax`
+brings on Linux (nothing to compile, no sudo), told to keep the memory it frees
+(MIMALLOC_PURGE_DELAY=-1); else the system's tcmalloc or jemalloc if installed (Debian/
+Ubuntu: `apt-get install libtcmalloc-minimal4`). The restarted process removes the preload
+from its environment again, so the processes it starts do not inherit it. Nothing happens
+on hosts with an accelerator (JAX_PLATFORMS naming another platform first, or a
 CUDA/ROCm/TPU plugin of JAX installed), where XLA:CPU does not run the steps.
 
-GHOSTNET_JAX_ALLOCATOR chooses: `auto` (default: tcmalloc, else jemalloc, else glibc),
+GHOSTNET_JAX_ALLOCATOR chooses: `auto` (default, the order of AUTO_ORDER), `mimalloc`,
 `tcmalloc`, `jemalloc`, a path to a shared library, or `off` (glibc's malloc, no restart).
 """
 from __future__ import annotations
@@ -37,16 +39,22 @@ OPT = 'GHOSTNET_JAX_ALLOCATOR'
 # it had before, which the restarted process puts back for its children.
 _RESTARTED = 'GHOSTNET_JAX_ALLOCATOR_RESTARTED'
 _ORIGINAL_PRELOAD = 'GHOSTNET_JAX_ALLOCATOR_ORIGINAL_LD_PRELOAD'
-# Preference order of `auto`: tcmalloc won the alternated A/B (docs/performance.md).
+# The system's allocators, by file name.
 LIBRARIES = {
     'tcmalloc': ('libtcmalloc_minimal.so.4', 'libtcmalloc.so.4'),
     'jemalloc': ('libjemalloc.so.2',),
 }
-# jemalloc returns freed pages to the kernel after 10 s by default, which is the cost we
-# avoid; without decay it measured as fast as tcmalloc's default (docs/performance.md).
-JEMALLOC_CONF = 'dirty_decay_ms:-1,muzzy_decay_ms:-1'
-INSTALL_HINT = ('sudo apt-get install libtcmalloc-minimal4 (Debian/Ubuntu), '
-                'conda install -c conda-forge gperftools (conda)')
+# mimalloc as the cmeel-mimalloc wheel installs it (a core dependency on Linux).
+MIMALLOC_WHEEL, MIMALLOC_FILE = 'cmeel-mimalloc', 'cmeel.prefix/lib/libmimalloc.so.3'
+# `auto` takes the first one found (the alternated A/B in docs/performance.md).
+AUTO_ORDER = ('mimalloc', 'tcmalloc', 'jemalloc')
+# What each keeps instead of returning freed memory to the kernel, unless the user set it:
+# jemalloc returns freed pages after 10 s by default and mimalloc after 10 ms (its purge
+# delay), which are the costs we avoid; kept, they measured as fast as tcmalloc's default.
+ALLOCATOR_ENV = {'jemalloc': {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'},
+                 'mimalloc': {'MIMALLOC_PURGE_DELAY': '-1'}}
+INSTALL_HINT = ("pip install cmeel-mimalloc (ghostnet_jax's Linux dependency), or "
+                'sudo apt-get install libtcmalloc-minimal4 (Debian/Ubuntu)')
 _ACCELERATOR_PLUGINS = ('jax-cuda', 'jax_cuda', 'jax-rocm', 'jax_rocm', 'libtpu', 'jax-tpu')
 
 
@@ -58,12 +66,24 @@ def search_dirs(environ: Mapping[str, str]) -> list[str]:
     return dirs + ['/usr/lib64', '/usr/lib', '/usr/local/lib', '/lib64', '/lib']
 
 
+def wheel_mimalloc() -> str | None:
+    """The path of the mimalloc library the cmeel-mimalloc wheel installed, or None."""
+    try:
+        path = importlib.metadata.distribution(MIMALLOC_WHEEL).locate_file(MIMALLOC_FILE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return str(path) if os.path.isfile(path) else None
+
+
 def find_library(choice: str, dirs: Sequence[str]) -> tuple[str, str] | None:
     """(name, path) of the allocator `choice` means ('auto', a name or a path), or None."""
     if os.sep in choice:
         return ('custom', choice) if os.path.isfile(choice) else None
-    names = list(LIBRARIES) if choice == 'auto' else [choice]
-    for name in names:
+    for name in AUTO_ORDER if choice == 'auto' else [choice]:
+        if name == 'mimalloc':
+            path = wheel_mimalloc()
+            if path:
+                return name, path
         for filename in LIBRARIES.get(name, ()):
             for folder in dirs:
                 path = os.path.join(folder, filename)
@@ -98,23 +118,23 @@ def plan(environ: Mapping[str, str], system: str, dirs: Sequence[str]
     preload = environ.get('LD_PRELOAD', '')
     if 'malloc' in preload:
         return None, f'{preload} (from LD_PRELOAD)'
-    if choice not in ('auto', *LIBRARIES) and os.sep not in choice:
+    if choice not in ('auto', *AUTO_ORDER) and os.sep not in choice:
         return None, (f"glibc's malloc: {OPT}={choice!r} names no allocator; use auto, "
-                      f'{", ".join(LIBRARIES)}, a library path or off')
+                      f'{", ".join(AUTO_ORDER)}, a library path or off')
     accelerator = accelerator_host(environ)
     if accelerator:
         return None, f'the system allocator (an accelerator host: {accelerator})'
     found = find_library(choice, dirs)
     if found is None:
-        what = 'tcmalloc or jemalloc' if choice == 'auto' else choice
-        return None, (f"glibc's malloc: no {what} found. CPU training runs faster with one: "
-                      f'{INSTALL_HINT}')
+        what = ' or '.join(AUTO_ORDER) if choice == 'auto' else choice
+        return None, (f"glibc's malloc: no {what} found. CPU training runs about twice as "
+                      f'fast with one: {INSTALL_HINT}')
     name, path = found
     env = dict(environ)
     env['LD_PRELOAD'] = ':'.join(p for p in (path, preload) if p)
     env[_ORIGINAL_PRELOAD] = preload
-    if name == 'jemalloc' and 'MALLOC_CONF' not in env:
-        env['MALLOC_CONF'] = JEMALLOC_CONF
+    for variable, value in ALLOCATOR_ENV.get(name, {}).items():
+        env.setdefault(variable, value)
     return env, f'{name} ({path})'
 
 
@@ -151,7 +171,7 @@ def prepare_process() -> None:
 def describe() -> str:
     """The one log line a command prints about its allocator."""
     why = _STATE.get('allocator') or loaded_allocator() or "glibc's malloc"
-    hint = '' if OPT in why else f' ({OPT}=off|tcmalloc|jemalloc|PATH chooses)'
+    hint = '' if OPT in why else f' ({OPT}=off|{"|".join(AUTO_ORDER)}|PATH chooses)'
     return f'Memory allocator: {why}{hint}'
 
 
