@@ -20,22 +20,25 @@ def _dirs_with(tmp_path: Path, *names: str) -> list[str]:
     return [str(tmp_path)]
 
 
-def test_auto_prefers_the_wheels_mimalloc_then_tcmalloc_then_jemalloc(tmp_path, monkeypatch):
+def test_auto_prefers_a_system_tcmalloc_then_the_wheels_mimalloc_then_jemalloc(tmp_path,
+                                                                               monkeypatch):
     both = _dirs_with(tmp_path, 'libtcmalloc_minimal.so.4', 'libjemalloc.so.2')
     wheel = str(tmp_path / 'libmimalloc.so.3')
     monkeypatch.setattr(P, 'wheel_mimalloc', lambda: wheel)
-    assert P.find_library('auto', both) == ('mimalloc', wheel)
-    assert P.find_library('tcmalloc', both) == ('tcmalloc', str(tmp_path / 'libtcmalloc_minimal.so.4'))
-    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: None)
     assert P.find_library('auto', both) == ('tcmalloc', str(tmp_path / 'libtcmalloc_minimal.so.4'))
-    assert P.find_library('jemalloc', both) == ('jemalloc', str(tmp_path / 'libjemalloc.so.2'))
+    assert P.find_library('auto', [str(tmp_path / 'no system libraries')]) == ('mimalloc', wheel)
+    assert P.find_library('mimalloc', both) == ('mimalloc', wheel)
+    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: None)
+    jemalloc_only = _dirs_with(tmp_path / '..', 'libjemalloc.so.2')
+    assert P.find_library('auto', jemalloc_only)[0] == 'jemalloc'
     assert P.find_library('auto', [str(tmp_path / 'empty')]) is None
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='a Linux dependency')
 def test_the_install_brings_mimalloc_and_auto_restarts_with_it_keeping_its_memory(tmp_path):
-    """What a fresh machine gets from `pip install`: the wheel's library, found and
-    preloaded by `auto`, with its purge delay off (freed memory kept for the next step)."""
+    """What a fresh machine gets from `pip install`: the wheel's library, which `auto` finds
+    where the system has no allocator, preloaded with its purge delay off (freed memory
+    kept for the next step)."""
     path = P.wheel_mimalloc()
     assert path and os.path.basename(path) == 'libmimalloc.so.3', path
     env, why = P.plan({'JAX_PLATFORMS': 'cpu'}, 'linux', [str(tmp_path / 'no system libraries')])
@@ -43,12 +46,11 @@ def test_the_install_brings_mimalloc_and_auto_restarts_with_it_keeping_its_memor
     # A user's own setting wins.
     env, _ = P.plan({'JAX_PLATFORMS': 'cpu', 'MIMALLOC_PURGE_DELAY': '100'}, 'linux', [])
     assert env['MIMALLOC_PURGE_DELAY'] == '100'
-    _, seen = _probe(tmp_path, **{P.OPT: 'auto'})
+    _, seen = _probe(tmp_path, **{P.OPT: 'mimalloc'})
     assert seen['loaded'] == path and 'mimalloc' in seen['line'], seen
 
 
-def test_a_cpu_host_restarts_with_the_library_and_remembers_the_user_preload(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, 'wheel_mimalloc', lambda: None)   # the system's library then
+def test_a_cpu_host_restarts_with_the_library_and_remembers_the_user_preload(tmp_path):
     dirs = _dirs_with(tmp_path, 'libtcmalloc_minimal.so.4')
     env, why = P.plan({'JAX_PLATFORMS': 'cpu', 'LD_PRELOAD': '/opt/mine.so'}, 'linux', dirs)
     library = str(tmp_path / 'libtcmalloc_minimal.so.4')
