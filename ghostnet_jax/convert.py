@@ -5,7 +5,7 @@ code):
         [--num-classes N]
 
 Writes an Orbax checkpoint that `ghostnet_jax.load`, predict, export and the trainer's
-`--config.init_from=DIR` read (layout: ghostnet_jax/serving/converted.py). `.safetensors`
+`--config.init_from=DIR` read (layout: ghostnet_jax/training/pretrained.py). `.safetensors`
 files need no PyTorch; `.pth` files need the torch extra and load with
 `torch.load(weights_only=True)`: a file that needs full unpickling is refused. Every
 missing, unexpected or misshapen key is reported. A GhostNetV3 checkpoint is read in its
@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = flags.parse(parser, argv)
 
     def body() -> int:
-        from ghostnet_jax.serving.converted import INFO_FILE, convert_checkpoint, converted_info
+        from ghostnet_jax.serving.converted import convert_checkpoint
+        from ghostnet_jax.training.pretrained import INFO_FILE, converted_info
         out = convert_checkpoint(args.checkpoint, args.model, args.out, args.num_classes)
         info = converted_info(out)
         print(f'Wrote {info["model"]} ({info["num_classes"]} classes) to {out}')

@@ -27,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         results = train_run(config, args.config, args.workdir)
         if results.get('status') == 'preempted':
             return errors.OK
+        if config.report:
+            from ghostnet_jax.study.report import report_finished_run
+            report_finished_run(results['workdir'])
         print(f'Results in {results["workdir"]}/results.json: val accuracy '
               f'{results["val"]["accuracy"]:.4f}'
               + (f', test accuracy {results["test"]["accuracy"]:.4f}' if results['test'] else ''))

@@ -9,7 +9,6 @@ import pytest
 
 import forked_cli
 import train_harness as h
-import train_jobs
 
 # Unoptimized XLA code generation for the test process too (subprocess runs set it
 # themselves): compiling is most of what the in-process model, export and evaluation tests
@@ -35,22 +34,10 @@ os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', os.environ['GHOSTNET_JAX_TEST
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 
-# Jobs (train_jobs.JOBS): CLI training runs in the background, each for the tests named
-# here. All selected jobs start when the session starts (the reference run and the jobs
-# that compile other programs first, the rest once the reference run has filled the
-# compilation cache), and the tests that wait for them run last: the in-process tests run
-# meanwhile, so both cores stay busy.
-JOBS_BEFORE_BASE = {'parallel': 'test_train_parallel.py', 'distributed': 'test_train_distributed.py',
-                    'distributed_sigterm': 'test_train_preemption.py', 'ema': 'test_train_ema.py',
-                    'low_res_budget': 'test_train_time_budget.py'}
-JOBS_AFTER_BASE = {'final_weights': 'test_train_final_weights.py',
-                   'time_budget': 'test_train_time_budget.py',
-                   'sigkill': 'test_sigkill', 'sigterm': 'test_sigterm',
-                   'early_stopping': 'test_early_stopping_fires', 'nonfinite': 'test_train_nonfinite.py',
-                   'init_from': 'test_init_from', 'resume_rules': 'test_train_resume_rules.py',
-                   'device_counts': 'test_train_device_counts.py', 'faults': 'test_train_faults.py',
-                   'stream': 'test_train_stream.py', 'threads': 'test_train_determinism.py',
-                   'suspended': 'test_train_suspended.py'}
+# Jobs (train_harness.JOBS): CLI runs in the background, declared by each test module next to
+# its tests. The jobs of the selected modules start when the session starts (those after the
+# reference run as soon as it has filled the compilation cache), and the tests that wait for
+# them run last: the in-process tests run meanwhile, so both cores stay busy.
 _BACKGROUND_FIXTURES = {'trainer', 'base_run'}
 
 
@@ -68,8 +55,7 @@ def trainer(tmp_path_factory):
     """The tiny folder dataset plus data and compilation caches shared by every run."""
     root = tmp_path_factory.mktemp('train_e2e')
     data = h.make_dataset(root / 'data')
-    t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']),
-                  jobs=train_jobs.JOBS, follows=train_jobs.JOB_FOLLOWS)
+    t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
     # The runs' fork server (tests/forked_cli.py), started here in the main thread before
     # any run: it inherits this process's environment, swapped for the runs' own.
     forked_cli.start_server(t.env())
@@ -79,20 +65,18 @@ def trainer(tmp_path_factory):
 
 @pytest.fixture(scope='session', autouse=True)
 def _background_runs(request):
-    """Starts the reference run and the selected tests' jobs at the start of the session."""
+    """Starts the reference run and the selected modules' jobs at the start of the session."""
     selected = [item for item in request.session.items if _waits_for_background(item)]
     if not selected:
         return
     t = request.getfixturevalue('trainer')
-    if any('base_run' in item.fixturenames for item in selected):
-        nodeids = [item.nodeid for item in selected]
-        wanted = lambda jobs: [name for name, test in jobs.items() if any(test in n for n in nodeids)]
-        t.launch_base(*h.BASE_FLAGS, before=wanted(JOBS_BEFORE_BASE), after=wanted(JOBS_AFTER_BASE))
-    # The test modules' own background work (h.background), e.g. the study CLIs' runs.
     modules = {item.module.__name__ for item in selected}
-    for name, fn in h.BACKGROUND.items():
-        if fn.__module__ in modules:
-            t.launch(name)
+    jobs = [name for name, job in h.JOBS.items() if job.module in modules]
+    if any('base_run' in item.fixturenames for item in selected) or any(
+            h.JOBS[name].after == 'base' for name in jobs):
+        t.launch('base')
+    for name in jobs:
+        t.launch(name)
 
 
 @pytest.fixture(scope='session')
@@ -102,5 +86,4 @@ def base_run(trainer) -> Path:
     Early stopping is on, monitoring the training loss with patience 2: on this learnable
     data the loss keeps falling, so it must not fire (test_train_callbacks checks that
     against the recorded history)."""
-    trainer.launch_base(*h.BASE_FLAGS)   # already started unless run without the fixture above
     return trainer.result('base')

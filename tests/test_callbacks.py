@@ -6,7 +6,6 @@ from ghostnet_jax.training.callbacks import (
     EarlyStopping,
     ReduceLROnPlateau,
     callbacks_from_config,
-    default_callbacks_config,
 )
 
 
@@ -138,7 +137,8 @@ def test_load_state_dict_rejects_other_monitor():
 
 
 def test_from_config():
-    cfg = default_callbacks_config()
+    from ghostnet_jax.configs import default
+    cfg = default.get_config().callbacks
     assert callbacks_from_config(cfg) == (None, None)
     cfg.early_stopping.enabled = True
     cfg.reduce_lr_on_plateau.enabled = True

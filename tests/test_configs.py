@@ -48,8 +48,6 @@ def test_original_study_matches_the_study():
     ('data.source', 'cifar10', 'tfds:NAME'),
     ('batch_size', 0, 'batch_size'),
     ('callbacks.early_stopping.monitor', 'val_acc', 'val_accuracy'),
-    ('optimizer.decay_respaced_from', (1200,), r'\(step, num_epochs\), two positive'),
-    ('optimizer.decay_respaced_from', (1200, 0), r'\(step, num_epochs\), two positive'),
 ])
 def test_bad_values_name_the_valid_choices(field, value, expected):
     config = default.get_config()

@@ -26,7 +26,7 @@ from ghostnet_jax.cli import errors
 from ghostnet_jax.models.pytorch_weights import (StateDictMismatchError, UnsafeCheckpointError,
                                                  expected_torch_shapes, from_torch_state_dict,
                                                  load_state_dict)
-from ghostnet_jax.serving.converted import load_converted
+from ghostnet_jax.training.pretrained import load_converted
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO / 'tests' / 'fixtures'

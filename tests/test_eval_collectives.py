@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent("""
     from ghostnet_jax.data import ArraySplit
     from ghostnet_jax.training.experiment import build_eval_data, build_model
     from ghostnet_jax.training.parallel import make_mesh, replicate
-    from ghostnet_jax.training.trainer import Evaluator
+    from ghostnet_jax.training.evaluation import evaluator as make_evaluator
 
     assert jax.device_count() == 8
     config = smoke.get_config()
@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
     host = jax.device_get(jax.jit(lambda: model.init(
         jax.random.key(0), jnp.zeros((1, 16, 16, 3)), train=False))())
     data = build_eval_data(split, mesh, config, np.full(3, 128.0), np.full(3, 64.0))
-    evaluator = Evaluator(model, 3)
+    evaluator = make_evaluator(model, 3)
     hlo = evaluator.step_hlo(replicate(host, mesh), data.batch(0))
     assert 'all-reduce' not in hlo and 'all-gather' not in hlo, 'eval step communicates'
     results = set()

@@ -14,9 +14,9 @@ from ghostnet_jax import data as D
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, check_low_res_size, validate_config
 from ghostnet_jax.training.low_res import low_res_epoch_choices, low_res_epochs, train_image_size
-from ghostnet_jax.training.budget_fit import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
+from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
                                               refit_after_epoch, refit_message)
-from ghostnet_jax.training.time_budget import plan_budget
+from ghostnet_jax.training.time_budget import first_fit
 
 
 def test_which_epochs_train_small():
@@ -125,7 +125,7 @@ def _steps(times):
 
 
 def test_plan_times_both_sizes_and_predicts_within_the_budget():
-    plan = plan_budget(10.0, time.time(), steps_per_epoch=100,
+    plan = first_fit(10.0, time.time(), steps_per_epoch=100,
                        run_steps=_steps([40.0, 0.5, 0.5, 0.5, 0.5, 0.5]),
                        run_validation=lambda: None, val_examples=1000, test_examples=0,
                        run_low_res_steps=_steps([30.0, 0.3, 0.2, 0.3, 0.3, 0.3]),
@@ -202,16 +202,6 @@ def test_the_refit_log_names_both_measured_steps():
                               val_eval_s=7.0, must_recompile=True, length_matters=True)
     text = refit_message(plain, after)
     assert "the loop's step took 0.650 s (calibration: 0.600 s), validation" in text
-
-
-def test_a_plan_of_the_earlier_three_fit_budget_keeps_its_bent_decay():
-    # Plans written before the budget was simplified could carry the step where a third
-    # fit re-spaced the decay; a resumed run rebuilds that schedule from the plan.
-    legacy = {**dataclasses.replace(_plan(), num_epochs=14).to_json(), 'respaced_at_step': 2808,
-              'respaced_from_epochs': 15}
-    plan = BudgetPlan.from_json(legacy)
-    assert plan.decay_respaced_from == (2808, 15)
-    assert _plan().decay_respaced_from == ()
 
 
 def test_a_sweep_of_a_low_res_config_trains_its_runs_one_by_one():

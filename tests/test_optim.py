@@ -6,11 +6,12 @@ import numpy as np
 import optax
 import pytest
 
+from ghostnet_jax.configs import default
 from ghostnet_jax.training import optim
 
 
 def _cfg(**overrides):
-    cfg = optim.default_optimizer_config()
+    cfg = default.get_config().optimizer
     cfg.update(overrides)
     return cfg
 
@@ -42,44 +43,6 @@ def test_warmup_linear_values():
     got = _lrs(cfg, [0, 10, 20, 40, 60, 100, 150])
     want = [0.0, 0.05, 0.1, 0.001 + 0.099 * 0.75, 0.001 + 0.099 * 0.5, 0.001, 0.001]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-
-
-def test_a_respaced_linear_decay_is_a_straight_line_from_the_bend():
-    # Warmup 20 steps, then 0.1 -> 0.001 over a 100-step run until step 60 (lr 0.0505),
-    # where the run's length became 140 steps: a straight line from 0.0505 down to 0.001
-    # over steps 60..140.
-    cfg = _cfg(schedule="warmup_linear", learning_rate=0.1, warmup_epochs=2.0, min_lr=0.001,
-               decay_respaced_from=(60, 10))
-    got = _lrs(cfg, [10, 40, 59, 60, 100, 140, 150], epochs=14)
-    at_bend = 0.001 + 0.099 * 0.5
-    want = [0.05, 0.001 + 0.099 * 0.75, 0.001 + 0.099 * (1 - 39 / 80), at_bend,
-            0.001 + (at_bend - 0.001) * 0.5, 0.001, 0.001]
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-    # Up to the bend, the schedule is the one of the earlier length.
-    before = _lrs(_cfg(schedule="warmup_linear", learning_rate=0.1, warmup_epochs=2.0,
-                       min_lr=0.001), range(60), epochs=10)
-    assert _lrs(cfg, range(60), epochs=14) == before
-
-
-def test_a_respaced_cosine_runs_the_rest_of_its_curve_over_the_new_length():
-    # No warmup, 100 steps until step 25 (a quarter of the curve), then 75 -> 25 steps
-    # left: step 25 + 12.5 is where the old curve's progress reaches 5/8.
-    cfg = _cfg(learning_rate=1.0, warmup_epochs=0.0, min_lr=0.0, decay_respaced_from=(25, 10))
-    cos = lambda t: 0.5 * (1 + math.cos(math.pi * t))
-    got = _lrs(cfg, [24, 25, 37.5, 50, 60], epochs=5)
-    np.testing.assert_allclose(got, [cos(0.24), cos(0.25), cos(0.625), 0.0, 0.0], atol=1e-6)
-
-
-def test_a_bend_inside_warmup_is_just_the_new_length():
-    cfg = _cfg(schedule="warmup_linear", warmup_epochs=2.0, decay_respaced_from=(10, 30))
-    plain = _cfg(schedule="warmup_linear", warmup_epochs=2.0)
-    steps = [0, 10, 19, 20, 50, 99, 100]
-    assert _lrs(cfg, steps, epochs=10) == _lrs(plain, steps, epochs=10)
-
-
-def test_a_bend_at_or_after_the_end_is_refused():
-    with pytest.raises(ValueError, match="decay_respaced_from=\\(100, 20\\).*before the end"):
-        _lrs(_cfg(decay_respaced_from=(100, 20)), [0], epochs=10)
 
 
 def test_cosine_without_warmup_starts_at_peak():
@@ -227,7 +190,7 @@ def test_frozen_backbone_moves_only_the_classifier_then_everything(name):
     """optimizer.freeze_backbone_epochs (configs/finetune.py): during the frozen steps the
     rest gets exactly zero updates (momentum, Adam moments and weight decay included), so
     it starts from where it was, unlike a run without the freeze; then it trains."""
-    cfg = optim.default_optimizer_config()
+    cfg = default.get_config().optimizer
     cfg.update(name=name, warmup_epochs=0.0, schedule='constant', learning_rate=0.1,
                weight_decay=0.1, freeze_backbone_epochs=1.5)
     params = {'classifier': {'kernel': jnp.ones((2, 2))}, 'stem': {'kernel': jnp.ones((2, 2))}}

@@ -2,7 +2,7 @@
 import math
 
 from ghostnet_jax.study.diagnosis import diagnose
-from ghostnet_jax.study.grad_health import GradientHealth
+from ghostnet_jax.training.grad_health import GradientHealth
 
 
 def test_overfitting_onset_is_the_epoch_after_the_val_loss_minimum():

@@ -59,26 +59,22 @@ def test_best_row_is_highest_validation_accuracy_then_lowest_loss():
     assert math.isnan(diverged['val_accuracy']) and G.best_row([diverged]) is None
 
 
-def test_a_finished_budgeted_run_is_recognised_despite_its_fitted_num_epochs(tmp_path):
-    """Before 2026-12, config.json of a time-budgeted run recorded the fitted num_epochs
-    (and a bent decay): rerunning the sweep must take such a run as done, and still refuse
-    a run made with another config. (Runs written now keep the config as given.)"""
+def test_a_finished_run_of_this_release_is_recognised_after_a_field_was_removed(tmp_path):
+    """A run's config.json keeps a field this version no longer has, unset: rerunning the
+    sweep takes the run as done; one that set it, or another config, is not."""
     import json
     from ghostnet_jax.study.sweep import SweepError, _config_text, finished
     config = smoke.get_config()
-    config.time_budget_minutes = 30.0
-    fitted = config.copy_and_resolve_references()
-    fitted.num_epochs = 17
-    fitted.optimizer.decay_respaced_from = (40, 18)
-    (tmp_path / 'config.json').write_text(_config_text(fitted))
+    saved = json.loads(_config_text(config))
+    saved['optimizer']['a_removed_field'] = []
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
     (tmp_path / 'results.json').write_text(json.dumps({'val': {'accuracy': 0.5}}))
     assert finished(tmp_path, config) == {'val': {'accuracy': 0.5}}
     other = config.copy_and_resolve_references()
     other.seed = 3
     with pytest.raises(SweepError):
         finished(tmp_path, other)
-    unbudgeted = smoke.get_config()      # without a budget num_epochs must match
-    fitted.time_budget_minutes = None
-    (tmp_path / 'config.json').write_text(_config_text(fitted))
+    saved['optimizer']['a_removed_field'] = [40, 18]
+    (tmp_path / 'config.json').write_text(json.dumps(saved))
     with pytest.raises(SweepError):
-        finished(tmp_path, unbudgeted)
+        finished(tmp_path, config)

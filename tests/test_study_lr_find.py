@@ -10,8 +10,8 @@ import train_harness as h
 from ghostnet_jax.study.lr_find import smooth, suggest
 
 
-@h.background('study_lr_find')
-def _lr_find(root):
+@h.job('study_lr_find')
+def _lr_find(t, root):
     cli = s.Cli(root)
     return root / 'lr', cli.start('lr_find', f'--workdir={root / "lr"}', '--min_lr=1e-4',
                                   '--max_lr=1e3', '--num_steps=40', log='lr').check(0)

@@ -10,8 +10,8 @@ TEST_SPLIT = 'train[:50%]'           # 8 of the 16 images of each of the 3 class
 TEST_EXAMPLES = 3 * 8
 
 
-@h.background('study_report')
-def _run(root):
+@h.job('study_report')
+def _run(t, root):
     cli = s.Cli(root)
     workdir = cli.root / 'run'
     # eval_flip: the report's predictions (ghostnet_jax.load) must average the mirrored

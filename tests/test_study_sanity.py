@@ -19,8 +19,8 @@ SANITY = ('--sample_size=64', '--max_steps=25', '--config.eval_batch_size=32',
           '--config.optimizer.learning_rate=0.05')
 
 
-@h.background('study_sanity')
-def _runs(root):
+@h.job('study_sanity')
+def _runs(t, root):
     cli = s.Cli(root, per_class=32)   # 78 training images
     procs = {
         'good': cli.start('sanity', f'--workdir={root / "good"}', *SANITY, log='good'),

@@ -21,8 +21,8 @@ VARIANTS = ('--variant=a:optimizer.learning_rate=0.02,seed=0',
 VARIED = 'label_smoothing, model.dropout_rate, optimizer.learning_rate, optimizer.weight_decay, seed'
 
 
-@h.background('study_sweeps')
-def _sweeps(root):
+@h.job('study_sweeps')
+def _sweeps(t, root):
     cli = s.Cli(root)
     one = cli.start('sweep', f'--workdir={root / "one"}', *GRID, log='one')
     vec = cli.start('sweep', f'--workdir={root / "vec"}', *VARIANTS, '--vectorize', log='vec')

@@ -1,14 +1,13 @@
-"""Fitting a run's length to a wall-clock budget (training/time_budget.py and its
-arithmetic, training/budget_fit.py), by hand."""
+"""Fitting a run's length to a wall-clock budget (training/time_budget.py), by hand."""
 import time
 
 import pytest
 
 from ghostnet_jax.training.config_checks import ConfigError
-from ghostnet_jax.training.budget_fit import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
+from ghostnet_jax.training.time_budget import (SAFETY_FRACTION, BudgetPlan, fit_epochs,
                                               refit_after_epoch)
 from ghostnet_jax.training.epoch_loop import EpochRun
-from ghostnet_jax.training.time_budget import BudgetTooSmallError, plan_budget
+from ghostnet_jax.training.time_budget import BudgetTooSmallError, first_fit
 
 
 def test_fit_epochs_by_hand():
@@ -31,7 +30,7 @@ def _fake_steps(times):
 def test_plan_uses_the_median_step_and_keeps_compile_apart():
     calls = []
     started = time.time()
-    plan = plan_budget(10.0, started, steps_per_epoch=100,
+    plan = first_fit(10.0, started, steps_per_epoch=100,
                        run_steps=_fake_steps([40.0, 0.5, 0.9, 0.4, 0.5, 0.6]),
                        run_validation=lambda: calls.append(1),
                        val_examples=1000, test_examples=3000)
@@ -48,7 +47,7 @@ def test_plan_uses_the_median_step_and_keeps_compile_apart():
 
 def test_too_small_a_budget_is_a_config_error_naming_the_measurements():
     with pytest.raises(BudgetTooSmallError) as e:
-        plan_budget(0.5, time.time(), steps_per_epoch=100,
+        first_fit(0.5, time.time(), steps_per_epoch=100,
                     run_steps=_fake_steps([5.0, 1.0, 1.0, 1.0, 1.0, 1.0]),
                     run_validation=lambda: None, val_examples=10, test_examples=0)
     assert isinstance(e.value, ConfigError)
@@ -105,14 +104,6 @@ def test_refit_never_asks_for_fewer_epochs_than_are_done():
     plan = refit_after_epoch(_plan(), epochs_done=1, elapsed_s=3500.0, step_s=0.6,
                              val_eval_s=6.6, must_recompile=True, length_matters=True)
     assert plan.num_epochs == 1
-
-
-def test_a_plan_saved_before_refits_existed_still_loads():
-    saved = {k: v for k, v in _plan().to_json().items()
-             if k not in ('epochs_done', 'fitted_at_s', 'recompiles', 'calibrated_step_s')}
-    plan = BudgetPlan.from_json(saved)
-    assert not plan.refitted and plan.recompiles
-    assert plan.predicted_s == pytest.approx(87 + 37 + 19 * (351 * 0.484 + 6.6) + 10)
 
 
 def test_the_loop_step_leaves_out_the_first_window():

@@ -4,6 +4,24 @@ import json
 import numpy as np
 
 import train_harness as h
+from pathlib import Path
+
+
+@h.job('early_stopping', after='base')
+def job_early_stopping(t: h.Trainer, root: Path) -> h.Run:
+    """val_accuracy can never improve by more than min_delta=1.0 and val_loss never by 100:
+    early stopping must fire after ES_PATIENCE + 1 epochs, the plateau halve the lr after
+    PLATEAU_PATIENCE + 1."""
+    return t.run(root / 'run',
+                 '--config.callbacks.early_stopping.enabled=True',
+                 '--config.callbacks.early_stopping.monitor=val_accuracy',
+                 '--config.callbacks.early_stopping.min_delta=1.0',
+                 f'--config.callbacks.early_stopping.patience={h.ES_PATIENCE}',
+                 '--config.callbacks.reduce_lr_on_plateau.enabled=True',
+                 '--config.callbacks.reduce_lr_on_plateau.monitor=val_loss',
+                 '--config.callbacks.reduce_lr_on_plateau.min_delta=100.0',
+                 f'--config.callbacks.reduce_lr_on_plateau.patience={h.PLATEAU_PATIENCE}',
+                 '--config.callbacks.reduce_lr_on_plateau.factor=0.5')
 
 
 def _keras_stop_epoch(values, patience, mode, min_delta=0.0):
@@ -34,7 +52,7 @@ def test_early_stopping_does_not_fire_while_the_monitored_loss_improves(base_run
 
 
 def test_early_stopping_fires_after_patience_and_plateau_lowers_the_lr(trainer, base_run):
-    # train_jobs.job_early_stopping: val_accuracy can never improve by min_delta=1.0, so
+    # job_early_stopping above: val_accuracy can never improve by min_delta=1.0, so
     # only epoch 1 counts as an improvement: with patience p the run stops after epoch p + 1
     # (not before). val_loss never improves by 100: the plateau halves the lr scale after
     # epoch PLATEAU_PATIENCE + 1.

@@ -6,6 +6,44 @@ import numpy as np
 
 import train_harness as h
 from ghostnet_jax.training.checkpoints import load_variables
+from pathlib import Path
+import subprocess
+import sys
+
+
+INIT_FROM_SCRIPT = """
+import sys, numpy as np, jax
+from ghostnet_jax.configs import smoke
+from ghostnet_jax.training.experiment import build_experiment
+from ghostnet_jax.training.parallel import make_mesh
+data, cache, base, out_path = sys.argv[1:]
+config = smoke.get_config()
+config.data.source = 'folder:' + data
+config.data.cache_dir = cache
+config.model.conv_impl = 'native'
+out = {}
+for name, init_from in (('fresh', None), ('tuned', base)):
+    config.init_from = init_from
+    state = build_experiment(config, make_mesh()).state
+    tree = {'params': state.params, 'batch_stats': state.batch_stats}
+    for p, v in jax.tree_util.tree_leaves_with_path(tree):
+        out[name + jax.tree_util.keystr(p)] = np.asarray(v)
+np.savez(out_path, **out)
+"""
+
+
+@h.job('init_from', after='base')
+def job_init_from(t: h.Trainer, root: Path) -> tuple[subprocess.CompletedProcess, dict, dict]:
+    """The initial state of a 2-class run with init_from=<the 3-class reference workdir>,
+    and of the same run without init_from: (process, tuned, fresh) by leaf path."""
+    data2 = h.make_dataset(root / 'data2', num_classes=2, seed=1)
+    out = root / 'vars.npz'
+    proc = h.run_pinned([sys.executable, '-c', INIT_FROM_SCRIPT, str(data2), str(t.data_cache),
+                       str(t.base), str(out)], t.env(), root)
+    arrays = dict(np.load(out)) if out.exists() else {}
+    pick = lambda name: {k[len(name):]: v for k, v in arrays.items() if k.startswith(name)}
+    return proc, pick('tuned'), pick('fresh')
+
 
 # (overrides, devices, strings the output must contain)
 CASES = {

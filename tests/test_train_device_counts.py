@@ -1,5 +1,5 @@
 """A checkpoint written on 1 device resumes on 8 and one written on 8 resumes on 1
-(train_jobs.job_device_counts), continuing the same run: the device count only changes
+(job_device_counts below), continuing the same run: the device count only changes
 the reduction order (test_train_parallel), so both end where the 1-device reference run
 ended, to float tolerance. The 1 -> 8 resume is also the pattern that used to abort in
 XLA's CPU all-reduce: a restore followed by evaluation in batches of 8 on 8 devices."""
@@ -8,6 +8,26 @@ import json
 import numpy as np
 
 import train_harness as h
+import test_train_parallel  # noqa: F401  (declares the job 'parallel')
+from pathlib import Path
+import shutil
+
+
+@h.job('device_counts', after='base')
+def job_device_counts(t: h.Trainer, root: Path) -> dict[str, h.Run]:
+    """A 1-device checkpoint resumed on 8 devices (evaluating in batches of 8, right after
+    the restore: the pattern that aborted in XLA's all-reduce), and an 8-device checkpoint
+    resumed on 1 device; both to the reference run's full length."""
+    parallel = t.result('parallel')['jit'].workdir
+    runs = {}
+    for name, source, devices in (('1to8', t.base, 8), ('8to1', parallel, 1)):
+        workdir = root / name
+        (workdir / 'checkpoints').mkdir(parents=True)
+        step = str(h.PARALLEL_STEPS if name == '8to1' else h.STEPS_PER_EPOCH)
+        shutil.copytree(source / 'checkpoints' / step, workdir / 'checkpoints' / step)
+        # configs/smoke.py evaluates in batches of 8 and has no dropout.
+        runs[name] = t.run(workdir, *h.BASE_FLAGS, devices=devices)
+    return runs
 
 
 def test_resume_across_device_counts(trainer, base_run):

@@ -11,6 +11,15 @@ import numpy as np
 
 import train_harness as h
 from ghostnet_jax.training.checkpoints import load_variables
+from pathlib import Path
+
+
+@h.job('distributed')
+def job_distributed(t: h.Trainer, root: Path) -> list[h.Run]:
+    """Two jax.distributed processes with one CPU device each, sharing one workdir (also the
+    uninterrupted reference of job_distributed_sigterm)."""
+    # A process whose peer died is aborted by JAX (SIGABRT); the timeout is a backstop.
+    return [p.wait() for p in h.distributed_runs(t, root / 'run', f'--config.max_steps={h.DIST_STEPS}')]
 
 
 def test_two_processes_match_the_single_process_run(trainer, base_run):

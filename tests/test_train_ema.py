@@ -1,4 +1,4 @@
-"""EMA, label smoothing and bfloat16 through the trainer (train_jobs.job_ema), on
+"""EMA, label smoothing and bfloat16 through the trainer (job_ema below), on
 GhostNetV2-tiny (DFC attention in bfloat16).
 
 The evaluated EMA weights must be paired with EMA BatchNorm statistics: the validation
@@ -13,6 +13,15 @@ import numpy as np
 import train_harness as h
 from ghostnet_jax.data import load_split
 from ghostnet_jax.models import create_model
+from pathlib import Path
+
+
+@h.job('ema')
+def job_ema(t: h.Trainer, root: Path) -> h.Run:
+    """EMA (with BatchNorm statistics), label smoothing and bfloat16 compute together."""
+    return t.run(root / 'run', '--config.ema_decay=0.9', '--config.label_smoothing=0.1',
+                 '--config.dtype=bfloat16', f'--config.max_steps={h.PARALLEL_STEPS}',
+                 f'--config.model.name={h.EMA_MODEL}')
 
 
 def _unflatten(arrays: dict, prefix: str) -> dict:

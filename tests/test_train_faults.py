@@ -1,10 +1,98 @@
 """The fault matrix (README "Reliability"): each failure ends in a clear paragraph with its
 own exit code, loses nothing already saved, and the same command then finishes the run.
 
-train_jobs.job_faults injects each fault into a max_steps=8 run of the reference config
+job_faults below injects each fault into a max_steps=8 run of the reference config
 (FAULT_SCRIPT patches the checkpointer, evaluator or train step in that process only),
 then reruns the same command; the result must be the reference run's state at step 8."""
 import train_harness as h
+from pathlib import Path
+import shutil
+import subprocess
+import sys
+
+
+FAULT_SCRIPT = """
+import errno, os, signal, sys
+fault, argv = sys.argv[1], sys.argv[2:]
+from ghostnet_jax.data import metrics
+from ghostnet_jax.training import checkpoints, parallel
+calls = {'save': 0, 'eval': 0, 'step': 0}
+save, evaluate, step = (checkpoints.Checkpointer.save, metrics.ExactEvaluator.__call__,
+                        parallel.DataParallelStep.step)
+
+def faulty_save(self, *a, **k):
+    calls['save'] += 1
+    if fault == 'disk_full' and calls['save'] == 2:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.directory))
+    out = save(self, *a, **k)
+    if fault == 'sigterm_in_save' and calls['save'] == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return out
+
+def faulty_eval(self, *a, **k):
+    calls['eval'] += 1
+    if fault == 'sigterm_in_eval' and calls['eval'] == 2:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return evaluate(self, *a, **k)
+
+def faulty_step(self, *a, **k):
+    calls['step'] += 1
+    if fault == 'sigterm_in_compile' and calls['step'] == 1:
+        os.kill(os.getpid(), signal.SIGTERM)   # before the first step compiles
+    return step(self, *a, **k)
+
+checkpoints.Checkpointer.save = faulty_save
+metrics.ExactEvaluator.__call__ = faulty_eval
+parallel.DataParallelStep.step = faulty_step
+from ghostnet_jax.cli.process import setup_logging
+setup_logging()   # as `python -m ghostnet_jax.train` does
+from ghostnet_jax import train
+sys.exit(train.main(argv))
+"""
+
+
+FAULTS = ('disk_full', 'sigterm_in_save', 'sigterm_in_eval', 'sigterm_in_compile')
+
+
+@h.job('faults', after='base')
+def job_faults(t: h.Trainer, root: Path) -> dict:
+    """Each fault injected into a max_steps=8 run, then the same command rerun; plus a
+    workdir that cannot be created and a damaged latest checkpoint."""
+    out = {}
+
+    def fault_run(name: str) -> subprocess.CompletedProcess:
+        args = [f'--config={h.SMOKE}', f'--workdir={root / name}', *t.base_overrides(), *h.BASE_FLAGS,
+                f'--config.max_steps={h.PARALLEL_STEPS}']
+        return h.run_pinned([sys.executable, '-c', FAULT_SCRIPT, name, *args], t.env(),
+                          root / 'output')
+
+    for name in FAULTS:
+        first = fault_run(name)
+        left = h.finished_steps(root / name)
+        rerun = t.run(root / name, *h.BASE_FLAGS, f'--config.max_steps={h.PARALLEL_STEPS}',
+                      log_name=f'{name}-rerun')
+        out[name] = dict(first=first, left=left, rerun=rerun)
+    blocker = root / 'a_file'
+    blocker.write_text('not a folder')
+    out['unwritable'] = t.run(root / 'unwritable', f'--workdir={blocker / "run"}',
+                              f'--config.max_steps={h.PARALLEL_STEPS}')
+    damaged = root / 'damaged'
+    (damaged / 'checkpoints').mkdir(parents=True)
+    for step in (h.STEPS_PER_EPOCH, h.PARALLEL_STEPS):
+        shutil.copytree(t.base / 'checkpoints' / str(step), damaged / 'checkpoints' / str(step))
+    for f in (damaged / 'checkpoints' / str(h.PARALLEL_STEPS) / 'state').rglob('*'):
+        if f.is_file() and f.stat().st_size > 1000:
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])   # truncated array data
+    out['damaged'] = t.run(damaged, *h.BASE_FLAGS, f'--config.max_steps={3 * h.STEPS_PER_EPOCH}')
+    bad = root / 'bad_data'
+    shutil.copytree(t.data, bad)
+    (bad / 'train' / 'c1' / '05.png').write_bytes(b'not a png at all')
+    out['corrupt'] = t.run(root / 'corrupt', f'--config.data.source=folder:{bad}',
+                           '--config.max_steps=2')
+    out['corrupt_skipped'] = t.run(root / 'corrupt_skipped', f'--config.data.source=folder:{bad}',
+                                   '--config.data.skip_corrupt_images=True', '--config.max_steps=2')
+    return out
+
 
 EPOCH, END = h.STEPS_PER_EPOCH, h.PARALLEL_STEPS
 

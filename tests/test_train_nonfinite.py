@@ -3,6 +3,18 @@ import numpy as np
 
 import train_harness as h
 from ghostnet_jax.training.checkpoints import load_variables
+from pathlib import Path
+import shutil
+
+
+@h.job('nonfinite', after='base')
+def job_nonfinite(t: h.Trainer, root: Path) -> h.Run:
+    """Resumes the reference run's first checkpoint with an absurd learning rate: the first
+    step after the resume is still finite, its update blows the weights up."""
+    workdir = root / 'run'
+    step = str(h.STEPS_PER_EPOCH)
+    shutil.copytree(t.base / 'checkpoints' / step, workdir / 'checkpoints' / step)
+    return t.run(workdir, '--config.optimizer.learning_rate=1e30')
 
 
 def test_huge_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(trainer, base_run):

@@ -9,6 +9,17 @@ import numpy as np
 
 import train_harness as h
 from ghostnet_jax.training.checkpoints import load_variables
+from pathlib import Path
+
+
+@h.job('parallel')
+def job_parallel(t: h.Trainer, root: Path) -> dict[str, h.Run]:
+    """jit and pmap on 8 fake devices, the first two epochs of the reference run."""
+    # One after the other: pmap then loads init/eval/data programs jit compiled from the cache.
+    return {mode: t.run(root / mode, f'--config.parallel={mode}',
+                        f'--config.max_steps={h.PARALLEL_STEPS}', '--config.model.dropout_rate=0.0',
+                        devices=8)
+            for mode in ('jit', 'pmap')}
 
 
 def test_one_vs_eight_devices_jit_and_pmap_agree(trainer, base_run):

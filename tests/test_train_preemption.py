@@ -1,10 +1,32 @@
 """Pod-wide preemption: workers are signalled at different moments, but all must stop at
-the same step and save once, together (train_jobs.job_distributed_sigterm: two
+the same step and save once, together (job_distributed_sigterm below: two
 jax.distributed processes, SIGTERM to process 1 only). And pmap, which maps over one
 process's devices, is refused up front in a multi-process run."""
 import re
 
 import train_harness as h
+import test_train_distributed  # noqa: F401  (declares the job 'distributed')
+from pathlib import Path
+import signal
+
+
+@h.job('distributed_sigterm', after='distributed')
+def job_distributed_sigterm(t: h.Trainer, root: Path) -> dict:
+    """Two processes; once the first checkpoint exists only process 1 gets SIGTERM. Then
+    both are rerun in the same workdir."""
+    procs = h.distributed_runs(t, root / 'run', f'--config.max_steps={h.DIST_STEPS}')
+    h.wait_for_checkpoint(procs[0], h.STEPS_PER_EPOCH)
+    procs[1].signal(signal.SIGTERM)
+    for p in procs:
+        p.wait()
+    steps = h.finished_steps(procs[0].workdir)
+    left = dict(rc=[p.rc for p in procs], steps=steps, outputs=[p.output() for p in procs],
+                results=(root / 'run' / 'results.json').exists())
+    reruns = [p.wait() for p in h.distributed_runs(t, root / 'run', f'--config.max_steps={h.DIST_STEPS}',
+                                             log_prefix='rerun')]
+    pmap = [p.wait(120) for p in h.distributed_runs(t, root / 'pmap', '--config.parallel=pmap',
+                                              log_prefix='pmap')]
+    return dict(procs=procs, left=left, reruns=reruns, pmap=pmap)
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(trainer):

@@ -1,11 +1,39 @@
 """Interrupted runs resume exactly: SIGKILL after a checkpoint, SIGTERM (preemption).
 
-The runs (train_jobs.job_sigkill / job_sigterm) use the reference run's config; the
+The runs (job_sigkill below / job_sigterm) use the reference run's config; the
 signal is sent as soon as the first checkpoint is finished, so the run is mid-training."""
 import json
 import signal
 
 import train_harness as h
+from pathlib import Path
+
+
+def _interrupted(t: h.Trainer, root: Path, sig: int, *rerun_flags: str) -> tuple[h.Run, dict, h.Run]:
+    """A reference-config run that gets `sig` once its first checkpoint is finished, what it
+    left behind, and the rerun in the same workdir (with `rerun_flags` added)."""
+    run = t.start(root / 'run', *h.BASE_FLAGS)
+    h.wait_for_checkpoint(run, h.STEPS_PER_EPOCH)
+    run.signal(sig)
+    run.wait()
+    steps = h.finished_steps(run.workdir)
+    left = dict(rc=run.rc, steps=steps, host=h.host_state(run.workdir, steps[-1]),
+                tmp=sorted(p.name for p in (run.workdir / 'checkpoints').glob('*tmp*')),
+                results=(run.workdir / 'results.json').exists(),
+                trained=max(h.train_steps(run.workdir)), validated=sorted(h.val_epochs(run.workdir)))
+    return run, left, t.run(run.workdir, *h.BASE_FLAGS, *rerun_flags, log_name='rerun')
+
+
+@h.job('sigkill', after='base')
+def job_sigkill(t: h.Trainer, root: Path):
+    # A harmless change on resume (logging cadence, retention) is accepted silently.
+    return _interrupted(t, root, signal.SIGKILL, '--config.log_every_steps=3',
+                        '--config.checkpoint.max_to_keep=99')
+
+
+@h.job('sigterm', after='base')
+def job_sigterm(t: h.Trainer, root: Path):
+    return _interrupted(t, root, signal.SIGTERM)
 
 
 def _assert_resumed_like_base(workdir, base_run, resumed_from: int):

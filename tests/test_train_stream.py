@@ -1,4 +1,4 @@
-"""The streamed pipeline in real training runs (train_jobs.job_stream).
+"""The streamed pipeline in real training runs (job_stream below).
 
 The reference is the device-resident run (conftest.base_run). test_data_stream shows that
 an uninterrupted streamed run gets the same batches bit for bit; so a streamed run
@@ -11,6 +11,34 @@ import numpy as np
 
 import train_harness as h
 from ghostnet_jax.training.checkpoints import load_variables
+from pathlib import Path
+import shutil
+import signal
+
+
+STREAM_FLAGS = ('--config.data.pipeline=stream', '--config.data.stream.workers=0')
+
+
+@h.job('stream', after='base')
+def job_stream(t: h.Trainer, root: Path) -> dict:
+    """The reference run streamed, checkpointing every 2 steps, SIGKILLed once a checkpoint
+    inside epoch 2 (step 6) is finished, then rerun to the end of epoch 2; and two
+    streaming processes."""
+    flags = (*h.BASE_FLAGS, *STREAM_FLAGS, '--config.checkpoint.every_steps=2')
+    run = t.start(root / 'run', *flags)
+    h.wait_for_checkpoint(run, h.STEPS_PER_EPOCH + 2)
+    run.signal(signal.SIGKILL)
+    run.wait()
+    # A kill that came a little later would have left more: resume from step 6 whatever
+    # the loop reached (what a kill right after that save leaves).
+    later = [s for s in h.finished_steps(run.workdir) if s > h.STEPS_PER_EPOCH + 2]
+    for step in later:
+        shutil.rmtree(run.workdir / 'checkpoints' / str(step))
+    rerun = t.run(run.workdir, *flags, f'--config.max_steps={h.PARALLEL_STEPS}', log_name='rerun')
+    procs = [p.wait() for p in h.distributed_runs(t, root / 'two', *STREAM_FLAGS,
+                                            f'--config.max_steps={h.PARALLEL_STEPS}')]
+    return dict(killed=run, removed=later, rerun=rerun, procs=procs)
+
 
 KILLED_AT = h.STEPS_PER_EPOCH + 2   # inside epoch 2
 

@@ -1,4 +1,4 @@
-"""config.time_budget_minutes through the CLI (train_jobs.job_time_budget).
+"""config.time_budget_minutes through the CLI (job_time_budget below).
 
 The length is fitted before training, refitted once after the first epoch from the loop's
 own timing, and then belongs to the run: a resume under another budget keeps it, and
@@ -8,6 +8,62 @@ alike for every length; afterwards the schedule spans the fitted length)."""
 import json
 
 import train_harness as h
+from pathlib import Path
+import shutil
+
+
+@h.job('time_budget', after='base')
+def job_time_budget(t: h.Trainer, root: Path) -> dict:
+    """A time-budgeted run stopped at max_steps, resumed under another budget to more steps,
+    and the same length trained without a budget (num_epochs = the fitted value); plus a
+    budget too small for one epoch. Warmup spans the first epoch, so the refit after it
+    leaves no trace and the fitted length alone reproduces the run."""
+    warmup = '--config.optimizer.warmup_epochs=1'
+    too_small = t.start(root / 'too_small', '--config.time_budget_minutes=0.001')
+    runs = {'first': t.run(root / 'budget', '--config.time_budget_minutes=10', warmup,
+                           f'--config.max_steps={h.STEPS_PER_EPOCH}', log_name='first')}
+    config_after_first = json.loads((root / 'budget' / 'config.json').read_text())
+    fitted = json.loads((root / 'budget' / 'results.json').read_text())['num_epochs']
+    runs['resumed'] = t.run(root / 'budget', '--config.time_budget_minutes=20', warmup,
+                            f'--config.max_steps={h.PARALLEL_STEPS}', log_name='resumed')
+    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', warmup,
+                              f'--config.max_steps={h.PARALLEL_STEPS}')
+    runs['too_small'] = too_small.wait()
+    # A run that started without a budget keeps its length when a budget appears.
+    unbudgeted = root / 'unbudgeted'
+    shutil.copytree(root / 'reference', unbudgeted)
+    runs['late_budget'] = t.run(unbudgeted, '--config.time_budget_minutes=10', warmup,
+                                f'--config.num_epochs={fitted}',
+                                f'--config.max_steps={h.PARALLEL_STEPS + h.STEPS_PER_EPOCH}',
+                                log_name='late_budget')
+    return {'runs': runs, 'fitted': fitted, 'config_after_first': config_after_first}
+
+
+LOW_RES_FLAGS = ('--config.data.low_res.size=8',
+                 # Any tiny fraction means exactly one small epoch, whatever length fits.
+                 '--config.data.low_res.epochs_fraction=0.000001')
+
+
+@h.job('low_res_budget')
+def job_low_res_budget(t: h.Trainer, root: Path) -> dict:
+    """A budgeted run whose first epoch trains on 8x8 images: stopped inside that epoch,
+    resumed across the switch to full size (the refit after epoch 1, which also times the
+    full-size step, happens in the resumed process), resumed again for epoch 3, and the
+    same length trained straight through without a budget."""
+    flags = ('--config.optimizer.warmup_epochs=1', *LOW_RES_FLAGS,
+             f'--config.model.name={h.LOW_RES_MODEL}')
+    workdir = root / 'budget'
+    runs = {'first': t.run(workdir, '--config.time_budget_minutes=10', *flags,
+                           '--config.max_steps=2', log_name='first')}
+    runs['resumed'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
+                            f'--config.max_steps={h.PARALLEL_STEPS}', log_name='resumed')
+    runs['third_epoch'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
+                                f'--config.max_steps={3 * h.STEPS_PER_EPOCH}',
+                                log_name='third_epoch')
+    fitted = json.loads((workdir / 'results.json').read_text())['num_epochs']
+    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', *flags,
+                              f'--config.max_steps={3 * h.STEPS_PER_EPOCH}')
+    return {'runs': runs, 'fitted': fitted}
 
 
 def test_budget_fits_num_epochs_and_a_resume_keeps_it(trainer):
@@ -76,7 +132,6 @@ def test_low_res_first_epoch_under_a_budget_resumes_exactly(trainer):
     assert plan['num_epochs'] == fitted > 3 and plan['epochs_done'] == 1
     assert 0 < plan['low_res_step_s'] and plan['low_res_fraction'] == 1e-6
     assert plan['fitted_small_epochs'] in (0, 1)       # 1e-6 of any length rounds to 1
-    assert plan['respaced_at_step'] == 0               # the decay is never bent
     resumed = runs['resumed'].output()
     assert 'refit after epoch 1' in resumed and 'at the low size (calibration' in resumed
     assert 'refit after epoch 2' not in resumed

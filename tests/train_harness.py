@@ -5,10 +5,10 @@ device count (XLA_FLAGS), signals and multi-process runs behave as for a user. A
 test session share one persistent compilation cache, so a program compiled by one run (same
 model, optimizer, device count) is loaded, not recompiled, by the next.
 
-The runs are "jobs" (tests/train_jobs.py) run by a small thread pool: conftest.base_run starts the
-jobs of the selected tests that do not need the reference run while that run trains, and
-the others as soon as it is done, so that both cores stay busy; a test then waits for its
-job's result (`trainer.result(name)`) and makes its assertions.
+The runs are "jobs", declared by each test module next to its tests (`@h.job`) and run by a
+small thread pool: conftest starts the jobs of the selected modules when the session starts
+(those that need the reference run as soon as it is done), so that both cores stay busy; a
+test then waits for its job's result (`trainer.result(name)`) and makes its assertions.
 
 Set GHOSTNET_JAX_TEST_COMPILE_CACHE=/some/dir to keep that cache across sessions (faster
 reruns while developing); by default it lives in the session's tmp dir.
@@ -16,6 +16,7 @@ reruns while developing); by default it lives in the session's tmp dir.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -40,7 +42,7 @@ BATCH = 8                                   # smoke.py's global batch
 STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH   # 4 (last partial batch dropped)
 EPOCHS = 6                                  # every 1-device run uses the same schedule
 TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH      # 24
-# The jobs' lengths and settings (tests/train_jobs.py), which their tests assert on.
+# The jobs' lengths and settings, which their tests assert on.
 PARALLEL_STEPS = 2 * STEPS_PER_EPOCH
 DIST_STEPS = 4 * STEPS_PER_EPOCH   # two-process runs: long enough to be signalled mid-run
 ES_PATIENCE, PLATEAU_PATIENCE = 3, 2
@@ -121,15 +123,26 @@ def run_pinned(args: list[str], env: dict, tmp: Path, timeout: float = 600) -> s
     return forked_cli.run(args, env, REPO, tmp, timeout, cpus=one_core())
 
 
-# Work that a test module starts when the session starts (name -> function(root)), like
-# the jobs: registered with @background(name) at import, started by conftest, fetched with
-# trainer.result(name).
-BACKGROUND: dict = {}
+@dataclasses.dataclass
+class Job:
+    """A test module's background work: `fn(trainer, root)` returns what its tests assert on."""
+    fn: Callable[['Trainer', Path], Any]
+    module: str
+    after: str | None   # 'base' (the reference run) or another job, that it starts after
 
 
-def background(name: str):
+# Every job by name, registered by the test modules that declare them (`job`).
+JOBS: dict[str, Job] = {}
+
+
+def job(name: str, after: str | None = None):
+    """Declares a test module's background work, next to the tests that wait for it
+    (`trainer.result(name)`). conftest starts the jobs of the selected modules when the
+    session starts, so they run while the in-process tests do. `after='base'`: a job
+    that reads the reference run's checkpoints, or compiles its programs, starts when that
+    run has finished; `after=NAME`: when job NAME has (whatever its outcome)."""
     def register(fn):
-        BACKGROUND[name] = fn
+        JOBS[name] = Job(fn, fn.__module__, after)
         return fn
     return register
 
@@ -177,67 +190,49 @@ class Run:
 class Trainer:
     """Starts CLI runs on the session's dataset with the shared caches."""
 
-    def __init__(self, root: Path, data: Path, data_cache: Path, compile_cache: Path,
-                 jobs: dict | None = None, follows: dict | None = None):
-        """`jobs`: name -> job(trainer, root) that `launch` may start; `follows`: job name ->
-        the job it starts after (both from tests/train_jobs.py where the session wants them)."""
+    def __init__(self, root: Path, data: Path, data_cache: Path, compile_cache: Path):
         self.root, self.data, self.data_cache, self.compile_cache = root, data, data_cache, compile_cache
-        self._job_fns, self._follows = jobs or {}, follows or {}
         self.base: Path | None = None    # the reference run's workdir, once it has finished
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
         self._jobs: dict[str, concurrent.futures.Future] = {}
-        self._after: set[str] = set()   # jobs that need the reference run first
         self._runs: list[Run] = []
 
     def launch(self, name: str) -> concurrent.futures.Future:
-        """Starts job `name` (one of `jobs`, or a test module's BACKGROUND work) unless it
-        already runs; its files go under root/name."""
+        """Starts job `name` ('base', the reference run, or one of JOBS) unless it already
+        runs, after what it waits for; its files go under root/name."""
         if name not in self._jobs:
-            if name in self._follows:
-                self._jobs[name] = self._follow(name, self.launch(self._follows[name]))
-            elif name in self._after:
-                self._jobs[name] = self._pool.submit(self._after_base, name)
-            elif name in self._job_fns:
-                self._jobs[name] = self._pool.submit(self._job_fns[name], self, self.root / name)
+            if name == 'base':
+                self._jobs[name] = self._pool.submit(self._base)
             else:
-                self._jobs[name] = self._pool.submit(BACKGROUND[name], self.root / name)
+                job = JOBS[name]
+                run = lambda: job.fn(self, self.root / name)
+                self._jobs[name] = (self._pool.submit(run) if job.after is None else
+                                    self._after(self.launch(job.after), run))
         return self._jobs[name]
 
     def result(self, name: str, timeout: float = 900):
         return self.launch(name).result(timeout)
 
-    def launch_base(self, *flags: str, before: list[str] = (), after: list[str] = ()) -> None:
-        """Starts the reference run (job 'base', its workdir root/base) and the jobs
-        `before` beside it; the jobs `after` (which read its checkpoints, or would compile
-        its programs before its run has cached them) start when it has finished."""
-        self._after.update(after)
-        if 'base' not in self._jobs:
-            def base() -> Path:
-                workdir = self.root / 'base'
-                self.run(workdir, *flags).check()
-                self.base = workdir
-                for name in after:
-                    self.launch(name)
-                return workdir
-            self._jobs['base'] = self._pool.submit(base)
-        for name in before:
-            self.launch(name)
+    def _base(self) -> Path:
+        """The uninterrupted 1-device reference run (EPOCHS epochs, a checkpoint every
+        epoch), with BASE_FLAGS."""
+        workdir = self.root / 'base'
+        self.run(workdir, *BASE_FLAGS).check()
+        self.base = workdir
+        return workdir
 
-    def _follow(self, name: str, first: concurrent.futures.Future) -> concurrent.futures.Future:
-        """Job `name`, started when the job behind `first` has finished (whatever its
-        outcome), without holding a worker while it waits."""
+    def _after(self, first: concurrent.futures.Future, run: Callable[[], Any]
+               ) -> concurrent.futures.Future:
+        """`run()`, started when `first` has finished (whatever its outcome), without
+        holding a worker while it waits."""
         chained = concurrent.futures.Future()
 
         def start(_):
-            job = self._pool.submit(self._job_fns[name], self, self.root / name)
+            job = self._pool.submit(run)
             job.add_done_callback(lambda done: chained.set_exception(done.exception())
                                   if done.exception() else chained.set_result(done.result()))
         first.add_done_callback(start)
         return chained
-
-    def _after_base(self, name: str):
-        self.result('base')   # at once, unless a test asked for this job before that
-        return self._job_fns[name](self, self.root / name)
 
     def close(self) -> None:
         """Kills whatever still runs (jobs of tests that were not selected or failed)."""
@@ -308,6 +303,18 @@ class Trainer:
 
     def run(self, workdir: Path, *overrides: str, timeout: float = 600, **kwargs) -> Run:
         return self.start(workdir, *overrides, **kwargs).wait(timeout)
+
+
+def distributed_runs(t: Trainer, workdir: Path, *overrides: str, log_prefix: str = 'process',
+                 port: int | None = None) -> list[Run]:
+    """The two processes of a jax.distributed run of the reference config in `workdir`
+    (one CPU device each), started."""
+    port = port or free_port()
+    return [t.start(workdir, '--config.distributed.enabled=True',
+                    f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+                    '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
+                    *overrides, devices=1, log_name=f'{log_prefix}{i}')
+            for i in range(2)]
 
 
 # ------------------------------------------------------------------------- reading results

@@ -151,8 +151,12 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
               'val': synthetic_split(max(eval_batches, 1) * eval_batch_size, image_size, 1)}
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir, splits=splits)
-        trainer.progress = Progress(trainer.spe, 2, batch_size, stream=io.StringIO())
-        data, runner = trainer.exp.train_data, trainer.runner
+        # The run's first phases, as `Trainer.run` takes them: a fresh run of 2 epochs.
+        trainer.restore_or_start()
+        trainer.fit_length()
+        trainer.record.open()
+        trainer.progress = Progress(trainer.steps_per_epoch, 2, batch_size, stream=io.StringIO())
+        data, runner = trainer.experiment.train_data, trainer.runner
         epoch0 = data.epoch(0)
         fixed_batch = data.batch(epoch0, 0)
         # A copy: the step donates its input, and the epochs below start from the state.
@@ -202,7 +206,7 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
             from ghostnet_jax.benchmarking.profile import profile_step
             hlo = runner._step.lower(holder['carried'], fixed_batch).compile().as_text()
             result.profile = profile_step(jax_step, hlo, profile_dir)
-        del holder
+        holder.clear()   # the last step's state, no longer needed
 
         # --- a real epoch: the trainer's own loop, its first epoch warming up.
         if epoch_steps:
@@ -219,15 +223,15 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
         # --- evaluation with the trainer's Evaluator (one compiled step, summed counts).
         if eval_batches:
             eval_vars = eval_variables(trainer.synced_state())
-            trainer.evaluator(eval_vars, trainer.exp.val_data)   # compiles
+            trainer.evaluate(eval_vars, trainer.experiment.val_data)   # compiles
             eval_times = []
             for _ in range(3):
                 t = time.perf_counter()
-                trainer.evaluator(eval_vars, trainer.exp.val_data)   # fetches the counts
+                trainer.evaluate(eval_vars, trainer.experiment.val_data)   # fetches the counts
                 eval_times.append(time.perf_counter() - t)
             result.eval_s = [round(t, 4) for t in eval_times]
             result.eval_images_per_sec = round(
-                trainer.exp.val_data.num_examples / statistics.median(eval_times), 1)
+                trainer.experiment.val_data.num_examples / statistics.median(eval_times), 1)
         trainer.record.close()
         trainer.ckpt.close()
     return result

@@ -6,7 +6,7 @@
 The key mapping is derived from the Flax variable tree itself (module names mirror the
 PyTorch state_dict), so the expected key set always matches the model that will consume
 it. Writing and reading a converted directory (`python -m ghostnet_jax.convert`) is
-`ghostnet_jax.serving.converted`.
+`ghostnet_jax.serving.converted` (reading it: `ghostnet_jax.training.pretrained`).
 """
 from __future__ import annotations
 

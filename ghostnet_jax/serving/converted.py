@@ -1,13 +1,8 @@
-"""Converted weights on disk: the directory `python -m ghostnet_jax.convert` writes from a
-PyTorch checkpoint, and reading it back (for `ghostnet_jax.load` and `init_from`).
-
-Layout (the contract with the trainer and `load`):
-    DIR/variables/     Orbax StandardCheckpointer pytree {'params': ..., 'batch_stats': ...}
-    DIR/convert.json   model name, num_classes, sha256 of the source file, and what
-                       `ghostnet_jax.load`/predict/export need to use the weights on their
-                       own: a ModelSpec (`model_spec`: ImageNet class names and
-                       normalization for 1000-class ImageNet models) and the host-side
-                       `preprocessing` (timm's eval transform: resize 256, centre crop 224)
+"""Writes converted weights: the directory `python -m ghostnet_jax.convert` makes from a
+PyTorch checkpoint. Its layout and its reader (for `ghostnet_jax.load` and `init_from`)
+are ghostnet_jax/training/pretrained.py; what is recorded for serving: a ModelSpec
+(ImageNet class names and normalization for 1000-class ImageNet models) and the host-side
+preprocessing (timm's eval transform: resize 256, centre crop 224).
 """
 from __future__ import annotations
 
@@ -17,14 +12,11 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-from ghostnet_jax.models.pytorch_weights import (build_ghostnet, abstract_variables,
-                                                 from_torch_state_dict, load_state_dict)
-
-VARIABLES_SUBDIR = 'variables'
-INFO_FILE = 'convert.json'
-INFO_FORMAT = 'ghostnet_jax.convert/1'
+from ghostnet_jax.models.pytorch_weights import (build_ghostnet, from_torch_state_dict,
+                                                 load_state_dict)
+# The directory's layout and its reader belong to what reads it back (init_from, load).
+from ghostnet_jax.training.pretrained import INFO_FILE, INFO_FORMAT, VARIABLES_SUBDIR
 
 
 def _sha256(path: Path) -> str:
@@ -86,32 +78,3 @@ def serving_metadata(model_name: str, num_classes: int):
     model = build_ghostnet(model_name, num_classes=num_classes)
     return converted_spec(model_name, num_classes, is_cifar=model.stem_stride == 1,
                           source='converted PyTorch weights (timm/official)')
-
-
-def converted_info(directory: str | os.PathLike) -> dict[str, Any]:
-    """The convert.json record of a converted checkpoint directory."""
-    path = Path(directory) / INFO_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f'{path} is missing: {directory} is not a completed conversion.')
-    info = json.loads(path.read_text())
-    if info.get('format') != INFO_FORMAT:
-        raise ValueError(f'{path} has format {info.get("format")!r}, expected {INFO_FORMAT!r}.')
-    return info
-
-
-def load_converted(directory: str | os.PathLike) -> dict[str, Any]:
-    """Restores {'params', 'batch_stats'} written by `convert_checkpoint`.
-
-    Returns nested dicts of arrays as Orbax restores them for unsharded targets (host numpy
-    arrays with Orbax 0.12), the same structure `from_torch_state_dict` returns.
-
-    Restores against the abstract variables of the recorded model, so a checkpoint that does
-    not fit the model fails here rather than at the first training step.
-    """
-    import orbax.checkpoint as ocp
-
-    directory = Path(directory).absolute()
-    info = converted_info(directory)
-    target = abstract_variables(build_ghostnet(info['model'], num_classes=info['num_classes']))
-    with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(directory / VARIABLES_SUBDIR, target)

@@ -26,7 +26,7 @@ from ghostnet_jax.training.checkpoints import CheckpointError
 from ghostnet_jax.training.experiment import compute_dtype, stream_options
 from ghostnet_jax.training.model_spec import ModelSpec, spec_from_training
 from ghostnet_jax.training.parallel import make_mesh, replicate
-from ghostnet_jax.training.trainer import Evaluator
+from ghostnet_jax.training.evaluation import evaluator
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def evaluate_checkpoint(workdir: str | epath.Path, checkpoint: str | int = 'best
     else:
         data = DeviceEvalData(target, mesh, batch_size or config.eval_batch_size, spec.mean,
                               spec.std, dtype=dtype)
-    summary = Evaluator(model, spec.num_classes, flip=spec.eval_flip)(
+    summary = evaluator(model, spec.num_classes, flip=spec.eval_flip)(
         replicate(run.variables, mesh), data)
     return {
         'workdir': str(workdir), 'checkpoint': checkpoint, 'step': run.step,

@@ -30,7 +30,7 @@ import numpy as np
 from etils import epath
 
 from ghostnet_jax.models.reparameterize import reparameterize
-from ghostnet_jax.serving.converted import INFO_FILE as CONVERT_INFO
+from ghostnet_jax.training.pretrained import INFO_FILE as CONVERT_INFO
 from ghostnet_jax.serving.preprocessing import Preprocessing
 from ghostnet_jax.training.checkpoints import STATE, Checkpointer, CheckpointError
 from ghostnet_jax.training.model_spec import SPEC_KEY, ModelSpec, ModelSpecError
@@ -312,7 +312,8 @@ def _has_arrays(tree: Any) -> bool:
 
 
 def _read_converted(path: Path) -> tuple[ModelSpec, Preprocessing, dict]:
-    from ghostnet_jax.serving.converted import converted_info, load_converted, serving_metadata
+    from ghostnet_jax.serving.converted import serving_metadata
+    from ghostnet_jax.training.pretrained import converted_info, load_converted
     try:
         info = converted_info(path)
         if SPEC_KEY in info:

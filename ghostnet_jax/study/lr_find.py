@@ -90,8 +90,8 @@ def run_lr_find(config: ml_collections.ConfigDict, workdir: str | Path,
     config = lr_find_config(config)
     lr_of = ramp(options)
     probe = build_probe(config)
-    data = probe.exp.train_data
-    state, lrs, losses, smoothed, stop = probe.exp.state, [], [], [], 'ramp finished'
+    data = probe.experiment.train_data
+    state, lrs, losses, smoothed, stop = probe.experiment.state, [], [], [], 'ramp finished'
     epoch, batches = 0, data.epoch(0)
     for i in range(options.num_steps):
         k = i % data.steps_per_epoch

@@ -18,7 +18,7 @@ from ghostnet_jax.training.parallel import make_mesh
 @dataclasses.dataclass
 class Probe:
     config: ml_collections.ConfigDict
-    exp: Experiment
+    experiment: Experiment
     _step: Callable
 
     def step(self, state, batch: dict, learning_rate: float | None = None) -> tuple[object, dict]:
@@ -31,17 +31,17 @@ class Probe:
 
 def build_probe(config: ml_collections.ConfigDict) -> Probe:
     """Use a config with a constant schedule: the rate given to `step` is then the rate."""
-    exp = build_experiment(config, make_mesh())
-    spe = exp.train_data.steps_per_epoch
+    experiment = build_experiment(config, make_mesh())
+    steps_per_epoch = experiment.train_data.steps_per_epoch
 
     def step(state, batch, learning_rate):
-        tx, schedule = build_optimizer(config.optimizer, spe, config.num_epochs, state.params,
+        tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs, state.params,
                                        learning_rate=learning_rate)
-        return steps.train_step(state, batch, model=exp.model, tx=tx, schedule=schedule,
+        return steps.train_step(state, batch, model=experiment.model, tx=tx, schedule=schedule,
                                 seed=config.seed, label_smoothing=config.label_smoothing,
                                 ema_decay=config.ema_decay)
 
-    return Probe(config, exp, jax.jit(step))
+    return Probe(config, experiment, jax.jit(step))
 
 
 def copy_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

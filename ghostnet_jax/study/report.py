@@ -7,6 +7,7 @@ never trains.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import numpy as np
 
 from ghostnet_jax.study import plots
 from ghostnet_jax.study.diagnosis import diagnose
-from ghostnet_jax.study.grad_health import GradientHealth
+from ghostnet_jax.training.grad_health import GradientHealth
 from ghostnet_jax.study.history import RunHistory, load_history
 from ghostnet_jax.study.predictions import Predictions, predict
 
 MAX_MISCLASSIFIED = 24
+
+log = logging.getLogger(__name__)
 
 
 def _curves(history: RunHistory, out: Path) -> tuple[dict, list[str]]:
@@ -142,4 +145,25 @@ def write_report(workdir: str | Path) -> Path:
         default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
     path = out / 'report.md'
     path.write_text('\n'.join(lines))
+    return path
+
+
+def report_finished_run(workdir: str | Path) -> Path | None:
+    """report/ for a run that `train` or `sweep` has just finished (config.report), on the
+    first process only. A report that fails is a warning: the run and its results are
+    complete without it. An up-to-date report (a rerun of a finished run) is kept."""
+    import jax
+    workdir = Path(workdir)
+    report, results = workdir / 'report' / 'report.md', workdir / 'results.json'
+    if jax.process_index() != 0 or not results.exists():
+        return None
+    if report.exists() and report.stat().st_mtime >= results.stat().st_mtime:
+        return report
+    try:
+        path = write_report(workdir)
+    except Exception as e:   # plots must never cost a finished run its exit status
+        log.warning('Could not write the run report (%s: %s); retry with python -m '
+                    'ghostnet_jax.report --workdir %s', type(e).__name__, e, workdir)
+        return None
+    log.info('Report: %s', path)
     return path

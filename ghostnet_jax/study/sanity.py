@@ -120,9 +120,9 @@ def diverged(losses: list[float], initial_loss: float, factor: float = 4.0) -> b
     return bool(losses) and (not np.isfinite(losses[-1]) or losses[-1] > factor * initial_loss)
 
 
-def _fixed_batch(exp) -> dict:
+def _fixed_batch(experiment) -> dict:
     """The first batch of epoch 0 (no augmentation: the same images every step)."""
-    data = exp.train_data
+    data = experiment.train_data
     return data.batch(data.epoch(0), 0)
 
 
@@ -152,18 +152,18 @@ def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
     max_steps = options.max_steps or default_max_steps(sample)
     config = sanity_config(config, sample)
     probe = build_probe(config)
-    exp = probe.exp
-    batch = _fixed_batch(exp)
+    experiment = probe.experiment
+    batch = _fixed_batch(experiment)
 
     # Step 0 from the initial state: the loss and gradients training starts with.
-    first = jax.device_get(probe.step(exp.state, batch)[1])
+    first = jax.device_get(probe.step(experiment.state, batch)[1])
     init_loss = float(first['loss'])
     groups = sorted(k for k in first if k.startswith('grad_norm/'))
     norms = {k.split('/', 1)[1]: float(first[k]) for k in groups}
-    checks = [check_initial_loss(init_loss, len(exp.class_names), options.init_loss_tolerance),
+    checks = [check_initial_loss(init_loss, len(experiment.class_names), options.init_loss_tolerance),
               check_gradient_norms(norms, options.vanish_ratio, options.explode_ratio)]
 
-    state, losses, accuracy, reached = exp.state, [], [], None
+    state, losses, accuracy, reached = experiment.state, [], [], None
     for i in range(max_steps):
         step_batch = _with_labels_shuffled(batch, config.seed, i) if options.shuffle_labels else batch
         state, metrics = probe.step(state, step_batch)
@@ -188,7 +188,7 @@ def run_sanity(config: ml_collections.ConfigDict, workdir: str | Path,
     plots.overfit_curve(range(1, len(losses) + 1), [v if np.isfinite(v) else np.nan for v in losses],
                         accuracy, options.target_accuracy, reached, workdir / 'sanity_overfit.png')
     report = {'passed': all(c['passed'] for c in checks), 'checks': checks,
-              'model': config.model.name, 'num_classes': len(exp.class_names),
+              'model': config.model.name, 'num_classes': len(experiment.class_names),
               'batch_size': config.batch_size, 'wall_time_s': round(time.time() - start, 1)}
     (workdir / 'sanity.json').write_text(json.dumps(report, indent=2, allow_nan=True))
     return report

@@ -21,6 +21,7 @@ import numpy as np
 
 from ghostnet_jax.study import grid as G
 from ghostnet_jax.study import plots
+from ghostnet_jax.study.report import report_finished_run
 from ghostnet_jax.training.config_checks import ConfigError
 from ghostnet_jax.study.vectorized import (train_vectorized, why_not_vectorized,
                                            without_vector_fields, write_divergence)
@@ -39,16 +40,19 @@ def _config_text(config: ml_collections.ConfigDict) -> str:
     return config.to_json_best_effort(indent=2, sort_keys=True)
 
 
-def _comparable(config_text: str) -> dict:
-    """A saved or planned config as compared for resuming. Before 2026-12 a time-budgeted
-    run rewrote its config.json with what the budget measured (the fitted num_epochs, its
-    low-res count, a bent decay), which the planned config cannot know."""
-    d = json.loads(config_text)
-    if d.get('time_budget_minutes'):
-        d.pop('num_epochs', None)
-        d.get('optimizer', {}).pop('decay_respaced_from', None)
-        d.get('data', {}).get('low_res', {}).pop('epochs_fraction', None)
-    return d
+def _comparable(saved: dict, planned: dict) -> dict:
+    """A saved config as compared with the planned one: fields this version no longer has
+    are left out where they were unset (another value is another config)."""
+    out = {}
+    for key, value in saved.items():
+        if key not in planned:
+            if value not in (None, [], (), {}, 0, 0.0, '', False):
+                out[key] = value
+        elif isinstance(value, dict) and isinstance(planned[key], dict):
+            out[key] = _comparable(value, planned[key])
+        else:
+            out[key] = value
+    return out
 
 
 def finished(run_dir: Path, config: ml_collections.ConfigDict) -> dict | None:
@@ -57,7 +61,8 @@ def finished(run_dir: Path, config: ml_collections.ConfigDict) -> dict | None:
     if not done:
         return None
     saved = run_dir / 'config.json'
-    if saved.exists() and _comparable(saved.read_text()) != _comparable(_config_text(config)):
+    planned = json.loads(_config_text(config))
+    if saved.exists() and _comparable(json.loads(saved.read_text()), planned) != planned:
         raise SweepError(f'{run_dir} was trained with a different config; use a new sweep '
                          'workdir or delete that run folder.')
     return json.loads(done[0].read_text())
@@ -67,10 +72,17 @@ def _status(results: dict) -> str:
     return 'diverged' if results.get('status') == 'diverged' else 'done'
 
 
+def _reported(config: ml_collections.ConfigDict, run_dir: Path, results: dict) -> dict:
+    """`results`, after writing the run's report/ when its config asks for one."""
+    if config.get('report') and _status(results) == 'done':
+        report_finished_run(run_dir)
+    return results
+
+
 def _train_one(train_fn: TrainFn, config: ml_collections.ConfigDict, run_dir: Path) -> dict:
     from ghostnet_jax.training.loop_state import NonFiniteLossError
     try:
-        return train_fn(config, run_dir)
+        return _reported(config, run_dir, train_fn(config, run_dir))
     except NonFiniteLossError as e:
         # Recorded, so that a resumed sweep does not retrain a run known to diverge.
         results = {'status': 'diverged', 'message': str(e)}
@@ -143,8 +155,8 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
             start = time.time()
             outs = train_vectorized([c for _, _, c in group], dirs)
             log.info('Vectorized group of %d runs: %.0f s', len(group), time.time() - start)
-            for (name, _, _), out in zip(group, outs):
-                results[name] = out
+            for (name, _, run_config), out in zip(group, outs):
+                results[name] = _reported(run_config, workdir / name, out)
                 trained.append(name)
     else:
         for name, _, run_config in todo:

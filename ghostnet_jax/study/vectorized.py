@@ -33,7 +33,6 @@ from ghostnet_jax.data.metrics import ExactEvaluator, steps_in_flight
 from ghostnet_jax.models import create_model
 from ghostnet_jax.study.grid import get_field
 from ghostnet_jax.training import steps
-from ghostnet_jax.training.config_checks import check_batch_sizes
 from ghostnet_jax.training.epoch_loop import run_epoch
 from ghostnet_jax.training.experiment import build_experiment, compute_dtype
 from ghostnet_jax.training.loop_state import COMPLETED
@@ -42,7 +41,7 @@ from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import make_mesh
 from ghostnet_jax.training.run_record import RunRecord, epoch_record
 from ghostnet_jax.training.state import create_train_state, eval_variables
-from ghostnet_jax.training.trainer import Evaluator
+from ghostnet_jax.training.evaluation import evaluator
 
 log = logging.getLogger(__name__)
 
@@ -135,15 +134,14 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
     varying = {f for f in VECTOR_FIELDS if len({get_field(c, f) for c in configs}) > 1}
     start = time.time()
     mesh = make_mesh()
-    check_batch_sizes(base, mesh.size)
     seeds = sorted({c.seed for c in configs})
-    exps = {}
+    experiments = {}
     for s in seeds:
         cfg = base.copy_and_resolve_references()
         cfg.seed = s
-        exps[s] = build_experiment(cfg, mesh)
-    first = exps[seeds[0]]
-    spe, num_epochs = first.train_data.steps_per_epoch, base.num_epochs
+        experiments[s] = build_experiment(cfg, mesh)
+    first = experiments[seeds[0]]
+    steps_per_epoch, num_epochs = first.train_data.steps_per_epoch, base.num_epochs
     num_classes, k_models = len(first.class_names), len(configs)
     shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), first.state.params)
 
@@ -155,7 +153,7 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
         hps['weight_decay'] = jnp.asarray([c.optimizer.weight_decay for c in configs], jnp.float32)
 
     def optimizer(hp):
-        return build_optimizer(base.optimizer, spe, num_epochs, shapes,
+        return build_optimizer(base.optimizer, steps_per_epoch, num_epochs, shapes,
                                learning_rate=hp['learning_rate'],
                                weight_decay=hp.get('weight_decay'))
 
@@ -167,10 +165,10 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
                             conv_impl=base.model.conv_impl, dtype=compute_dtype(base.dtype))
 
     def init_state(c, hp):
-        exp = exps[c.seed]
+        experiment = experiments[c.seed]
         tx, _ = optimizer(hp)
-        return create_train_state({'params': exp.state.params,
-                                   'batch_stats': exp.state.batch_stats}, tx, c.ema_decay)
+        return create_train_state({'params': experiment.state.params,
+                                   'batch_stats': experiment.state.batch_stats}, tx, c.ema_decay)
 
     stacked = _stack([init_state(c, _index(hps, i)) for i, c in enumerate(configs)])
 
@@ -199,24 +197,24 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
         records.append(record)
     diverged: list[dict | None] = [None] * k_models
     log.info('Vectorized: %d models (%s vary) in one program, %d epochs of %d steps',
-             k_models, ', '.join(sorted(varying)) or 'nothing', num_epochs, spe)
+             k_models, ', '.join(sorted(varying)) or 'nothing', num_epochs, steps_per_epoch)
     for epoch in range(num_epochs):
         epoch_start = time.time()
-        epochs = {s: exps[s].train_data.epoch(epoch) for s in seeds}
+        epochs = {s: experiments[s].train_data.epoch(epoch) for s in seeds}
 
         def batch_at(k: int) -> dict:
             if per_seed:
-                return _stack([exps[c.seed].train_data.batch(epochs[c.seed], k) for c in configs])
+                return _stack([experiments[c.seed].train_data.batch(epochs[c.seed], k) for c in configs])
             return train_data.batch(epochs[seeds[0]], k)
 
         def on_sync(done: int, fetched: list[dict], last: bool) -> None:
-            first_step = epoch * spe + done - len(fetched)
+            first_step = epoch * steps_per_epoch + done - len(fetched)
             for m, record in enumerate(records):
                 if diverged[m] is not None:
                     continue
                 mine = [{key: v[m] for key, v in r.items()} for r in fetched]
                 bad = next((i for i, r in enumerate(mine) if not np.isfinite(r['loss'])), None)
-                record.write_steps(first_step, mine[:bad], spe)
+                record.write_steps(first_step, mine[:bad], steps_per_epoch)
                 if bad is not None:   # the step whose loss was not finite
                     step = first_step + bad + 1
                     diverged[m] = {'status': 'diverged', 'nonfinite_step': step,
@@ -224,21 +222,21 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
                     log.error('Run %s: loss is not finite at step %d', record.workdir, step)
             return None
 
-        done = run_epoch(runner, stacked, batch_at, 0, spe, sync_every=base.log_every_steps,
-                         steps_before=epoch * spe, max_in_flight=steps_in_flight(),
+        done = run_epoch(runner, stacked, batch_at, 0, steps_per_epoch, sync_every=base.log_every_steps,
+                         steps_before=epoch * steps_per_epoch, max_in_flight=steps_in_flight(),
                          on_sync=on_sync)
-        stacked, step = done.carried, (epoch + 1) * spe
+        stacked, step = done.carried, (epoch + 1) * steps_per_epoch
         val = validate(eval_variables(stacked), first.val_data)
         seconds = time.time() - epoch_start
         for m, record in enumerate(records):
             if diverged[m] is not None:
                 continue
             row = epoch_record(epoch + 1, step, record.loop.epoch_sums, val[m], 1.0, seconds)
-            record.writer.write_scalars(step, {'images_per_second': spe * base.batch_size
+            record.writer.write_scalars(step, {'images_per_second': steps_per_epoch * base.batch_size
                                                / seconds}, 'train')
             improved = record.end_epoch(row, train_data.image_shape[0])
             if epoch + 1 == num_epochs:
-                record.loop.stop_kind, record.loop.stop_reason = COMPLETED, 'completed'
+                record.set_stop(COMPLETED, 'completed')
             if record.ckpt.should_save(epoch + 1, num_epochs) or improved:
                 record.save(step, _index(stacked, m), row, improved)
         log.info('epoch %d/%d: %.0f s for %d models; val accuracy %s', epoch + 1, num_epochs,
@@ -257,6 +255,6 @@ def train_vectorized(configs: list[ml_collections.ConfigDict],
         template = dataclasses.replace(first, state=_index(stacked, m))
         with record.ckpt:
             results.append(record.finish(
-                template, Evaluator(first.model, num_classes, flip=flip), wall,
+                template, evaluator(first.model, num_classes, flip=flip), wall,
                 extra={'vectorized': {'models': k_models, 'varying': sorted(varying)}}))
     return results

@@ -43,28 +43,6 @@ from typing import Any, Mapping
 import ml_collections
 
 
-def default_callbacks_config() -> ml_collections.ConfigDict:
-    """Defaults for `config.callbacks`; both callbacks are off unless `enabled`."""
-    return ml_collections.ConfigDict(
-        dict(
-            early_stopping=dict(
-                enabled=False, monitor="val_accuracy", mode="max", patience=5, min_delta=0.0, restore_best=True
-            ),
-            reduce_lr_on_plateau=dict(
-                enabled=False,
-                monitor="val_loss",
-                mode="auto",
-                factor=0.5,
-                patience=3,
-                cooldown=0,
-                min_scale=0.0,
-                min_lr=0.0,
-                min_delta=1e-4,
-            ),
-        )
-    )
-
-
 def callbacks_from_config(
     cfg: ml_collections.ConfigDict,
 ) -> tuple["EarlyStopping | None", "ReduceLROnPlateau | None"]:

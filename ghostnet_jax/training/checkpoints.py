@@ -14,7 +14,7 @@ step is never deleted by the latest-k rule, and because orbax re-reads each step
 `metrics/` on start-up the best is still known (and kept) after a resume. A step saved
 without the metric is governed by latest-k only.
 
-Config (`config.checkpoint`, see `default_checkpoint_config()`):
+Config (`config.checkpoint`; every field with its default in configs/default.py):
   every_epochs   save after every N-th epoch (and always after the last one)
   every_steps    also save inside epochs, every N steps of the run (0 = off; long epochs)
   max_to_keep    latest k steps kept
@@ -89,13 +89,6 @@ class _LastMarkedBest:
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, damaged, or would be overwritten."""
-
-
-def default_checkpoint_config() -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(
-        dict(every_epochs=1, max_to_keep=3, keep_best=1, best_metric="val_accuracy", best_mode="max", async_save=True,
-             every_steps=0, save_timeout_s=0)
-    )
 
 
 def _listing(path: Path) -> str:

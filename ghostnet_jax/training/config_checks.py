@@ -72,7 +72,6 @@ def validate_config(config: ml_collections.ConfigDict,
         _positive(config.max_steps, 'max_steps')
     if config.get('time_budget_minutes') is not None:
         _positive(config.time_budget_minutes, 'time_budget_minutes', allow_zero=True)
-    _check_respaced(config.optimizer.get('decay_respaced_from', ()))
     _check_augment(config.data.augment)
     if config.data.get('low_res'):
         _check_low_res(config.data.low_res, config.data.get('image_size'))
@@ -121,15 +120,6 @@ def _check_pipeline(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f'checkpoint.every_steps={every} must be a multiple of '
                           f'log_every_steps={config.log_every_steps} (checkpoints are taken '
                           f'where the host syncs), e.g. {config.log_every_steps * max(1, every // config.log_every_steps)}.')
-
-
-def _check_respaced(value) -> None:
-    if value in ((), None):
-        return
-    if (len(value) != 2 or not all(isinstance(v, int) and v > 0 for v in value)):
-        raise ConfigError(f'optimizer.decay_respaced_from is () or (step, num_epochs), two '
-                          f'positive integers: the step where the run\'s length changed and '
-                          f'the length before it (a time budget writes it); got {value!r}.')
 
 
 def _check_augment(a: ml_collections.ConfigDict) -> None:

@@ -1,19 +1,19 @@
 """Everything a config describes, built once: data on devices, model, optimizer, state.
 
-Shared by the trainer and the evaluator so both read a config the same way.
+Shared by the trainer, the sweep and the benchmark so all read a config the same way. The
+one thing built again later is the optimizer's schedule, for a length fitted after the
+build (`with_schedule_length`).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import logging
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from ghostnet_jax.data import (ArraySplit, AugmentConfig, DeviceEvalData, DeviceTrainData,
@@ -21,8 +21,11 @@ from ghostnet_jax.data import (ArraySplit, AugmentConfig, DeviceEvalData, Device
 from ghostnet_jax.data import pipeline as pipeline_lib
 from ghostnet_jax.data.stream import StreamEvalData, StreamOptions, StreamTrainData
 from ghostnet_jax.models import create_model
+from ghostnet_jax.training.config_checks import (check_batch_sizes, check_low_res_size,
+                                                 check_parallel)
 from ghostnet_jax.training.optim import build_optimizer
 from ghostnet_jax.training.parallel import PMAP_AXIS
+from ghostnet_jax.training.pretrained import load_pretrained, merge_pretrained
 from ghostnet_jax.training.state import TrainState, create_train_state, init_variables
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,12 @@ class Experiment:
 def build_experiment(config: ml_collections.ConfigDict, mesh,
                      splits: dict[str, Any] | None = None) -> Experiment:
     """Data on the devices, model, optimizer and initial state, as `config` describes
-    them; `splits` ({'train', 'val', 'test'} arrays) replaces reading config.data."""
+    them; `splits` ({'train', 'val', 'test'} arrays) replaces reading config.data. What
+    the config asks of the machine (batches that split over the mesh, pmap on one process)
+    and of the data (a low-res size below the images') is checked here, where both are
+    known (the rest was checked before anything started: launch.check_config)."""
+    check_batch_sizes(config, mesh.size)
+    check_parallel(config, jax.process_count())
     pipeline, splits = choose_pipeline(config.data, splits)
     train = splits['train']
     mean, std = config.data.get('mean'), config.data.get('std')
@@ -144,6 +152,7 @@ def build_experiment(config: ml_collections.ConfigDict, mesh,
     else:
         train_data = DeviceTrainData(train, mesh, config.batch_size, config.seed, augment, mean,
                                      std, dtype=dtype)
+    check_low_res_size(config, train_data.image_shape)
     mean, std = train_data.mean, train_data.std
     val_data = build_eval_data(splits['val'], mesh, config, mean, std, pipeline)
     test_data = (build_eval_data(splits['test'], mesh, config, mean, std, pipeline)
@@ -159,76 +168,19 @@ def build_experiment(config: ml_collections.ConfigDict, mesh,
                       train.class_names, pipeline)
 
 
-def _optimizer_and_state(config, variables: dict, steps_per_epoch: int, num_epochs: int, mesh,
-                         decay_respaced_from: tuple = ()):
+def _optimizer_and_state(config, variables: dict, steps_per_epoch: int, num_epochs: int, mesh):
     from ghostnet_jax.training.parallel import replicate
-    tx, schedule = build_optimizer(_optimizer_config(config, decay_respaced_from),
-                                   steps_per_epoch, num_epochs, variables['params'])
+    tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, num_epochs,
+                                   variables['params'])
     state = replicate(create_train_state(variables, tx, config.ema_decay), mesh)
     return tx, schedule, state
 
 
-def _optimizer_config(config, decay_respaced_from: tuple) -> ml_collections.ConfigDict:
-    """config.optimizer, with a time budget's bend of the decay when its plan has one (a
-    copy: the user's config is never changed)."""
-    if not decay_respaced_from:
-        return config.optimizer
-    optimizer = config.optimizer.copy_and_resolve_references()
-    optimizer.decay_respaced_from = tuple(decay_respaced_from)
-    return optimizer
-
-
-def with_num_epochs(exp: Experiment, num_epochs: int, decay_respaced_from: tuple = ()) -> Experiment:
-    """The same experiment with its schedule spanning `num_epochs` (a time-budgeted run
-    learns its length only after measuring the step): the same initial weights, a fresh
-    optimizer state."""
-    variables = {'params': exp.state.params, 'batch_stats': exp.state.batch_stats}
-    tx, schedule, state = _optimizer_and_state(exp.config, variables,
-                                               exp.train_data.steps_per_epoch, num_epochs,
-                                               exp.mesh, decay_respaced_from)
-    return dataclasses.replace(exp, tx=tx, schedule=schedule, state=state)
-
-
-def with_schedule_length(exp: Experiment, num_epochs: int) -> Experiment:
-    """The experiment's optimizer with its schedule spanning `num_epochs`, for a run that
-    is already training (a time budget's refit): the optimizer state's structure does not
-    depend on the length, so the trained state carries over unchanged."""
-    tx, schedule = build_optimizer(exp.config.optimizer, exp.train_data.steps_per_epoch,
-                                   num_epochs, exp.state.params)
-    return dataclasses.replace(exp, tx=tx, schedule=schedule)
-
-
-def load_pretrained(path: str) -> dict:
-    """Variables from one of our checkpoints/workdirs or a `ghostnet_jax.convert` output."""
-    from ghostnet_jax.serving.converted import INFO_FILE, load_converted
-    if (Path(path) / INFO_FILE).exists():
-        return load_converted(path)
-    from ghostnet_jax.training.checkpoints import load_variables
-    return load_variables(path)
-
-
-def merge_pretrained(fresh: dict, loaded: dict) -> dict:
-    """Loaded weights into the fresh variables. Leaves whose shape differs (a classifier
-    for another number of classes) keep their fresh init, with a warning; a missing
-    leaf is an error, since the checkpoint is then for another architecture."""
-    flat_loaded = dict(jax.tree_util.tree_leaves_with_path(loaded))
-    reinit, missing = [], []
-
-    def pick(path, leaf):
-        if path not in flat_loaded:
-            missing.append(jax.tree_util.keystr(path))
-            return leaf
-        value = np.asarray(flat_loaded[path])
-        if value.shape != leaf.shape:
-            reinit.append(f'{jax.tree_util.keystr(path)} {value.shape}->{leaf.shape}')
-            return leaf
-        return jnp.asarray(value, leaf.dtype)
-
-    merged = jax.tree_util.tree_map_with_path(pick, {k: fresh[k] for k in ('params', 'batch_stats')})
-    if missing:
-        raise ValueError(f'init_from checkpoint lacks {len(missing)} variables of this model '
-                         f'(another architecture?): {missing[:10]}')
-    if reinit:
-        log.warning('init_from: re-initialized %d variables with other shapes: %s', len(reinit),
-                    reinit)
-    return merged
+def with_schedule_length(experiment: Experiment, num_epochs: int) -> Experiment:
+    """The experiment's optimizer with its schedule spanning `num_epochs` (a run learns its
+    length after it is built: a time budget fits it): the optimizer state's structure does
+    not depend on the length, so a trained state carries over unchanged."""
+    tx, schedule = build_optimizer(experiment.config.optimizer,
+                                   experiment.train_data.steps_per_epoch, num_epochs,
+                                   experiment.state.params)
+    return dataclasses.replace(experiment, tx=tx, schedule=schedule)

@@ -44,7 +44,7 @@ class EpochSums:
 
 @dataclasses.dataclass
 class BestSoFar:
-    """The epoch whose weights the end of training evaluates (see final_weights)."""
+    """The epoch whose weights the end of training evaluates (training/evaluation.py)."""
     metric: str
     mode: str                     # 'max' or 'min'
     min_delta: float = 0.0        # early stopping's, when its restore_best chooses

@@ -1,6 +1,6 @@
 """Optimizer, learning-rate schedules, plateau scaling and parameter EMA.
 
-Config (`config.optimizer`, defaults in `default_optimizer_config()`):
+Config (`config.optimizer`; every field with its default in configs/default.py):
 
   name             'sgd' | 'adam' | 'adamw'
   learning_rate    peak learning rate (after warmup)
@@ -10,14 +10,6 @@ Config (`config.optimizer`, defaults in `default_optimizer_config()`):
   min_lr           warmup_cosine / warmup_linear: value reached at the last step
                    (warmup_linear decays in a straight line: the budget-aware schedule of
                    Li et al., "Budgeted Training", ICLR 2020, for short runs)
-  decay_respaced_from
-                   () or (step, num_epochs): the run's length changed at `step`, where it
-                   had been num_epochs. Up to that step the decay is the one of a
-                   num_epochs run; from it on, the part of the decay still ahead is
-                   spread over the steps left to the run's num_epochs, so the learning
-                   rate is continuous (warmup_linear: a straight line from lr(step) to
-                   min_lr). A time budget writes it when it refits a run mid-decay
-                   (training/time_budget.py); config.json then repeats the run.
   boundaries_epochs, decay_factor
                    piecewise: lr *= decay_factor from the first step of each listed epoch
   momentum, nesterov   sgd
@@ -61,30 +53,6 @@ SCHEDULES = ("warmup_cosine", "warmup_linear", "constant", "piecewise")
 DEFAULT_EMA_DECAY = 0.0
 
 
-def default_optimizer_config() -> ml_collections.ConfigDict:
-    """Defaults for `config.optimizer` (a CIFAR-style SGD + cosine recipe)."""
-    return ml_collections.ConfigDict(
-        dict(
-            name="sgd",
-            learning_rate=0.1,
-            schedule="warmup_cosine",
-            warmup_epochs=5.0,
-            min_lr=0.0,
-            decay_respaced_from=(),
-            boundaries_epochs=(),
-            decay_factor=0.1,
-            momentum=0.9,
-            nesterov=True,
-            b1=0.9,
-            b2=0.999,
-            eps=1e-8,
-            weight_decay=5e-4,
-            grad_clip_norm=0.0,
-            freeze_backbone_epochs=0.0,
-        )
-    )
-
-
 # ----------------------------------------------------------------------------- schedules
 
 
@@ -93,7 +61,7 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
     """Returns a jittable `step -> lr` (float32) for the configured schedule.
 
     `peak` overrides `cfg.learning_rate`; it may be a traced float32 scalar (one model's
-    value under `jax.vmap`, see ghostnet_jax.study.vectorized), so it is only ever used
+    value under `jax.vmap`, the sweep's vectorized training), so it is only ever used
     in array arithmetic."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"Unknown optimizer.schedule {cfg.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
@@ -123,12 +91,11 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
             shape = lambda t: 1.0 - t
         else:
             shape = lambda t: 0.5 * (1.0 + jnp.cos(math.pi * t))
-        progress = _decay_progress(warmup, total, steps_per_epoch,
-                                   tuple(cfg.get("decay_respaced_from", ())))
+        span = float(max(total - warmup, 1))
 
         def main(step):
             # Clamped so that steps after `total` (e.g. an extra epoch) stay at min_lr.
-            t = jnp.clip(progress(step), 0.0, 1.0)
+            t = jnp.clip((step - warmup) / span, 0.0, 1.0)
             return jnp.asarray(end + (peak - end) * shape(t), jnp.float32)
 
     def schedule(step):
@@ -138,28 +105,6 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
         return jnp.where(step < warmup, jnp.asarray(peak * step / warmup, jnp.float32), main(step))
 
     return schedule
-
-
-def _decay_progress(warmup: int, total: int, steps_per_epoch: int,
-                    respaced_from: tuple) -> Callable[[jax.Array], jax.Array]:
-    """step -> the share of the decay done (0 at the end of warmup, 1 at `total`), for a
-    run whose length may have changed mid-decay (`decay_respaced_from`)."""
-    if not respaced_from:
-        return lambda step: (step - warmup) / float(max(total - warmup, 1))
-    at, earlier_epochs = int(respaced_from[0]), int(respaced_from[1])
-    # Before warmup ends no decay has happened: the new length alone decides.
-    bend = max(at, warmup)
-    if bend >= total:
-        raise ValueError(f"optimizer.decay_respaced_from={tuple(respaced_from)}: the step "
-                         f"({at}) must come before the end of training ({total} steps)")
-    earlier_span = float(max(steps_per_epoch * earlier_epochs - warmup, 1))
-    done_at_bend = (bend - warmup) / earlier_span
-
-    def progress(step):
-        before = (step - warmup) / earlier_span
-        after = done_at_bend + (1.0 - done_at_bend) * (step - bend) / float(total - bend)
-        return jnp.where(step < bend, before, after)
-    return progress
 
 
 def length_free_steps(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> float:

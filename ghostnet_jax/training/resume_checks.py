@@ -48,32 +48,49 @@ def run_identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
     return json.loads(json.dumps({field: _get(d, field) for field in REFUSED + WARNED}))
 
 
-def without_budget_fields(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """An identity without what a time budget measures rather than the user chooses.
-    Before 2026-12 a budgeted run wrote its fitted num_epochs, its low-res count and its
-    decay's bend into its config, and so into the identity its checkpoints saved; a
-    resume of such a run must not read them as the user's changes."""
-    d = json.loads(json.dumps(dict(identity)))
-    d.pop('num_epochs', None)
-    if isinstance(d.get('optimizer'), dict):
-        d['optimizer'].pop('decay_respaced_from', None)
-    if isinstance(d.get('data.low_res'), dict):
-        d['data.low_res'].pop('epochs_fraction', None)
-    return d
-
-
 # Fields added to a compared section after runs were saved, with the value every run
 # saved before them had: an identity without one means that value, not a change.
 ADDED_LATER = {'optimizer': {'freeze_backbone_epochs': 0.0}}
 
+def _unset(value: Any) -> bool:
+    return value in (None, [], (), {}, 0, 0.0, '', False)
 
-def with_added_fields(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """`identity` with the fields of ADDED_LATER it predates, at their old value."""
+
+def comparable_identity(identity: Mapping[str, Any],
+                        current: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`identity` as this version compares it with `current`: fields added since at their
+    old value; fields this version no longer has left out when they were unset (a value
+    they held is refused by `written_before_release`)."""
     d = json.loads(json.dumps(dict(identity)))
     for section, fields in ADDED_LATER.items():
         if isinstance(d.get(section), dict):
             d[section] = {**fields, **d[section]}
+    for section, fields in d.items():
+        known = (current or {}).get(section)
+        if isinstance(fields, dict) and isinstance(known, dict):
+            d[section] = {k: v for k, v in fields.items() if k in known or not _unset(v)}
     return d
+
+
+def written_before_release(identity: Mapping[str, Any], current: Mapping[str, Any],
+                           plan: Mapping[str, Any] | None, plan_fields: set[str],
+                           workdir: Any) -> None:
+    """Raises ResumeMismatchError (one paragraph, exit code 2) for a run written by an
+    earlier version that this one cannot continue exactly: its identity or its time
+    budget's plan sets something this version no longer has (such as the decay the
+    removed third budget fit bent mid-run)."""
+    gone = [f'{section}.{k}={v!r}' for section, fields in identity.items()
+            if isinstance(fields, dict) and isinstance(current.get(section), dict)
+            for k, v in fields.items() if k not in current[section] and not _unset(v)]
+    gone += [f'time budget {k}={v!r}' for k, v in (plan or {}).items()
+             if k not in plan_fields and not _unset(v)]
+    if not gone:
+        return
+    raise ResumeMismatchError(
+        f'{workdir} holds a run written by an earlier version of ghostnet_jax, with settings '
+        f'this version no longer has ({"; ".join(gone)}), so it cannot continue that run '
+        'exactly. The run still evaluates and predicts (python -m ghostnet_jax.evaluate '
+        f'--workdir {workdir}); to train further, start a new --workdir.')
 
 
 def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
@@ -81,13 +98,14 @@ def check_resume(saved: Mapping[str, Any], current: Mapping[str, Any],
                  budgeted: bool = False) -> None:
     """Raises ResumeMismatchError for refused changes; warns about the others (if `warn`).
     `saved` may be empty (a checkpoint from before identities were stored): nothing to
-    compare. `budgeted`: the run's length comes from a time budget's plan, so the fields
-    a budget measures are not compared."""
+    compare. `budgeted`: the run's length comes from a time budget's plan, so num_epochs
+    is not compared."""
     if not saved:
         return
-    saved = with_added_fields(saved)
-    if budgeted:
-        saved, current = without_budget_fields(saved), without_budget_fields(current)
+    saved, current = comparable_identity(saved, current), comparable_identity(current)
+    if budgeted:   # the plan decides the length, not num_epochs
+        saved.pop('num_epochs', None)
+        current.pop('num_epochs', None)
     refused = [f'{f}: {saved.get(f)!r} -> {current.get(f)!r}' for f in REFUSED
                if f in saved and saved.get(f) != current.get(f)]
     refused += [f'training data {d}' for d in spec_differences]

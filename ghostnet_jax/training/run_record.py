@@ -1,9 +1,11 @@
 """What one run writes into its workdir: config.json, the metric logs (TensorBoard and
 metrics.jsonl), the checkpoints, each with the loop state, and at the end results.json
-from the weights the final-weights rule picks (and report/ when config.report).
+from the weights the final-weights rule picks.
 
-The trainer keeps one `RunRecord`; a vectorized sweep keeps one per model, so a run
-trained either way is written the same way.
+The record owns the loop state (`LoopState`): every change to it is one of the methods
+below, so what a checkpoint says about the loop is written in one place. The trainer keeps
+one `RunRecord`; a vectorized sweep keeps one per model, so a run trained either way is
+written the same way.
 """
 from __future__ import annotations
 
@@ -17,12 +19,11 @@ from etils import epath
 
 from ghostnet_jax.training.checkpoints import BEST_MARK, Checkpointer
 from ghostnet_jax.training.environment import compute_setup, environment
-from ghostnet_jax.training.final_evaluation import evaluate_final_weights
-from ghostnet_jax.training.final_weights import final_weights_rule
+from ghostnet_jax.training.evaluation import evaluate_final_weights, final_weights_rule
 from ghostnet_jax.training.loop_state import BestSoFar, EpochSums, LoopState
 from ghostnet_jax.training.metrics_log import MetricsWriter, flat_scalars, write_run_config
 from ghostnet_jax.training.model_spec import ModelSpec
-from ghostnet_jax.training.resume_checks import run_identity
+from ghostnet_jax.training.resume_checks import compute_change, run_identity
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,55 @@ class RunRecord:
         self.loop = LoopState()
         self.writer: MetricsWriter | None = None
         self._last_save: tuple = (None, None, False, None)   # save()'s arguments
+        self._new = False   # a run that starts now (start), not a resumed one
 
-    def start(self, num_epochs: int, time_budget: dict | None = None) -> LoopState:
-        """A fresh loop state for a run that starts now."""
+    # ------------------------------------------------------------- the loop state
+    def start(self, num_epochs: int | None = None) -> LoopState:
+        """A fresh loop state for a run that starts now (its length: `set_length`)."""
         self.loop = LoopState(
-            identity=run_identity(self.config), num_epochs=num_epochs,
+            identity=run_identity(self.config), num_epochs=num_epochs or self.config.num_epochs,
             max_steps=self.config.max_steps, model_spec=self.spec.to_json(),
-            time_budget=time_budget, compute=[{'from_step': 0, **compute_setup()}],
+            compute=[{'from_step': 0, **compute_setup()}],
             best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self.best_delta()))
+        self._new = True
         return self.loop
+
+    def resume(self, loop: LoopState, step: int) -> None:
+        """The restored loop state of a run that goes on at `step` under this config: its
+        identity, model spec and max_steps are now this config's, the best epoch is ranked
+        by this config's rule, and a change of what it computes with is logged and kept."""
+        if loop.best is None or (loop.best.metric, loop.best.mode) != (self.rule.metric,
+                                                                     self.rule.mode):
+            loop.best = BestSoFar(self.rule.metric, self.rule.mode, min_delta=self.best_delta())
+            for record in loop.history:
+                loop.best.update(record)
+        setup = compute_setup()
+        change = compute_change(loop.compute, setup, step)
+        if change:
+            log.warning(change)
+        if change or not loop.compute:
+            loop.compute.append({'from_step': step, **setup})
+        loop.max_steps = self.config.max_steps
+        loop.identity, loop.model_spec = run_identity(self.config), self.spec.to_json()
+        self.loop = loop
+
+    def set_length(self, num_epochs: int, plan: dict | None = None) -> None:
+        """The run's length, and the time budget's plan it comes from (None: none)."""
+        self.loop.num_epochs, self.loop.time_budget = num_epochs, plan
+
+    def set_stop(self, kind: str | None, reason: str | None = None) -> None:
+        """Why the loop stopped (a loop_state kind and its words), or None: it goes on."""
+        self.loop.stop_kind, self.loop.stop_reason = kind, reason
+
+    def start_epoch(self, epoch: int) -> None:
+        """Epoch `epoch` (0-based) trains now: its running sums start, unless a resumed
+        run is inside it already."""
+        if self.loop.epoch_sums.epoch != epoch:
+            self.loop.epoch_sums = EpochSums(epoch)
+
+    def set_callbacks(self, early_stopping: dict | None, plateau: dict | None) -> None:
+        """The callbacks' state, saved with the next checkpoint."""
+        self.loop.early_stopping, self.loop.plateau = early_stopping, plateau
 
     def best_delta(self) -> float:
         """Early stopping's min_delta when its restore_best picks the final weights."""
@@ -58,10 +99,13 @@ class RunRecord:
         return float(abs(es.min_delta)) if (es.enabled and es.restore_best) else 0.0
 
     def open(self) -> None:
-        """config.json (as the user gave it) and the metric logs."""
+        """config.json (as the user gave it) and the metric logs (a new run's hyperparameters
+        first)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         write_run_config(self.workdir, self.config)
         self.writer = MetricsWriter(self.workdir)
+        if self._new:
+            self.writer.write_hparams(flat_scalars(self.config.to_dict()), {})
 
     # ------------------------------------------------------------------ during training
     def write_steps(self, first_step: int, fetched: list[dict], steps_per_epoch: int) -> None:
@@ -82,6 +126,11 @@ class RunRecord:
         self.loop.history.append(record)
         self.loop.evaluated_epochs = epoch
         self.loop.epoch_sums = EpochSums(epoch)
+        return self.rank(record)
+
+    def rank(self, record: dict) -> bool:
+        """`record` (an epoch's, or a partial epoch's at max_steps) against the best so far;
+        whether it is the new best."""
         return self.loop.best.update(record)
 
     def save(self, step: int, state: Any, metrics: dict | None = None,
@@ -110,12 +159,12 @@ class RunRecord:
             self.save(step, state, iterator_state=iterator_state)
 
     # ------------------------------------------------------------------------ the end
-    def finish(self, exp: Any, evaluator: Callable, wall_s: float,
+    def finish(self, experiment: Any, evaluator: Callable, wall_s: float,
                extra: dict | None = None) -> dict:
         """results.json: the final weights evaluated on validation and test, the length
-        trained and the environment (and `extra`); also report/ when config.report."""
+        trained and the environment (and `extra`)."""
         self.ckpt.wait_until_finished()
-        results = evaluate_final_weights(self.ckpt, exp, self.rule, self.loop, evaluator,
+        results = evaluate_final_weights(self.ckpt, experiment, self.rule, self.loop, evaluator,
                                          wall_s=wall_s)
         results['num_epochs'] = self.loop.num_epochs
         results['environment'] = environment()
@@ -127,23 +176,11 @@ class RunRecord:
         self.close()
         if jax.process_index() == 0:
             (self.workdir / 'results.json').write_text(json.dumps(results, indent=2))
-            if self.config.get('report', False):
-                self._write_report()
         return results
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-    def _write_report(self) -> None:
-        """report/report.md with the curves, diagnosis and confusion matrix. A report that
-        fails is a warning: the run and its results are complete without it."""
-        from ghostnet_jax.study.report import write_report
-        try:
-            log.info('Report: %s', write_report(self.workdir))
-        except Exception as e:   # plots must never cost a finished run its exit status
-            log.warning('Could not write the run report (%s: %s); retry with python -m '
-                        'ghostnet_jax.report --workdir %s', type(e).__name__, e, self.workdir)
 
 
 def epoch_record(epoch: int, step: int, sums: EpochSums, val: dict, lr_scale: float,
