@@ -15,6 +15,7 @@ code's two seeds: 87.12% and 88.00% (variants 14, 15).
 A machine with another step time gets another number of epochs, and so another accuracy.
 Every variant tried (1-17), and why the recipe is what it is: docs/experiments.md.
 """
+
 from ghostnet_jax.configs import default
 
 
@@ -22,14 +23,14 @@ def get_config():
     config = default.get_config()
     config.model.name = 'ghostnet_cifar_050'
     config.model.dropout_rate = 0.0
-    config.time_budget_minutes = 60.0   # num_epochs is fitted to the machine (docs/training.md)
+    config.time_budget_minutes = 60.0  # num_epochs is fitted to the machine (docs/training.md)
     config.batch_size = 128
     config.label_smoothing = 0.1
     config.optimizer.learning_rate = 0.1
     config.optimizer.warmup_epochs = 1.0
-    config.optimizer.schedule = 'warmup_linear'   # budget-aware decay (variant 11)
+    config.optimizer.schedule = 'warmup_linear'  # budget-aware decay (variant 11)
     config.log_every_steps = 50
     config.eval_flip = True
-    config.data.low_res.size = 24          # the first half of the epochs at 24x24 (variant 8)
-    config.data.augment.crop_padding = 2   # lighter translation for a short run (variant 9)
+    config.data.low_res.size = 24  # the first half of the epochs at 24x24 (variant 8)
+    config.data.augment.crop_padding = 2  # lighter translation for a short run (variant 9)
     return config

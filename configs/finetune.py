@@ -23,6 +23,7 @@ only the streamed pipeline makes (so here: streamed).
 
 Expected result: depends on your data; not measured on a public set yet.
 """
+
 from ghostnet_jax.configs import imagenet
 
 
@@ -40,9 +41,10 @@ def get_config():
     config.batch_size = 64
     config.eval_batch_size = 64
     config.num_epochs = 15
-    config.optimizer.update(dict(learning_rate=0.01, weight_decay=1e-4, warmup_epochs=1.0,
-                                 freeze_backbone_epochs=1.0))
+    config.optimizer.update(
+        dict(learning_rate=0.01, weight_decay=1e-4, warmup_epochs=1.0, freeze_backbone_epochs=1.0)
+    )
     config.log_every_steps = 10
     config.checkpoint.every_steps = 0
-    config.report = True   # a small validation split: its report is cheap
+    config.report = True  # a small validation split: its report is cheap
     return config

@@ -7,11 +7,12 @@ Recipe: the standard CIFAR schedule (SGD nesterov 0.1, wd 5e-4, warmup-cosine, 2
 batch 128, crop + flip). Paper: ResNet-56 93.0%, Ghost-ResNet-56 92.7% test accuracy.
 Expected result here: not yet measured (needs an accelerator).
 """
+
 from ghostnet_jax.configs import default
 
 
 def get_config():
     config = default.get_config()
     config.model.name = 'ghost_resnet56'
-    config.model.dropout_rate = 0.0   # the paper's CIFAR nets use none
+    config.model.dropout_rate = 0.0  # the paper's CIFAR nets use none
     return config

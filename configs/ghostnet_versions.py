@@ -16,17 +16,19 @@ Same epochs instead of the same time: add --config.time_budget_minutes=0
 Expected at 2 fixed epochs (2-core CPU, 2026-12-07): v1 71.60%, v2 72.54%, v3 67.52%
 validation (docs/experiments.md); at the 60-minute budget: not yet measured.
 """
+
 from ghostnet_jax.configs import cpu_hour
 from ghostnet_jax.training.config_checks import ConfigError
 
-VERSIONS = {'v1': 'ghostnet_cifar_050', 'v2': 'ghostnetv2_cifar_050',
-            'v3': 'ghostnetv3_cifar_050'}
+VERSIONS = {'v1': 'ghostnet_cifar_050', 'v2': 'ghostnetv2_cifar_050', 'v3': 'ghostnetv3_cifar_050'}
 
 
 def get_config(version: str = 'v1'):
     if version not in VERSIONS:
-        raise ConfigError(f'configs/ghostnet_versions.py:{version}: the version must be one of '
-                          f'{", ".join(VERSIONS)} (e.g. --config configs/ghostnet_versions.py:v2).')
+        raise ConfigError(
+            f'configs/ghostnet_versions.py:{version}: the version must be one of '
+            f'{", ".join(VERSIONS)} (e.g. --config configs/ghostnet_versions.py:v2).'
+        )
     config = cpu_hour.get_config()
     config.model.name = VERSIONS[version]
     return config

@@ -23,10 +23,11 @@ checkpoint.every_steps saves inside the 1,251-step epochs.
 Expected result: not yet measured (75.7% top-1 is the paper's); needs an accelerator
 (the development machines are CPU-only).
 """
+
 from ghostnet_jax.configs import default
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)   # (0.485, 0.456, 0.406) x 255
-IMAGENET_STD = (58.395, 57.12, 57.375)      # (0.229, 0.224, 0.225) x 255
+IMAGENET_MEAN = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) x 255
+IMAGENET_STD = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) x 255
 
 
 def get_config():
@@ -51,9 +52,17 @@ def get_config():
     config.eval_batch_size = 1000
     config.num_epochs = 300
     config.label_smoothing = 0.1
-    config.optimizer.update(dict(name='sgd', learning_rate=0.4, momentum=0.9, nesterov=True,
-                                 weight_decay=4e-5, schedule='warmup_cosine',
-                                 warmup_epochs=5.0))
+    config.optimizer.update(
+        dict(
+            name='sgd',
+            learning_rate=0.4,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=4e-5,
+            schedule='warmup_cosine',
+            warmup_epochs=5.0,
+        )
+    )
     config.log_every_steps = 100
     config.checkpoint.every_steps = 500
     # The end-of-run report holds its split's images in memory (50,000 at 224: 7.5 GB).

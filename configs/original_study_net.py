@@ -19,6 +19,7 @@ Expected after 1 epoch (--config.num_epochs=1; 2-core CPU, 2026-12-07): 40.44% w
 augmentation off, 39.58% on (docs/experiments.md); after the 20 epochs (~4.4 h on 2 CPU
 cores): not yet measured.
 """
+
 from ghostnet_jax.configs import original_study
 
 

@@ -1,10 +1,11 @@
-"""Tiny CPU recipe for tests and a first look: the 3-bottleneck quarter-width ghostnet_cifar_tiny on a
-folder dataset, a few steps.
+"""Tiny CPU recipe for tests and a first look: the 3-bottleneck quarter-width
+ghostnet_cifar_tiny on a folder dataset, a few steps.
 
 Command (with a small folder dataset PATH/train/<class>/*.png, e.g. the one tests/ generate):
     python -m ghostnet_jax.train --config configs/smoke.py --config.data.source=folder:PATH
 Expected: runs end to end in well under a minute on 2 CPU cores; accuracy is meaningless.
 """
+
 from ghostnet_jax.configs import default
 
 

@@ -1,4 +1,5 @@
 """ghostnet_jax: GhostNet in JAX/Flax and a tested CIFAR-10 training workflow."""
+
 from typing import Any
 
 __version__ = '0.1.0'
@@ -11,8 +12,10 @@ def __getattr__(name: str) -> Any:
     # pulls in orbax (~0.7 s), which the models alone do not need.
     if name in ('create_model', 'list_models'):
         from ghostnet_jax import models
+
         return getattr(models, name)
     if name in ('load', 'TrainedModel'):
         from ghostnet_jax import serving
+
         return getattr(serving, name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -18,6 +18,7 @@ Grain decodes, crops and batches, per number of worker processes) at --stream-si
 (default 32 and 224) on synthetic JPEGs or --stream-data folder:PATH; --stream-only
 measures only that (no model).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,81 +31,133 @@ PROG = 'python -m ghostnet_jax.benchmark'
 
 def _summary(d: dict) -> str:
     from ghostnet_jax.benchmarking.stream import format_rows
-    if 'model' not in d:   # --stream-only
+
+    if 'model' not in d:  # --stream-only
         return format_rows(d['stream'])
-    lines = [(f"{d['model']} batch {d['batch_size']} {d['dtype']} on {d['backend']} "
-             f"({d['device_count']} device(s), {d['cpu']['model']}, {d['cpu']['logical_cores']} "
-             f"cores, {' '.join(d['cpu']['flags'])})"),
-             f"  train step : {d['train_images_per_sec']} img/s (median of {len(d['train_step_s'])})",
-             f"  compile_s  : {d['compile_s']} s to the first finished step, init included"]
+    lines = [
+        (
+            f'{d["model"]} batch {d["batch_size"]} {d["dtype"]} on {d["backend"]} '
+            f'({d["device_count"]} device(s), {d["cpu"]["model"]}, {d["cpu"]["logical_cores"]} '
+            f'cores, {" ".join(d["cpu"]["flags"])})'
+        ),
+        f'  train step : {d["train_images_per_sec"]} img/s (median of {len(d["train_step_s"])})',
+        f'  compile_s  : {d["compile_s"]} s to the first finished step, init included',
+    ]
     if d.get('epoch_images_per_sec'):
-        lines.append(f"  epoch      : {d['epoch_images_per_sec']} img/s "
-                     f"({d['epoch_over_train']:.1%} of the step)")
+        lines.append(
+            f'  epoch      : {d["epoch_images_per_sec"]} img/s '
+            f'({d["epoch_over_train"]:.1%} of the step)'
+        )
     if d.get('batch_s'):
-        lines.append(f"  pipeline   : {d['pipeline_over_step']:.2%} of a step's time per batch "
-                     f"(augmented batch timed interleaved with the steps)")
+        lines.append(
+            f"  pipeline   : {d['pipeline_over_step']:.2%} of a step's time per batch "
+            f'(augmented batch timed interleaved with the steps)'
+        )
     if d.get('eval_images_per_sec'):
-        lines.append(f"  eval       : {d['eval_images_per_sec']} img/s "
-                     f"({d['eval_over_train']}x the train step)")
+        lines.append(
+            f'  eval       : {d["eval_images_per_sec"]} img/s '
+            f'({d["eval_over_train"]}x the train step)'
+        )
     if d.get('torch'):
         t = d['torch']
-        lines.append(f"  torch/timm : {t['images_per_sec']} img/s eager, {t['threads']} threads "
-                     f"(jax/torch = {t['jax_over_torch']}x)")
+        lines.append(
+            f'  torch/timm : {t["images_per_sec"]} img/s eager, {t["threads"]} threads '
+            f'(jax/torch = {t["jax_over_torch"]}x)'
+        )
     if d.get('stream'):
         lines.append(format_rows(d['stream']))
     if d.get('profile'):
         from ghostnet_jax.benchmarking.profile import format_table
+
         lines.append(format_table(d['profile']))
     return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     from ghostnet_jax.models import list_models
+
     parser = flags.command_parser(PROG, __doc__)
-    flags.add(parser, '--model', default='ghostnet_cifar_100', choices=list_models(),
-              metavar='MODEL')
+    flags.add(
+        parser, '--model', default='ghostnet_cifar_100', choices=list_models(), metavar='MODEL'
+    )
     flags.add(parser, '--batch-size', type=int, default=128)
     flags.add(parser, '--image-size', type=int, default=32)
     flags.add(parser, '--steps', type=int, default=20, help='timed train steps')
     flags.add(parser, '--dtype', default='float32', choices=('float32', 'bfloat16'))
     flags.add(parser, '--conv-impl', default='auto', choices=('auto', 'native', 'shifted'))
-    flags.add(parser, '--epoch-steps', type=int, default=50,
-              help='steps of the timed epoch (0: skip)')
-    flags.add(parser, '--log-every-steps', type=int, default=None,
-              help="metrics fetch cadence in the epoch (default: the default config's)")
+    flags.add(
+        parser, '--epoch-steps', type=int, default=50, help='steps of the timed epoch (0: skip)'
+    )
+    flags.add(
+        parser,
+        '--log-every-steps',
+        type=int,
+        default=None,
+        help="metrics fetch cadence in the epoch (default: the default config's)",
+    )
     flags.add(parser, '--eval-batch-size', type=int, default=500)
     flags.add(parser, '--eval-batches', type=int, default=4, help='0: skip evaluation')
     flags.add(parser, '--json', metavar='PATH', help='write the results as JSON')
     flags.add(parser, '--profile', metavar='DIR', help='jax.profiler trace + op-category table')
-    flags.add(parser, '--compare-torch', action='store_true',
-              help='interleave PyTorch/timm eager steps of the identical network')
+    flags.add(
+        parser,
+        '--compare-torch',
+        action='store_true',
+        help='interleave PyTorch/timm eager steps of the identical network',
+    )
     flags.add(parser, '--torch-threads', type=int, default=None)
-    flags.add(parser, '--stream-workers', default='', metavar='LIST',
-              help='worker process counts for the stream throughput, e.g. 0,1,2 (default: skip)')
-    flags.add(parser, '--stream-sizes', default='32,224', metavar='LIST',
-              help='image sides of the stream throughput: <64 as stored, else random crops')
-    flags.add(parser, '--stream-images', type=int, default=512,
-              help='synthetic JPEGs written per size')
+    flags.add(
+        parser,
+        '--stream-workers',
+        default='',
+        metavar='LIST',
+        help='worker process counts for the stream throughput, e.g. 0,1,2 (default: skip)',
+    )
+    flags.add(
+        parser,
+        '--stream-sizes',
+        default='32,224',
+        metavar='LIST',
+        help='image sides of the stream throughput: <64 as stored, else random crops',
+    )
+    flags.add(
+        parser, '--stream-images', type=int, default=512, help='synthetic JPEGs written per size'
+    )
     flags.add(parser, '--stream-batch-size', type=int, default=64)
     flags.add(parser, '--stream-threads', type=int, default=2, help='threads per worker')
-    flags.add(parser, '--stream-data', metavar='folder:PATH',
-              help='time this folder\'s train split instead of synthetic JPEGs')
-    flags.add(parser, '--stream-only', action='store_true',
-              help='only the stream throughput (no model, no compile)')
-    flags.add(parser, '--compilation-cache', metavar='DIR',
-              help='persistent XLA compilation cache (every entry kept): a rerun with the '
-                   'same DIR measures the warm time to the first step')
+    flags.add(
+        parser,
+        '--stream-data',
+        metavar='folder:PATH',
+        help="time this folder's train split instead of synthetic JPEGs",
+    )
+    flags.add(
+        parser,
+        '--stream-only',
+        action='store_true',
+        help='only the stream throughput (no model, no compile)',
+    )
+    flags.add(
+        parser,
+        '--compilation-cache',
+        metavar='DIR',
+        help='persistent XLA compilation cache (every entry kept): a rerun with the '
+        'same DIR measures the warm time to the first step',
+    )
     args, _ = flags.parse(parser, argv)
 
     def body() -> int:
         if args.compare_torch:
             from ghostnet_jax.benchmarking.torch_peer import TORCH_PEERS, require_torch
+
             require_torch()
             if args.model not in TORCH_PEERS:
-                raise errors.UsageError(f'no timm peer for {args.model}; one of '
-                                        f'{sorted(TORCH_PEERS)}.')
+                raise errors.UsageError(
+                    f'no timm peer for {args.model}; one of {sorted(TORCH_PEERS)}.'
+                )
         if args.compilation_cache:
             import jax
+
             # Before anything compiles. Thresholds 0: GhostNet's many small jits (init,
             # data, eval) would otherwise be left out and recompiled on every run.
             jax.config.update('jax_compilation_cache_dir', args.compilation_cache)
@@ -114,12 +167,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.stream_only:
             return _report({'stream': stream_rows}, args.json)
         from ghostnet_jax.benchmarking import run_benchmark
+
         result = run_benchmark(
-            args.model, args.batch_size, args.image_size, args.steps, args.dtype,
-            args.conv_impl, epoch_steps=args.epoch_steps, log_every_steps=args.log_every_steps,
-            eval_batch_size=args.eval_batch_size, eval_batches=args.eval_batches,
-            profile_dir=args.profile, compare_torch=args.compare_torch,
-            torch_threads=args.torch_threads)
+            args.model,
+            args.batch_size,
+            args.image_size,
+            args.steps,
+            args.dtype,
+            args.conv_impl,
+            epoch_steps=args.epoch_steps,
+            log_every_steps=args.log_every_steps,
+            eval_batch_size=args.eval_batch_size,
+            eval_batches=args.eval_batches,
+            profile_dir=args.profile,
+            compare_torch=args.compare_torch,
+            torch_threads=args.torch_threads,
+        )
         d = result.as_dict()
         if stream_rows:
             d['stream'] = stream_rows
@@ -138,11 +201,20 @@ def _stream(args) -> list[dict]:
         workers = [int(w) for w in args.stream_workers.split(',')]
         sizes = [int(s) for s in args.stream_sizes.split(',')]
     except ValueError as e:
-        raise errors.UsageError(f'--stream-workers/--stream-sizes take comma-separated '
-                                f'integers, e.g. 0,1,2 and 32,224 ({e}).') from e
+        raise errors.UsageError(
+            f'--stream-workers/--stream-sizes take comma-separated '
+            f'integers, e.g. 0,1,2 and 32,224 ({e}).'
+        ) from e
     from ghostnet_jax.benchmarking.stream import stream_throughput
-    return stream_throughput(workers, sizes, args.stream_images, args.stream_batch_size,
-                             args.stream_threads, args.stream_data)
+
+    return stream_throughput(
+        workers,
+        sizes,
+        args.stream_images,
+        args.stream_batch_size,
+        args.stream_threads,
+        args.stream_data,
+    )
 
 
 def _report(d: dict, json_path: str | None) -> int:
@@ -156,6 +228,7 @@ def _report(d: dict, json_path: str | None) -> int:
 
 if __name__ == '__main__':
     from ghostnet_jax.cli.process import prepare_process, setup_logging
+
     prepare_process()
     setup_logging()
     sys.exit(main())

@@ -17,6 +17,7 @@ tflite (pip install 'ghostnet_jax[export-tflite]').
 Exit codes: 0 ok, 1 unexpected or check failed, 2 usage / missing extra, 4 data,
 5 checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,19 +39,38 @@ def parse_batch_size(text: str) -> int | None | str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = flags.command_parser(PROG, __doc__)
-    flags.add(parser, '--workdir', required=True,
-              help='training workdir, checkpoints/ dir, step dir or convert output')
+    flags.add(
+        parser,
+        '--workdir',
+        required=True,
+        help='training workdir, checkpoints/ dir, step dir or convert output',
+    )
     flags.add(parser, '--format', required=True, choices=FORMATS)
     flags.add(parser, '--out', required=True, help='file to write (PATH.json is written too)')
-    flags.add(parser, '--batch-size', default='default',
-              help="N or 'dynamic'; default: dynamic for stablehlo and onnx, 1 for tflite "
-                   '(the LiteRT interpreter runs dynamic-batch graphs 15-30x slower)')
+    flags.add(
+        parser,
+        '--batch-size',
+        default='default',
+        help="N or 'dynamic'; default: dynamic for stablehlo and onnx, 1 for tflite "
+        '(the LiteRT interpreter runs dynamic-batch graphs 15-30x slower)',
+    )
     flags.add(parser, '--checkpoint', default='best', help='best (default), latest or a step')
-    flags.add(parser, '--conv-impl', default=None, choices=('native', 'shifted'),
-              help='convolution formulation in the exported graph (same weights); '
-                   'default: shifted for stablehlo (fast in XLA on CPU), native otherwise')
-    flags.add(parser, '--check-images', default=None, metavar='FOLDER_OR_IMAGE', nargs='+',
-              help='images to compare the export with predict on (default: generated)')
+    flags.add(
+        parser,
+        '--conv-impl',
+        default=None,
+        choices=('native', 'shifted'),
+        help='convolution formulation in the exported graph (same weights); '
+        'default: shifted for stablehlo (fast in XLA on CPU), native otherwise',
+    )
+    flags.add(
+        parser,
+        '--check-images',
+        default=None,
+        metavar='FOLDER_OR_IMAGE',
+        nargs='+',
+        help='images to compare the export with predict on (default: generated)',
+    )
     flags.add(parser, '--no-check', action='store_true', help='skip the round-trip check')
     args, _ = flags.parse(parser, argv)
     if not errors.verbose(argv if argv is not None else sys.argv[1:]):
@@ -61,16 +81,29 @@ def main(argv: list[str] | None = None) -> int:
         which = flags.checkpoint(args.checkpoint)
         from ghostnet_jax.serving.classify import find_images
         from ghostnet_jax.serving.exporters import TOLERANCE, export_and_check
+
         check_files = find_images(args.check_images) if args.check_images else None
-        done = export_and_check(args.workdir, args.format, args.out, batch_size, which,
-                                args.conv_impl, check_files, check=not args.no_check)
+        done = export_and_check(
+            args.workdir,
+            args.format,
+            args.out,
+            batch_size,
+            which,
+            args.conv_impl,
+            check_files,
+            check=not args.no_check,
+        )
         shape = ', '.join(map(str, done['image_shape']))
-        print(f'wrote {done["path"]} ({done["bytes"] / 1e6:.2f} MB, {args.format}, batch '
-              f'{done["batch_size"] or "dynamic"}, input uint8 (N, {shape})) and '
-              f'{done["metadata"]}')
+        print(
+            f'wrote {done["path"]} ({done["bytes"] / 1e6:.2f} MB, {args.format}, batch '
+            f'{done["batch_size"] or "dynamic"}, input uint8 (N, {shape})) and '
+            f'{done["metadata"]}'
+        )
         if done['max_abs_difference'] is not None:
-            print(f'check: {args.format} in its own runtime vs predict on {done["checked_on"]}: '
-                  f'max abs difference {done["max_abs_difference"]:.3g} (tolerance {TOLERANCE:g})')
+            print(
+                f'check: {args.format} in its own runtime vs predict on {done["checked_on"]}: '
+                f'max abs difference {done["max_abs_difference"]:.3g} (tolerance {TOLERANCE:g})'
+            )
         return errors.OK
 
     return errors.run_command(PROG, body, argv)

@@ -4,6 +4,7 @@ The core install (`pip install ghostnet_jax`) trains, evaluates, predicts and ex
 StableHLO. Everything else is an extra of pyproject.toml; a command that needs one and
 does not find it stops with `MissingExtraError` (exit code 2) naming the pip command.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,10 @@ class MissingExtraError(ImportError):
 
     def __init__(self, extra: str, what: str, error: BaseException | None = None):
         found = f' ({type(error).__name__}: {error})' if error else ''
-        super().__init__(f'{what} needs the optional extra {extra!r}, which is not '
-                         f"installed{found}. Install it: pip install 'ghostnet_jax[{extra}]'")
+        super().__init__(
+            f'{what} needs the optional extra {extra!r}, which is not '
+            f"installed{found}. Install it: pip install 'ghostnet_jax[{extra}]'"
+        )
         self.extra = extra
 
 

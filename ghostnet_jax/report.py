@@ -6,6 +6,7 @@ learning rate, per-stage gradient norms, update/parameter ratio), an over/underf
 diagnosis, gradient-health warnings, the confusion matrix and per-class accuracy on the
 test split (validation when the run has none) and a grid of misclassified images.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from ghostnet_jax.study.report import write_report
+
         path = write_report(args.workdir)
         print(path.read_text())
         print(f'Written: {path}')
@@ -32,5 +34,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == '__main__':
     from ghostnet_jax.cli.process import setup_logging
+
     setup_logging()
     sys.exit(main())

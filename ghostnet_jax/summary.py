@@ -9,6 +9,7 @@ activations, pooling or upsampling: the convention behind the official 141M of G
 1.0x; docs/serving.md). A GhostNetV3 is shown in its training form (every branch) unless
 --reparameterized asks for the folded form that predict and export run.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,24 +21,46 @@ PROG = 'python -m ghostnet_jax.summary'
 
 def main(argv: list[str] | None = None) -> int:
     from ghostnet_jax.models import list_models
+
     parser = flags.command_parser(PROG, __doc__)
-    flags.add(parser, '--model', required=True, choices=list_models(), metavar='MODEL',
-              help='one of: ' + ', '.join(list_models()))
-    flags.add(parser, '--input-size', type=int, default=None,
-              help='square input side (default: 32 for CIFAR models, 224 otherwise)')
+    flags.add(
+        parser,
+        '--model',
+        required=True,
+        choices=list_models(),
+        metavar='MODEL',
+        help='one of: ' + ', '.join(list_models()),
+    )
+    flags.add(
+        parser,
+        '--input-size',
+        type=int,
+        default=None,
+        help='square input side (default: 32 for CIFAR models, 224 otherwise)',
+    )
     flags.add(parser, '--num-classes', type=int, default=None)
     flags.add(parser, '--format', choices=('text', 'markdown', 'csv'), default='text')
-    flags.add(parser, '--reparameterized', action='store_true',
-              help='a GhostNetV3 folded for inference (as predict/export run it)')
+    flags.add(
+        parser,
+        '--reparameterized',
+        action='store_true',
+        help='a GhostNetV3 folded for inference (as predict/export run it)',
+    )
     args, _ = flags.parse(parser, argv)
 
     def body() -> int:
         if args.reparameterized and not args.model.startswith('ghostnetv3'):
-            raise errors.UsageError(f'--reparameterized folds GhostNetV3 branches; {args.model} '
-                                    'has none (use a ghostnetv3_* model, or drop the flag).')
+            raise errors.UsageError(
+                f'--reparameterized folds GhostNetV3 branches; {args.model} '
+                'has none (use a ghostnetv3_* model, or drop the flag).'
+            )
         from ghostnet_jax.models.layer_table import model_summary
-        print(model_summary(args.model, args.input_size, args.num_classes, args.format,
-                            args.reparameterized))
+
+        print(
+            model_summary(
+                args.model, args.input_size, args.num_classes, args.format, args.reparameterized
+            )
+        )
         return errors.OK
 
     return errors.run_command(PROG, body, argv)

@@ -11,6 +11,7 @@ arguments after `--` go to the benchmark. Appends one CSV row per process (the b
 own figures plus the process's user/system CPU seconds and wall time) and prints the
 medians per setup. Run it on an otherwise idle machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,21 @@ import tempfile
 import time
 from pathlib import Path
 
-FIELDS = ('model', 'setup', 'round', 'step_img_s', 'epoch_img_s', 'eval_img_s', 'compile_s',
-          'user_s', 'sys_s', 'wall_s', 'cpu', 'date', 'command')
+FIELDS = (
+    'model',
+    'setup',
+    'round',
+    'step_img_s',
+    'epoch_img_s',
+    'eval_img_s',
+    'compile_s',
+    'user_s',
+    'sys_s',
+    'wall_s',
+    'cpu',
+    'date',
+    'command',
+)
 
 
 def parse_setup(text: str) -> tuple[str, dict[str, str]]:
@@ -40,31 +54,41 @@ def run_once(args: list[str], env: dict[str, str]) -> dict:
         out = Path(tmp) / 'bench.json'
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.time()
-        proc = subprocess.run([sys.executable, '-m', 'ghostnet_jax.benchmark', *args,
-                               '--json', str(out)], env={**os.environ, **env},
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, '-m', 'ghostnet_jax.benchmark', *args, '--json', str(out)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+        )
         wall = time.time() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise SystemExit(f'benchmark failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
         d = json.loads(out.read_text())
-    return {'step_img_s': d['train_images_per_sec'], 'epoch_img_s': d.get('epoch_images_per_sec'),
-            'eval_img_s': d.get('eval_images_per_sec'), 'compile_s': d['compile_s'],
-            'user_s': round(after.ru_utime - before.ru_utime, 1),
-            'sys_s': round(after.ru_stime - before.ru_stime, 1), 'wall_s': round(wall, 1),
-            'model': d['model'], 'cpu': d['cpu']['model'] + ' ' + ' '.join(d['cpu']['flags'])}
+    return {
+        'step_img_s': d['train_images_per_sec'],
+        'epoch_img_s': d.get('epoch_images_per_sec'),
+        'eval_img_s': d.get('eval_images_per_sec'),
+        'compile_s': d['compile_s'],
+        'user_s': round(after.ru_utime - before.ru_utime, 1),
+        'sys_s': round(after.ru_stime - before.ru_stime, 1),
+        'wall_s': round(wall, 1),
+        'model': d['model'],
+        'cpu': d['cpu']['model'] + ' ' + ' '.join(d['cpu']['flags']),
+    }
 
 
 def main() -> None:
     argv = sys.argv[1:]
     split = argv.index('--') if '--' in argv else len(argv)
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('--setup', action='append', required=True)
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--out', required=True, help='CSV to append to')
     args = parser.parse_args(argv[:split])
-    bench_args = argv[split + 1:]
+    bench_args = argv[split + 1 :]
     setups = [parse_setup(s) for s in args.setup]
     out = Path(args.out)
     new = not out.exists()
@@ -76,17 +100,26 @@ def main() -> None:
         for r in range(1, args.rounds + 1):
             for name, env in setups:
                 row = run_once(bench_args, env)
-                row.update(setup=name, round=r, date=time.strftime('%Y-%m-%d'),
-                           command='python -m ghostnet_jax.benchmark ' + ' '.join(bench_args))
+                row.update(
+                    setup=name,
+                    round=r,
+                    date=time.strftime('%Y-%m-%d'),
+                    command='python -m ghostnet_jax.benchmark ' + ' '.join(bench_args),
+                )
                 writer.writerow(row)
                 f.flush()
                 rows[name].append(row)
-                print(f"round {r} {name}: step {row['step_img_s']} epoch {row['epoch_img_s']} "
-                      f"eval {row['eval_img_s']} img/s, sys {row['sys_s']} s", flush=True)
+                print(
+                    f'round {r} {name}: step {row["step_img_s"]} epoch {row["epoch_img_s"]} '
+                    f'eval {row["eval_img_s"]} img/s, sys {row["sys_s"]} s',
+                    flush=True,
+                )
     for name, rs in rows.items():
         med = lambda k: statistics.median(float(x[k]) for x in rs if x[k] is not None)
-        print(f'{name}: median step {med("step_img_s"):.1f} epoch {med("epoch_img_s"):.1f} '
-              f'eval {med("eval_img_s"):.1f} img/s, sys {med("sys_s"):.1f} s')
+        print(
+            f'{name}: median step {med("step_img_s"):.1f} epoch {med("epoch_img_s"):.1f} '
+            f'eval {med("eval_img_s"):.1f} img/s, sys {med("sys_s"):.1f} s'
+        )
 
 
 if __name__ == '__main__':

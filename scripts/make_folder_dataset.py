@@ -4,6 +4,7 @@ pipeline and configs/finetune.py without a real dataset (docs/training.md):
 
     python scripts/make_folder_dataset.py PATH [--classes cat,dog] [--per-class 40]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SIZES = ((48, 48), (64, 40), (36, 56), (80, 80))   # (H, W), mixed on purpose
+SIZES = ((48, 48), (64, 40), (36, 56), (80, 80))  # (H, W), mixed on purpose
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ Models:
                       1000 classes, 56x56; the tests also fold it and compare the folded
                       network with these logits.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,9 @@ def timm_name(name: str) -> str:
     return name.replace('_cifar', '')
 
 
-def synthetic_state_dict(shapes: dict[str, tuple[int, ...]] | list, seed: int) -> dict[str, np.ndarray]:
+def synthetic_state_dict(
+    shapes: dict[str, tuple[int, ...]] | list, seed: int
+) -> dict[str, np.ndarray]:
     """Deterministic PyTorch-layout weights whose eval-mode activations stay O(1).
 
     One draw per key, in sorted key order, from numpy's default_rng(seed), so the result does
@@ -74,7 +77,7 @@ def synthetic_state_dict(shapes: dict[str, tuple[int, ...]] | list, seed: int) -
             out[key] = np.zeros(shape, np.int64)
         elif name == 'weight' and len(shape) >= 2:
             fan_in = int(np.prod(shape[1:]))
-            out[key] = rng.standard_normal(shape, np.float32) * np.float32(fan_in ** -0.5)
+            out[key] = rng.standard_normal(shape, np.float32) * np.float32(fan_in**-0.5)
         elif name == 'weight':
             scale = rng.uniform(0.5, 1.5, shape).astype(np.float32)
             # A GhostNetV3 conv sums up to five branches (3 kxk, 1x1 scale, identity BN), so
@@ -179,6 +182,7 @@ def import_timm() -> types.ModuleType:
         lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
         import_timm.torchvision_lib = lib  # The declarations live as long as this object.
     import timm
+
     return timm
 
 
@@ -218,6 +222,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+
     torch.set_num_threads(2)
     timm = import_timm()
     if importlib.util.find_spec('ghostnet_jax') is None:
@@ -233,25 +238,34 @@ def main() -> None:
         ours = expected_torch_shapes(name, num_classes=num_classes)
         theirs = {k: s for k, s in shapes.items() if not k.endswith('.num_batches_tracked')}
         if ours != theirs:
-            raise SystemExit(f'{name}: key/shape sets differ: only timm '
-                             f'{sorted(set(theirs.items()) - set(ours.items()))}, only ours '
-                             f'{sorted(set(ours.items()) - set(theirs.items()))}')
+            raise SystemExit(
+                f'{name}: key/shape sets differ: only timm '
+                f'{sorted(set(theirs.items()) - set(ours.items()))}, only ours '
+                f'{sorted(set(ours.items()) - set(theirs.items()))}'
+            )
         images = make_input(seed, size)
         logits = timm_logits(model, synthetic_state_dict(shapes, seed), images)
         meta['models'][name] = {
-            'timm': kind, 'num_classes': num_classes, 'input_size': size, 'seed': seed,
+            'timm': kind,
+            'num_classes': num_classes,
+            'input_size': size,
+            'seed': seed,
             'shapes': [[k, list(s)] for k, s in shapes.items()],
         }
         arrays[f'{name}/input'] = images
         arrays[f'{name}/logits'] = logits
-        print(f'{name}: {len(shapes)} keys, logits std {logits.std():.3f}, '
-              f'max |logit| {np.abs(logits).max():.3f}')
+        print(
+            f'{name}: {len(shapes)} keys, logits std {logits.std():.3f}, '
+            f'max |logit| {np.abs(logits).max():.3f}'
+        )
 
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with open(args.out_dir / FIXTURE_JSON, 'w') as f:
         # One key per line: readable diffs when timm's layout changes.
-        f.write('{\n' + f'"torch": {json.dumps(meta["torch"])},\n"timm": {json.dumps(meta["timm"])},\n'
-                '"models": {\n')
+        f.write(
+            '{\n' + f'"torch": {json.dumps(meta["torch"])},\n"timm": {json.dumps(meta["timm"])},\n'
+            '"models": {\n'
+        )
         for i, (name, m) in enumerate(meta['models'].items()):
             head = {k: v for k, v in m.items() if k != 'shapes'}
             f.write(f'{json.dumps(name)}: {json.dumps(head)[:-1]}, "shapes": [\n')

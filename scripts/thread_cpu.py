@@ -10,6 +10,7 @@ XLA threads (`tf_XLAEigen`) train; the Python threads of the training process an
 workers decode, batch and place batches. Threads or processes that end between two samples
 still count up to their last sample (a worker process ends with each epoch).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import sys
 import time
 
 EPOCH_LINE = re.compile(r'(?m)^epoch \d+/\d+:')
-Sample = tuple[float, int, dict[str, float]]   # (time, epochs finished, thread -> CPU-s)
+Sample = tuple[float, int, dict[str, float]]  # (time, epochs finished, thread -> CPU-s)
 
 
 def process_tree(root: int) -> list[int]:
@@ -33,7 +34,7 @@ def process_tree(root: int) -> list[int]:
             for tid in os.listdir(f'/proc/{pid}/task'):
                 with open(f'/proc/{pid}/task/{tid}/children') as f:
                     todo += [int(c) for c in f.read().split()]
-        except OSError:   # the process has just ended
+        except OSError:  # the process has just ended
             pass
     return pids
 
@@ -53,8 +54,8 @@ def thread_times(root: int) -> dict[str, float]:
                     stat = f.read()
             except OSError:
                 continue
-            name = re.sub(r'(?<=[-_])\d+$', '#', stat[stat.index('(') + 1:stat.rindex(')')])
-            fields = stat[stat.rindex(')') + 2:].split()
+            name = re.sub(r'(?<=[-_])\d+$', '#', stat[stat.index('(') + 1 : stat.rindex(')')])
+            fields = stat[stat.rindex(')') + 2 :].split()
             role = 'main' if pid == root else 'child'
             out[f'{role}:{name}:{tid}'] = (int(fields[11]) + int(fields[12])) / tick
     return out
@@ -63,7 +64,7 @@ def thread_times(root: int) -> dict[str, float]:
 def window(samples: list[Sample], first: int, last: int) -> collections.Counter:
     """CPU-seconds per (role, thread name) from samples[first] to samples[last]."""
     start, seen = samples[first][2], {}
-    for _, _, times in samples[first:last + 1]:
+    for _, _, times in samples[first : last + 1]:
         seen.update(times)
     total = collections.Counter()
     for key, cpu in seen.items():

@@ -1,20 +1,20 @@
 """Session fixtures for the end-to-end trainer tests (tests/test_train_*.py)."""
+
 import atexit
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import forked_cli
+import pytest
 import train_harness as h
 
 # Unoptimized XLA code generation for the test process too (subprocess runs set it
 # themselves): compiling is most of what the in-process model, export and evaluation tests
 # spend, and no test here measures speed. Must happen before jax is first imported.
 if h.XLA_TEST_FLAGS not in os.environ.get('XLA_FLAGS', ''):
-    os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {h.XLA_TEST_FLAGS}".strip()
+    os.environ['XLA_FLAGS'] = f'{os.environ.get("XLA_FLAGS", "")} {h.XLA_TEST_FLAGS}'.strip()
 
 # Decoded-split caches of in-process tests go to a folder of this session, never to the
 # user's ~/.cache (runs started by the harness get their own GHOSTNET_JAX_CACHE).
@@ -55,7 +55,9 @@ def trainer(tmp_path_factory):
     """The tiny folder dataset plus data and compilation caches shared by every run."""
     root = tmp_path_factory.mktemp('train_e2e')
     data = h.make_dataset(root / 'data')
-    t = h.Trainer(root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
+    t = h.Trainer(
+        root, data, root / 'data_cache', Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE'])
+    )
     # The runs' fork server (tests/forked_cli.py), started here in the main thread before
     # any run: it inherits this process's environment, swapped for the runs' own.
     forked_cli.start_server(t.env())
@@ -73,7 +75,8 @@ def _background_runs(request):
     modules = {item.module.__name__ for item in selected}
     jobs = [name for name, job in h.JOBS.items() if job.module in modules]
     if any('base_run' in item.fixturenames for item in selected) or any(
-            h.JOBS[name].after == 'base' for name in jobs):
+        h.JOBS[name].after == 'base' for name in jobs
+    ):
         t.launch('base')
     for name in jobs:
         t.launch(name)

@@ -2,6 +2,7 @@
 
 Its own light module: Grain's spawned worker imports it to unpickle the reader, and
 importing a test module would cost the worker seconds (JAX, TFDS)."""
+
 import os
 import signal
 

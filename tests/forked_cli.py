@@ -13,6 +13,7 @@ harness's environment. A run whose environment differs from the server's in anyt
 the variables read after startup (FORK_SAFE_ENV) is started as a plain subprocess, as is
 every run where the forkserver is unavailable or GHOSTNET_JAX_TEST_FORK=0.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,11 +31,24 @@ from pathlib import Path
 # Modules the server imports once; whatever a run imports beyond them it imports itself.
 # Not the command modules themselves: runpy runs those as __main__, and warns when one is
 # already imported (the library never imports a command).
-PRELOAD = ['jax', 'flax.linen', 'optax', 'orbax.checkpoint', 'tensorboardX', 'ghostnet_jax.cli.flags',
-           'ghostnet_jax.cli.errors', 'ghostnet_jax.cli.process', 'ghostnet_jax.training.launch',
-           'ghostnet_jax.training.trainer',
-           'ghostnet_jax.study.sweep', 'ghostnet_jax.study.sanity', 'ghostnet_jax.study.lr_find',
-           'ghostnet_jax.study.report', 'ghostnet_jax.serving.loading', 'forked_cli']
+PRELOAD = [
+    'jax',
+    'flax.linen',
+    'optax',
+    'orbax.checkpoint',
+    'tensorboardX',
+    'ghostnet_jax.cli.flags',
+    'ghostnet_jax.cli.errors',
+    'ghostnet_jax.cli.process',
+    'ghostnet_jax.training.launch',
+    'ghostnet_jax.training.trainer',
+    'ghostnet_jax.study.sweep',
+    'ghostnet_jax.study.sanity',
+    'ghostnet_jax.study.lr_find',
+    'ghostnet_jax.study.report',
+    'ghostnet_jax.serving.loading',
+    'forked_cli',
+]
 # Read by XLA when a run's backend starts (XLA_FLAGS; NPROC, its thread count) or by the
 # package when a run reads its data, both after the fork, or read by nothing in a run
 # (pytest's note of the current test); every other variable may be read at import, in the
@@ -42,8 +56,10 @@ PRELOAD = ['jax', 'flax.linen', 'optax', 'orbax.checkpoint', 'tensorboardX', 'gh
 FORK_SAFE_ENV = ('XLA_FLAGS', 'NPROC', 'GHOSTNET_JAX_CACHE', 'PYTEST_CURRENT_TEST')
 
 # A plain subprocess's pin: set the affinity, then become the run.
-_PIN_AND_EXEC = ('import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")}); '
-                 'os.execv(sys.argv[2], sys.argv[2:])')
+_PIN_AND_EXEC = (
+    'import os, sys; os.sched_setaffinity(0, {int(c) for c in sys.argv[1].split(",")}); '
+    'os.execv(sys.argv[2], sys.argv[2:])'
+)
 
 _server_env: dict[str, str] | None = None
 _context = None
@@ -58,6 +74,7 @@ def start_server(env: dict[str, str]) -> None:
     if 'forkserver' not in multiprocessing.get_all_start_methods():
         return
     from multiprocessing import forkserver
+
     context = multiprocessing.get_context('forkserver')
     context.set_forkserver_preload(PRELOAD)
     saved = dict(os.environ)
@@ -72,7 +89,12 @@ def start_server(env: dict[str, str]) -> None:
 
 
 def _forkable(args: list[str], env: dict[str, str]) -> bool:
-    if _context is None or len(args) < 3 or args[0] != sys.executable or args[1] not in ('-m', '-c'):
+    if (
+        _context is None
+        or len(args) < 3
+        or args[0] != sys.executable
+        or args[1] not in ('-m', '-c')
+    ):
         return False
     strip = lambda e: {k: v for k, v in e.items() if k not in FORK_SAFE_ENV}
     return strip(env) == strip(_server_env)
@@ -105,8 +127,14 @@ class Forked:
         self.send_signal(signal.SIGKILL)
 
 
-def start(args: list[str], env: dict[str, str], cwd: str | Path, stdout: str | Path,
-          stderr: str | Path | None = None, cpus: set[int] | None = None):
+def start(
+    args: list[str],
+    env: dict[str, str],
+    cwd: str | Path,
+    stdout: str | Path,
+    stderr: str | Path | None = None,
+    cpus: set[int] | None = None,
+):
     """Starts `args` ([sys.executable, '-m'|'-c', ...]) with its stdout written to the file
     `stdout` and its stderr to `stderr` (None: the same file); a Forked or a Popen.
 
@@ -116,7 +144,7 @@ def start(args: list[str], env: dict[str, str], cwd: str | Path, stdout: str | P
     if not _forkable(args, env):
         out = open(stdout, 'w')
         err = subprocess.STDOUT if stderr is None else open(stderr, 'w')
-        if cpus is not None:   # pinned, then exec'd: no preexec_fn fork in a threaded process
+        if cpus is not None:  # pinned, then exec'd: no preexec_fn fork in a threaded process
             args = [sys.executable, '-c', _PIN_AND_EXEC, ','.join(map(str, sorted(cpus))), *args]
         try:
             return subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=err)
@@ -124,15 +152,22 @@ def start(args: list[str], env: dict[str, str], cwd: str | Path, stdout: str | P
             out.close()
             if stderr is not None:
                 err.close()
-    process = _context.Process(target=_run_in_child,
-                               args=(args[1:], env, str(cwd), str(stdout),
-                                     None if stderr is None else str(stderr), cpus))
+    process = _context.Process(
+        target=_run_in_child,
+        args=(args[1:], env, str(cwd), str(stdout), None if stderr is None else str(stderr), cpus),
+    )
     process.start()
     return Forked(process, args)
 
 
-def run(args: list[str], env: dict[str, str], cwd: str | Path, tmp: Path,
-        timeout: float = 600, cpus: set[int] | None = None) -> subprocess.CompletedProcess:
+def run(
+    args: list[str],
+    env: dict[str, str],
+    cwd: str | Path,
+    tmp: Path,
+    timeout: float = 600,
+    cpus: set[int] | None = None,
+) -> subprocess.CompletedProcess:
     """subprocess.run(args, capture_output=True, text=True), started by start() (on `cpus`)."""
     tmp.mkdir(parents=True, exist_ok=True)
     stamp = f'{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}'
@@ -143,14 +178,22 @@ def run(args: list[str], env: dict[str, str], cwd: str | Path, tmp: Path,
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        raise AssertionError(f'timed out after {timeout} s: {args}\n'
-                             f'{err.read_text(errors="replace")[-4000:]}')
-    return subprocess.CompletedProcess(args, proc.returncode, out.read_text(errors='replace'),
-                                       err.read_text(errors='replace'))
+        raise AssertionError(
+            f'timed out after {timeout} s: {args}\n{err.read_text(errors="replace")[-4000:]}'
+        )
+    return subprocess.CompletedProcess(
+        args, proc.returncode, out.read_text(errors='replace'), err.read_text(errors='replace')
+    )
 
 
-def _run_in_child(args: list[str], env: dict[str, str], cwd: str, stdout: str,
-                  stderr: str | None, cpus: set[int] | None = None) -> None:
+def _run_in_child(
+    args: list[str],
+    env: dict[str, str],
+    cwd: str,
+    stdout: str,
+    stderr: str | None,
+    cpus: set[int] | None = None,
+) -> None:
     """In the forked child: become `python ARGS` (as the interpreter would run it) and exit
     with its exit code, after its non-daemon threads and atexit handlers, as Python does."""
     if cpus is not None:

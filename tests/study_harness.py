@@ -1,6 +1,7 @@
 """Helpers for the study command tests (tests/test_study_*.py): the real CLIs in
 subprocesses on train_harness's generated folder dataset, with the compile flags and the
 persistent compilation cache the trainer tests use."""
+
 from __future__ import annotations
 
 import json
@@ -21,18 +22,31 @@ class Cli:
         self.data = h.make_dataset(root / 'data', per_class=per_class)
         # The session's compilation cache (tests/conftest.py): the trainer tests compile the
         # same programs.
-        self.trainer = h.Trainer(root, self.data, root / 'data_cache',
-                                 Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']))
+        self.trainer = h.Trainer(
+            root,
+            self.data,
+            root / 'data_cache',
+            Path(os.environ['GHOSTNET_JAX_TEST_COMPILE_CACHE']),
+        )
 
     def overrides(self, epochs: int = 2) -> list[str]:
-        return [f'--config.data.source=folder:{self.data}',
-                f'--config.data.cache_dir={self.trainer.data_cache}',
-                '--config.model.conv_impl=native', f'--config.num_epochs={epochs}',
-                '--config.report=False']   # test_study_report turns it back on
+        return [
+            f'--config.data.source=folder:{self.data}',
+            f'--config.data.cache_dir={self.trainer.data_cache}',
+            '--config.model.conv_impl=native',
+            f'--config.num_epochs={epochs}',
+            '--config.report=False',
+        ]  # test_study_report turns it back on
 
     def start(self, command: str, *args: str, log: str, epochs: int = 2) -> Proc:
-        argv = [sys.executable, '-m', f'ghostnet_jax.{command}', f'--config={h.SMOKE}',
-                *self.overrides(epochs), *args]
+        argv = [
+            sys.executable,
+            '-m',
+            f'ghostnet_jax.{command}',
+            f'--config={h.SMOKE}',
+            *self.overrides(epochs),
+            *args,
+        ]
         if command == 'report':
             argv = [sys.executable, '-m', 'ghostnet_jax.report', *args]
         path = self.root / f'{log}.log'

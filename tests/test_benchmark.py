@@ -3,6 +3,7 @@
 One tiny end-to-end run (ghostnet_cifar_tiny, batch 8, a 3-step epoch) serves every check
 on the JSON document; the rest are unit tests on hand-written inputs.
 """
+
 import json
 import statistics
 
@@ -21,23 +22,54 @@ BATCH, EPOCH_STEPS, EVAL_BATCH, EVAL_BATCHES, STEPS = 8, 3, 10, 2, 3
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp('bench')
     path = out / 'bench.json'
-    benchmark.main(['--model', 'ghostnet_cifar_tiny', '--batch-size', str(BATCH),
-                    '--steps', str(STEPS), '--epoch-steps', str(EPOCH_STEPS),
-                    '--log-every-steps', '2', '--eval-batch-size', str(EVAL_BATCH),
-                    '--eval-batches', str(EVAL_BATCHES), '--json', str(path),
-                    '--profile', str(out / 'trace')])
+    benchmark.main(
+        [
+            '--model',
+            'ghostnet_cifar_tiny',
+            '--batch-size',
+            str(BATCH),
+            '--steps',
+            str(STEPS),
+            '--epoch-steps',
+            str(EPOCH_STEPS),
+            '--log-every-steps',
+            '2',
+            '--eval-batch-size',
+            str(EVAL_BATCH),
+            '--eval-batches',
+            str(EVAL_BATCHES),
+            '--json',
+            str(path),
+            '--profile',
+            str(out / 'trace'),
+        ]
+    )
     return json.loads(path.read_text())
 
 
 def test_json_has_the_issue_fields(report):
-    for key in ('train_images_per_sec', 'eval_images_per_sec', 'compile_s',
-                'epoch_images_per_sec', 'backend', 'device_count', 'dtype', 'batch_size',
-                'versions', 'xla_flags', 'cpu', 'allocator'):
+    for key in (
+        'train_images_per_sec',
+        'eval_images_per_sec',
+        'compile_s',
+        'epoch_images_per_sec',
+        'backend',
+        'device_count',
+        'dtype',
+        'batch_size',
+        'versions',
+        'xla_flags',
+        'cpu',
+        'allocator',
+    ):
         assert key in report, key
     assert report['backend'] == jax.default_backend()
     assert report['device_count'] == jax.device_count()
     assert (report['dtype'], report['batch_size'], report['model']) == (
-        'float32', BATCH, 'ghostnet_cifar_tiny')
+        'float32',
+        BATCH,
+        'ghostnet_cifar_tiny',
+    )
     assert report['versions']['jax'] == jax.__version__
     assert report['compile_s'] > 0
     assert report['allocator'] == (loaded_allocator() or "glibc's malloc")
@@ -47,19 +79,26 @@ def test_throughputs_are_images_over_median_seconds(report):
     # Recomputed from the raw timings in the same document (rounding: 0.1 img/s, 0.1 ms).
     assert len(report['train_step_s']) >= STEPS
     assert report['train_images_per_sec'] == pytest.approx(
-        BATCH / statistics.median(report['train_step_s']), rel=0.02)
+        BATCH / statistics.median(report['train_step_s']), rel=0.02
+    )
     assert report['train_images_per_sec_mean'] == pytest.approx(
-        BATCH * len(report['train_step_s']) / sum(report['train_step_s']), rel=0.02)
+        BATCH * len(report['train_step_s']) / sum(report['train_step_s']), rel=0.02
+    )
     assert report['epoch_images_per_sec'] == pytest.approx(
-        EPOCH_STEPS * BATCH / report['epoch_s'], rel=0.02)
+        EPOCH_STEPS * BATCH / report['epoch_s'], rel=0.02
+    )
     assert report['eval_images_per_sec'] == pytest.approx(
-        EVAL_BATCHES * EVAL_BATCH / statistics.median(report['eval_s']), rel=0.02)
+        EVAL_BATCHES * EVAL_BATCH / statistics.median(report['eval_s']), rel=0.02
+    )
     assert len(report['batch_s']) == len(report['train_step_s'])
     assert report['pipeline_over_step'] == pytest.approx(
         statistics.median(report['batch_s']) / statistics.median(report['train_step_s']),
-        rel=0.02, abs=1e-4)
+        rel=0.02,
+        abs=1e-4,
+    )
     assert report['epoch_over_train'] == pytest.approx(
-        report['epoch_images_per_sec'] / report['train_images_per_sec'], abs=0.002)
+        report['epoch_images_per_sec'] / report['train_images_per_sec'], abs=0.002
+    )
 
 
 def test_profile_charges_time_to_the_network_layers(report):
@@ -73,50 +112,64 @@ def test_profile_charges_time_to_the_network_layers(report):
         assert 0 < p['backward_fraction'][category] < 1, category
 
 
-@pytest.mark.parametrize('op_name,category', [
-    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/cheap_operation/mul', 'depthwise conv'),
-    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'depthwise conv'),
-    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_1_0/shortcut_pw/dot_general',
-     '1x1 conv / matmul'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_9_0/conv/dot_general', '1x1 conv / matmul'),
-    ('jit(train_step)/jvp(GhostNet)/classifier/dot_general', '1x1 conv / matmul'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/primary_bn/reduce_sum', 'BatchNorm'),
-    ('jit(train_step)/jvp(GhostNet)/bn1/mul', 'BatchNorm'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/se/conv_reduce/dot_general', 'squeeze-excite'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/se/mul', 'squeeze-excite'),
-    ('jit(train_step)/jvp(GhostNet)/conv_stem/dot_general', 'stem 3x3 conv'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/max', 'elementwise / other layers'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_0_0/add', 'elementwise / other layers'),
-    ('jit(train_step)/mul', 'optimizer, loss, metrics'),
-])
+@pytest.mark.parametrize(
+    'op_name,category',
+    [
+        ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/cheap_operation/mul', 'depthwise conv'),
+        ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'depthwise conv'),
+        (
+            'jit(train_step)/transpose(jvp(GhostNet))/blocks_1_0/shortcut_pw/dot_general',
+            '1x1 conv / matmul',
+        ),
+        ('jit(train_step)/jvp(GhostNet)/blocks_9_0/conv/dot_general', '1x1 conv / matmul'),
+        ('jit(train_step)/jvp(GhostNet)/classifier/dot_general', '1x1 conv / matmul'),
+        ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/primary_bn/reduce_sum', 'BatchNorm'),
+        ('jit(train_step)/jvp(GhostNet)/bn1/mul', 'BatchNorm'),
+        ('jit(train_step)/jvp(GhostNet)/blocks_3_0/se/conv_reduce/dot_general', 'squeeze-excite'),
+        ('jit(train_step)/jvp(GhostNet)/blocks_3_0/se/mul', 'squeeze-excite'),
+        ('jit(train_step)/jvp(GhostNet)/conv_stem/dot_general', 'stem 3x3 conv'),
+        ('jit(train_step)/jvp(GhostNet)/blocks_0_0/ghost1/max', 'elementwise / other layers'),
+        ('jit(train_step)/jvp(GhostNet)/blocks_0_0/add', 'elementwise / other layers'),
+        ('jit(train_step)/mul', 'optimizer, loss, metrics'),
+    ],
+)
 def test_categorize(op_name, category):
     assert prof.categorize(op_name) == category
 
 
-@pytest.mark.parametrize('op_name,want', [
-    ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'backward'),
-    ('jit(train_step)/jvp(GhostNet)/blocks_3_0/conv_dw/mul', 'forward'),
-    ('jit(train_step)/mul', 'update'),
-])
+@pytest.mark.parametrize(
+    'op_name,want',
+    [
+        ('jit(train_step)/transpose(jvp(GhostNet))/blocks_3_0/conv_dw/add_any', 'backward'),
+        ('jit(train_step)/jvp(GhostNet)/blocks_3_0/conv_dw/mul', 'forward'),
+        ('jit(train_step)/mul', 'update'),
+    ],
+)
 def test_direction(op_name, want):
     assert prof.direction(op_name) == want
 
 
 def test_instruction_names_come_from_hlo_metadata():
-    hlo = ('  %fusion.12 = f32[8]{0} fusion(%p), kind=kLoop, calls=%fc, metadata={op_type="mul" '
-           'op_name="jit(f)/jvp(GhostNet)/blocks_0_0/ghost2/cheap_bn/mul"}\n'
-           '  ROOT ynn_fusion.3 = f32[8,8]{1,0} fusion(%a, %b), kind=kCustom, '
-           'metadata={op_name="jit(f)/jvp(GhostNet)/blocks_0_0/ghost2/primary_conv/dot_general"}\n'
-           '  %copy.1 = f32[8]{0} copy(%x)\n')
-    assert prof.instruction_categories(hlo) == {'fusion.12': 'BatchNorm',
-                                                'ynn_fusion.3': '1x1 conv / matmul'}
+    hlo = (
+        '  %fusion.12 = f32[8]{0} fusion(%p), kind=kLoop, calls=%fc, metadata={op_type="mul" '
+        'op_name="jit(f)/jvp(GhostNet)/blocks_0_0/ghost2/cheap_bn/mul"}\n'
+        '  ROOT ynn_fusion.3 = f32[8,8]{1,0} fusion(%a, %b), kind=kCustom, '
+        'metadata={op_name="jit(f)/jvp(GhostNet)/blocks_0_0/ghost2/primary_conv/dot_general"}\n'
+        '  %copy.1 = f32[8]{0} copy(%x)\n'
+    )
+    assert prof.instruction_categories(hlo) == {
+        'fusion.12': 'BatchNorm',
+        'ynn_fusion.3': '1x1 conv / matmul',
+    }
 
 
 def test_cpu_flags_from_cpuinfo(tmp_path):
     f = tmp_path / 'cpuinfo'
-    f.write_text('processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: Test CPU\n'
-                 'flags\t\t: fpu sse2 avx avx2 fma avx512f\n\nprocessor\t: 1\n'
-                 'flags\t\t: fpu amx_tile\n')
+    f.write_text(
+        'processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: Test CPU\n'
+        'flags\t\t: fpu sse2 avx avx2 fma avx512f\n\nprocessor\t: 1\n'
+        'flags\t\t: fpu amx_tile\n'
+    )
     info = cpu_info(str(f))
     assert (info['model'], info['family'], info['model_number']) == ('Test CPU', '26', '2')
     assert info['flags'] == ['avx', 'avx2', 'fma', 'avx512f']
@@ -124,9 +177,11 @@ def test_cpu_flags_from_cpuinfo(tmp_path):
 
 def test_loaded_allocator_reads_the_process_maps(tmp_path):
     maps = tmp_path / 'maps'
-    maps.write_text('7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n'
-                    '7f02-7f03 r-xp 00000000 08:01 456 /usr/lib/libtcmalloc_minimal.so.4.5.10\n'
-                    '7f04-7f05 rw-p 00000000 00:00 0\n')
+    maps.write_text(
+        '7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n'
+        '7f02-7f03 r-xp 00000000 08:01 456 /usr/lib/libtcmalloc_minimal.so.4.5.10\n'
+        '7f04-7f05 rw-p 00000000 00:00 0\n'
+    )
     assert loaded_allocator(str(maps)) == '/usr/lib/libtcmalloc_minimal.so.4.5.10'
     maps.write_text('7f00-7f01 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n')
     assert loaded_allocator(str(maps)) is None
@@ -135,7 +190,8 @@ def test_loaded_allocator_reads_the_process_maps(tmp_path):
 
 def test_compare_torch_without_torch_exits_cleanly(monkeypatch, capsys):
     import sys
-    monkeypatch.setitem(sys.modules, 'timm', None)     # makes `import timm` fail
+
+    monkeypatch.setitem(sys.modules, 'timm', None)  # makes `import timm` fail
     assert benchmark.main(['--compare-torch']) == 2
     assert "pip install 'ghostnet_jax[torch]'" in capsys.readouterr().err
 
@@ -146,7 +202,7 @@ def test_torch_peer_is_the_same_network():
 
     step, info = torch_peer.torch_train_step(batch_size=2, image_size=32, threads=1)
     step()
-    assert info['parameters'] == 3_913_790   # ghostnet_cifar_100's count (tests/test_models.py)
+    assert info['parameters'] == 3_913_790  # ghostnet_cifar_100's count (tests/test_models.py)
     # CIFAR strides: output stride 8, so a 32x32 input ends as a 4x4 map (ImageNet's: 1x1).
     model = torch_peer.timm_cifar_ghostnet().eval()
     with torch.no_grad():
@@ -157,19 +213,21 @@ def test_interleaving_does_not_time_the_first_call_after_a_switch():
     """A call right after the other contender pays for the switch (spinning threads,
     refilled caches): measured 2-3x slower. The timed calls must be the steady ones."""
     import time
+
     from ghostnet_jax.benchmarking.measure import _interleaved
+
     calls = []
 
     def contender(name):
         def fn():
             if calls and calls[-1] != name:
-                time.sleep(0.05)          # the switch penalty
+                time.sleep(0.05)  # the switch penalty
             calls.append(name)
+
         return fn
 
-    times = _interleaved({'a': contender('a'), 'b': contender('b')}, rounds=3,
-                         steps_per_round=2)
-    assert calls == (['a'] * 3 + ['b'] * 3) * 3       # one untimed call per switch
+    times = _interleaved({'a': contender('a'), 'b': contender('b')}, rounds=3, steps_per_round=2)
+    assert calls == (['a'] * 3 + ['b'] * 3) * 3  # one untimed call per switch
     assert all(len(t) == 6 and max(t) < 0.03 for t in times.values()), times
     single = _interleaved({'a': contender('a')}, rounds=2, steps_per_round=2)
     assert len(single['a']) == 4
@@ -178,13 +236,30 @@ def test_interleaving_does_not_time_the_first_call_after_a_switch():
 def test_stream_throughput_rows(tmp_path, capsys):
     """--stream-only: host images/s per size and worker count, without a model."""
     path = tmp_path / 'stream.json'
-    assert benchmark.main(['--stream-only', '--stream-workers', '0', '--stream-sizes', '16,64',
-                           '--stream-images', '12', '--stream-batch-size', '4',
-                           '--json', str(path)]) == 0
+    assert (
+        benchmark.main(
+            [
+                '--stream-only',
+                '--stream-workers',
+                '0',
+                '--stream-sizes',
+                '16,64',
+                '--stream-images',
+                '12',
+                '--stream-batch-size',
+                '4',
+                '--json',
+                str(path),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(path.read_text())['stream']
     assert [(r['image_size'], r['workers'], r['random_resized_crop']) for r in rows] == [
-        (16, 0, False), (64, 0, True)]
+        (16, 0, False),
+        (64, 0, True),
+    ]
     for r in rows:
         assert r['batches'] == 2 and r['images_per_sec'] > 0 and r['first_batch_s'] >= 0
     assert '64x64  random-resized crop workers 0' in capsys.readouterr().out
-    assert benchmark.main(['--stream-only']) == 2   # nothing to measure: a usage error
+    assert benchmark.main(['--stream-only']) == 2  # nothing to measure: a usage error

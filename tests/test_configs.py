@@ -1,5 +1,6 @@
 """Every config in configs/ is a valid experiment record: it loads, validates, names a real
 model, and its docstring carries a command."""
+
 import importlib.util
 from pathlib import Path
 
@@ -8,8 +9,9 @@ import pytest
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, validate_config
 
-CONFIG_FILES = sorted(p for p in (Path(__file__).parents[1] / 'configs').glob('*.py')
-                      if p.name != '__init__.py')
+CONFIG_FILES = sorted(
+    p for p in (Path(__file__).parents[1] / 'configs').glob('*.py') if p.name != '__init__.py'
+)
 
 
 def _load(path):
@@ -21,7 +23,13 @@ def _load(path):
 
 def test_the_issue_configs_exist():
     assert {p.stem for p in CONFIG_FILES} >= {
-        'default', 'original_study', 'ghost_vgg16', 'ghost_resnet56', 'smoke', 'cpu_hour'}
+        'default',
+        'original_study',
+        'ghost_vgg16',
+        'ghost_resnet56',
+        'smoke',
+        'cpu_hour',
+    }
 
 
 @pytest.mark.parametrize('path', CONFIG_FILES, ids=lambda p: p.stem)
@@ -33,22 +41,31 @@ def test_config_validates_and_documents_its_command(path):
 
 def test_original_study_matches_the_study():
     config = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study')).get_config()
-    assert (config.optimizer.name, config.optimizer.learning_rate, config.batch_size,
-            config.num_epochs) == ('adam', 1e-3, 32, 20)
+    assert (
+        config.optimizer.name,
+        config.optimizer.learning_rate,
+        config.batch_size,
+        config.num_epochs,
+    ) == ('adam', 1e-3, 32, 20)
     assert config.callbacks.early_stopping.patience == 5
-    assert (config.callbacks.reduce_lr_on_plateau.factor,
-            config.callbacks.reduce_lr_on_plateau.patience) == (0.5, 3)
+    assert (
+        config.callbacks.reduce_lr_on_plateau.factor,
+        config.callbacks.reduce_lr_on_plateau.patience,
+    ) == (0.5, 3)
 
 
-@pytest.mark.parametrize('field,value,expected', [
-    ('model.name', 'ghostnet_999', 'ghostnet_cifar_100'),
-    ('optimizer.name', 'rmsprop', 'adamw'),
-    ('parallel', 'spmd', 'pmap'),
-    ('dtype', 'float16', 'bfloat16'),
-    ('data.source', 'cifar10', 'tfds:NAME'),
-    ('batch_size', 0, 'batch_size'),
-    ('callbacks.early_stopping.monitor', 'val_acc', 'val_accuracy'),
-])
+@pytest.mark.parametrize(
+    'field,value,expected',
+    [
+        ('model.name', 'ghostnet_999', 'ghostnet_cifar_100'),
+        ('optimizer.name', 'rmsprop', 'adamw'),
+        ('parallel', 'spmd', 'pmap'),
+        ('dtype', 'float16', 'bfloat16'),
+        ('data.source', 'cifar10', 'tfds:NAME'),
+        ('batch_size', 0, 'batch_size'),
+        ('callbacks.early_stopping.monitor', 'val_acc', 'val_accuracy'),
+    ],
+)
 def test_bad_values_name_the_valid_choices(field, value, expected):
     config = default.get_config()
     *parents, leaf = field.split('.')
@@ -64,7 +81,7 @@ def test_unknown_field_is_named_with_valid_ones():
     config = default.get_config()
     config.optimizer.unlock()
     config.optimizer.momentun = 0.9
-    with pytest.raises(ConfigError, match=r"optimizer\.momentun.*momentum"):
+    with pytest.raises(ConfigError, match=r'optimizer\.momentun.*momentum'):
         validate_config(config, default.get_config())
 
 
@@ -83,7 +100,10 @@ def test_study_net_and_version_comparison_configs():
     versions = _load(next(p for p in CONFIG_FILES if p.stem == 'ghostnet_versions'))
     configs = {v: versions.get_config(v) for v in ('v1', 'v2', 'v3')}
     assert [c.model.name for c in configs.values()] == [
-        'ghostnet_cifar_050', 'ghostnetv2_cifar_050', 'ghostnetv3_cifar_050']
+        'ghostnet_cifar_050',
+        'ghostnetv2_cifar_050',
+        'ghostnetv3_cifar_050',
+    ]
     for config in configs.values():
         config.model.name = 'same'
         assert config.to_dict() == configs['v1'].to_dict()

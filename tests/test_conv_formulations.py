@@ -3,6 +3,7 @@
 Checked for every (kernel, stride, grouping) that a registered model actually uses, on odd
 and even input sizes, for outputs and for gradients w.r.t. both input and kernel.
 """
+
 import functools
 import re
 
@@ -63,28 +64,45 @@ def test_the_models_use_the_expected_conv_kinds():
     # 3x3 s1), stride-2 depthwise 3x3/5x5; GhostNetV2/V3's DFC attention (depthwise 1x5,
     # 5x1) and V3's 1x1 depthwise scale branches (s1 beside the cheap op, s2 beside the
     # stride-2 depthwise conv).
-    assert kinds == {((3, 3), 1, 'dense'), ((3, 3), 2, 'dense'), ((1, 1), 1, 'dense'),
-                     ((3, 3), 1, 'depthwise'), ((3, 3), 2, 'depthwise'),
-                     ((5, 5), 2, 'depthwise'), ((1, 5), 1, 'depthwise'),
-                     ((5, 1), 1, 'depthwise'), ((1, 1), 1, 'depthwise'),
-                     ((1, 1), 2, 'depthwise')}
+    assert kinds == {
+        ((3, 3), 1, 'dense'),
+        ((3, 3), 2, 'dense'),
+        ((1, 1), 1, 'dense'),
+        ((3, 3), 1, 'depthwise'),
+        ((3, 3), 2, 'depthwise'),
+        ((5, 5), 2, 'depthwise'),
+        ((1, 5), 1, 'depthwise'),
+        ((5, 1), 1, 'depthwise'),
+        ((1, 1), 1, 'depthwise'),
+        ((1, 1), 2, 'depthwise'),
+    }
 
 
 def _reference(x, kernel, stride, groups):
     kh, kw = kernel.shape[:2]
-    return lax.conv_general_dilated(x, kernel, (stride, stride), [(kh // 2, kh // 2), (kw // 2, kw // 2)],
-                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
-                                    feature_group_count=groups,
-                                    precision=lax.Precision.HIGHEST)
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        (stride, stride),
+        [(kh // 2, kh // 2), (kw // 2, kw // 2)],
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+        feature_group_count=groups,
+        precision=lax.Precision.HIGHEST,
+    )
 
 
 # Odd and even sizes where they differ: a stride-2 conv's output size and last window
 # depend on the parity; a stride-1 conv with an odd kernel pads symmetrically either way.
-SIZED_CONFIGS = [(config, size) for config in CONFIGS for size in ((7, 8) if config[1] > 1 else (7,))]
+SIZED_CONFIGS = [
+    (config, size) for config in CONFIGS for size in ((7, 8) if config[1] > 1 else (7,))
+]
 
 
-@pytest.mark.parametrize('config, size', SIZED_CONFIGS,
-                         ids=lambda c: f'{c[0][0]}x{c[0][1]}-s{c[1]}-{c[2]}-m{c[3]}' if isinstance(c, tuple) else str(c))
+@pytest.mark.parametrize(
+    'config, size',
+    SIZED_CONFIGS,
+    ids=lambda c: f'{c[0][0]}x{c[0][1]}-s{c[1]}-{c[2]}-m{c[3]}' if isinstance(c, tuple) else str(c),
+)
 def test_shifted_conv_matches_xla_conv(config, size):
     (kh, kw), stride, kind, multiplier = config
     cin = 6
@@ -98,8 +116,12 @@ def test_shifted_conv_matches_xla_conv(config, size):
         return lambda x, w: jnp.sum(fn(x, w, stride, groups) * cotangent)
 
     with jax.default_matmul_precision('highest'):
-        np.testing.assert_allclose(conv_shifted(x, kernel, stride, groups),
-                                   _reference(x, kernel, stride, groups), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            conv_shifted(x, kernel, stride, groups),
+            _reference(x, kernel, stride, groups),
+            rtol=1e-5,
+            atol=1e-5,
+        )
         got = jax.grad(loss(conv_shifted), argnums=(0, 1))(x, kernel)
         want = jax.grad(loss(_reference), argnums=(0, 1))(x, kernel)
     for g, w in zip(got, want):

@@ -5,6 +5,7 @@ scripts/make_torch_parity_fixture.py; the weights are regenerated here from the 
 with that script's `synthetic_state_dict`. Tests marked by `_needs_torch`/`_needs_timm` run
 live against PyTorch where it is installed and skip cleanly where it is not.
 """
+
 from __future__ import annotations
 
 import functools
@@ -19,13 +20,16 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ghostnet_jax import create_model
-from ghostnet_jax import convert
-from ghostnet_jax.models import reparameterize
+from ghostnet_jax import convert, create_model
 from ghostnet_jax.cli import errors
-from ghostnet_jax.models.pytorch_weights import (StateDictMismatchError, UnsafeCheckpointError,
-                                                 expected_torch_shapes, from_torch_state_dict,
-                                                 load_state_dict)
+from ghostnet_jax.models import reparameterize
+from ghostnet_jax.models.pytorch_weights import (
+    StateDictMismatchError,
+    UnsafeCheckpointError,
+    expected_torch_shapes,
+    from_torch_state_dict,
+    load_state_dict,
+)
 from ghostnet_jax.training.pretrained import load_converted
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,7 +41,8 @@ def _load_fixture_script():
     # The script is the single source of the synthetic weights; import it by path (scripts/
     # is not a package). Its module level imports numpy only.
     spec = importlib.util.spec_from_file_location(
-        'make_torch_parity_fixture', REPO / 'scripts' / 'make_torch_parity_fixture.py')
+        'make_torch_parity_fixture', REPO / 'scripts' / 'make_torch_parity_fixture.py'
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -74,7 +79,7 @@ def _small_state_dict(name: str = 'ghostnet_cifar_050', num_classes: int = 5, se
 
 
 def _small(name: str = 'ghostnet_cifar_050', **kw):
-    return dict(_small_state_dict(name, **kw))   # a fresh copy the test may edit
+    return dict(_small_state_dict(name, **kw))  # a fresh copy the test may edit
 
 
 def _flat(tree):
@@ -114,8 +119,11 @@ def test_fixture_keys_match_our_model(name):
 
 # v1 in both conv formulations; v2 and v3 (bigger, slower to compile) in the native one:
 # tests/test_conv_formulations.py shows 'shifted' computes the same for each of their convs.
-PARITY_CASES = [(name, impl) for name in sorted(fixture_script.MODELS)
-                for impl in (('native', 'shifted') if name.startswith('ghostnet_') else ('native',))]
+PARITY_CASES = [
+    (name, impl)
+    for name in sorted(fixture_script.MODELS)
+    for impl in (('native', 'shifted') if name.startswith('ghostnet_') else ('native',))
+]
 
 
 @functools.cache
@@ -148,8 +156,9 @@ def test_folded_ghostnetv3_gives_timms_and_the_unfolded_logits():
     timm's folded parameter count, and timm's logits, which are also ours unfolded.
     (That `load` folds, and predict/export use the result: tests/test_export.py.)"""
     name = 'ghostnetv3_100'
-    model, variables = reparameterize(create_model(name, conv_impl='native'),
-                                      _fixture_variables(name))
+    model, variables = reparameterize(
+        create_model(name, conv_impl='native'), _fixture_variables(name)
+    )
     assert model.reparameterized
     flat = _flat(variables['params'])
     assert not [path for path in flat if any('_rpr_' in part for part in path)]
@@ -181,13 +190,17 @@ def test_live_timm_parity_odd_sizes(tmp_path):
     np.testing.assert_allclose(logits, expected, rtol=0, atol=ATOL)
 
 
-@pytest.mark.parametrize('name', ['ghostnet_cifar_100', 'ghostnetv2_cifar_100',
-                                  'ghostnetv3_cifar_100'])
+@pytest.mark.parametrize(
+    'name', ['ghostnet_cifar_100', 'ghostnetv2_cifar_100', 'ghostnetv3_cifar_100']
+)
 def test_live_timm_cifar_variant_has_our_keys(name):
     _needs_timm()
     model = fixture_script.timm_ghostnet('cifar', 10, fixture_script.timm_name(name))
-    theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()
-              if not k.endswith('.num_batches_tracked')}
+    theirs = {
+        k: tuple(v.shape)
+        for k, v in model.state_dict().items()
+        if not k.endswith('.num_batches_tracked')
+    }
     assert not [k for k in theirs if k.startswith(('blocks.1.0.conv_dw', 'blocks.1.0.dw_rpr'))]
     assert expected_torch_shapes(name) == theirs
 
@@ -201,8 +214,9 @@ def test_live_timm_folded_ghostnetv3_converts_to_our_folded_form():
 
     model = fixture_script.timm_ghostnet('imagenet', 7, 'ghostnetv3_050')
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    model.load_state_dict({k: torch.from_numpy(v)
-                           for k, v in synthetic_state_dict(shapes, seed=51).items()})
+    model.load_state_dict(
+        {k: torch.from_numpy(v) for k, v in synthetic_state_dict(shapes, seed=51).items()}
+    )
     deploy = reparameterize_model(model.eval())
     state_dict = {k: v.numpy() for k, v in deploy.state_dict().items()}
     images = fixture_script.make_input(51, 40)
@@ -223,8 +237,9 @@ def test_round_trip_layouts():
     sd = _small()
     variables = from_torch_state_dict(sd, 'ghostnet_cifar_050')
     params, stats = variables['params'], variables['batch_stats']
-    np.testing.assert_array_equal(params['conv_stem']['kernel'],
-                                  sd['conv_stem.weight'].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(
+        params['conv_stem']['kernel'], sd['conv_stem.weight'].transpose(2, 3, 1, 0)
+    )
     np.testing.assert_array_equal(params['classifier']['kernel'], sd['classifier.weight'].T)
     bn = 'blocks.3.0.ghost2.cheap_operation.1.'
     flax_bn = ('blocks_3_0', 'ghost2', 'cheap_bn')
@@ -232,9 +247,11 @@ def test_round_trip_layouts():
     np.testing.assert_array_equal(_flat(params)[flax_bn + ('bias',)], sd[bn + 'bias'])
     np.testing.assert_array_equal(_flat(stats)[flax_bn + ('mean',)], sd[bn + 'running_mean'])
     np.testing.assert_array_equal(_flat(stats)[flax_bn + ('var',)], sd[bn + 'running_var'])
-    np.testing.assert_array_equal(_flat(params)[('blocks_1_0', 'shortcut_pw', 'kernel')],
-                                  sd['blocks.1.0.shortcut.2.weight'].transpose(2, 3, 1, 0))
-    assert params['classifier']['kernel'].shape[1] == 5    # num_classes inferred
+    np.testing.assert_array_equal(
+        _flat(params)[('blocks_1_0', 'shortcut_pw', 'kernel')],
+        sd['blocks.1.0.shortcut.2.weight'].transpose(2, 3, 1, 0),
+    )
+    assert params['classifier']['kernel'].shape[1] == 5  # num_classes inferred
 
 
 def test_missing_keys_are_all_listed():
@@ -251,8 +268,10 @@ def test_missing_keys_are_all_listed():
 
 def test_extra_keys_are_all_listed():
     sd = _small()
-    extra = {'blocks.1.0.conv_dw.weight': np.zeros((24, 1, 3, 3), np.float32),  # ImageNet-only
-             'head.fc.weight': np.zeros((5, 1280), np.float32)}
+    extra = {
+        'blocks.1.0.conv_dw.weight': np.zeros((24, 1, 3, 3), np.float32),  # ImageNet-only
+        'head.fc.weight': np.zeros((5, 1280), np.float32),
+    }
     sd.update(extra)
     with pytest.raises(StateDictMismatchError) as info:
         from_torch_state_dict(sd, 'ghostnet_cifar_050')
@@ -279,11 +298,13 @@ def test_explicit_num_classes_must_match_classifier():
 
 def test_num_batches_tracked_is_ignored():
     sd = _small()
-    bn_keys = [k[:-len('running_mean')] for k in sd if k.endswith('running_mean')]
+    bn_keys = [k[: -len('running_mean')] for k in sd if k.endswith('running_mean')]
     for prefix in bn_keys:
         sd[prefix + 'num_batches_tracked'] = np.array(1234, np.int64)
-    _assert_trees_equal(from_torch_state_dict(sd, 'ghostnet_cifar_050'),
-                        from_torch_state_dict(_small(), 'ghostnet_cifar_050'))
+    _assert_trees_equal(
+        from_torch_state_dict(sd, 'ghostnet_cifar_050'),
+        from_torch_state_dict(_small(), 'ghostnet_cifar_050'),
+    )
 
 
 def test_official_bn_alias_and_module_prefix_are_accepted():
@@ -291,10 +312,12 @@ def test_official_bn_alias_and_module_prefix_are_accepted():
     official = {}
     for key, value in sd.items():
         key = key.replace('blocks.9.0.bn1.', 'blocks.9.0.bn.')
-        official['module.' + key] = value     # as saved from nn.DataParallel
+        official['module.' + key] = value  # as saved from nn.DataParallel
     assert 'module.blocks.9.0.bn.running_var' in official
-    _assert_trees_equal(from_torch_state_dict(official, 'ghostnet_cifar_050'),
-                        from_torch_state_dict(sd, 'ghostnet_cifar_050'))
+    _assert_trees_equal(
+        from_torch_state_dict(official, 'ghostnet_cifar_050'),
+        from_torch_state_dict(sd, 'ghostnet_cifar_050'),
+    )
 
 
 def test_both_bn_spellings_at_once_is_an_error():
@@ -311,10 +334,17 @@ def test_official_v3_branch_names_and_thop_counters_are_accepted():
     official = {k.replace('.bn1.', '.bn.') if '_rpr_' in k else k: v for k, v in sd.items()}
     assert 'blocks.1.0.dw_rpr_conv.0.bn.running_var' in official
     assert 'blocks.0.0.ghost1.cheap_rpr_scale.bn.weight' in official
-    for key in ('total_ops', 'total_params', 'blocks.0.0.ghost1.total_ops', 'conv_stem.total_params'):
+    for key in (
+        'total_ops',
+        'total_params',
+        'blocks.0.0.ghost1.total_ops',
+        'conv_stem.total_params',
+    ):
         official[key] = np.zeros((1,), np.float64)
-    _assert_trees_equal(from_torch_state_dict(official, 'ghostnetv3_cifar_tiny'),
-                        from_torch_state_dict(sd, 'ghostnetv3_cifar_tiny'))
+    _assert_trees_equal(
+        from_torch_state_dict(official, 'ghostnetv3_cifar_tiny'),
+        from_torch_state_dict(sd, 'ghostnetv3_cifar_tiny'),
+    )
 
 
 def test_v2_v3_mismatches_list_every_key():
@@ -326,10 +356,14 @@ def test_v2_v3_mismatches_list_every_key():
     v3 = _small('ghostnetv3_cifar_tiny')
     assert info.value.missing == sorted(set(v3) - set(v2))
     assert info.value.unexpected == sorted(set(v2) - set(v3))
-    assert 'blocks.2.0.ghost1.short_conv.4.weight' in v2 and 'blocks.2.0.ghost1.short_conv.4.weight' in v3
+    assert (
+        'blocks.2.0.ghost1.short_conv.4.weight' in v2
+        and 'blocks.2.0.ghost1.short_conv.4.weight' in v3
+    )
     assert 'reparameterized' not in str(info.value)
     folded = synthetic_state_dict(
-        expected_torch_shapes('ghostnetv3_cifar_tiny', num_classes=5, reparameterized=True), 0)
+        expected_torch_shapes('ghostnetv3_cifar_tiny', num_classes=5, reparameterized=True), 0
+    )
     assert 'blocks.1.0.conv_dw.bias' in folded
     with pytest.raises(StateDictMismatchError, match='reparameterized=True'):
         from_torch_state_dict(folded, 'ghostnetv3_cifar_tiny')
@@ -338,8 +372,10 @@ def test_v2_v3_mismatches_list_every_key():
 
 def test_convert_offers_every_registered_ghostnet():
     from ghostnet_jax.models import list_models
-    assert set(convert.GHOSTNETS) == {n for n in list_models()
-                                      if n.startswith('ghostnet') and not n.endswith('_tiny')}
+
+    assert set(convert.GHOSTNETS) == {
+        n for n in list_models() if n.startswith('ghostnet') and not n.endswith('_tiny')
+    }
 
 
 def test_non_ghostnet_model_is_rejected():
@@ -390,7 +426,7 @@ def test_torch_file_wrappers_are_unwrapped(tmp_path):
 def test_missing_torch_gives_install_hint(tmp_path, monkeypatch):
     path = tmp_path / 'weights.pth'
     path.write_bytes(b'not read')
-    monkeypatch.setitem(sys.modules, 'torch', None)     # makes `import torch` fail
+    monkeypatch.setitem(sys.modules, 'torch', None)  # makes `import torch` fail
     with pytest.raises(ImportError, match=r"pip install 'ghostnet_jax\[torch\]'"):
         load_state_dict(path)
 
@@ -424,8 +460,12 @@ def safetensors_file(tmp_path):
 
 def test_cli_safetensors_to_orbax_round_trip(safetensors_file, tmp_path, capsys):
     out = tmp_path / 'converted'
-    assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050',
-                         '--out', str(out)]) == 0
+    assert (
+        convert.main(
+            ['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050', '--out', str(out)]
+        )
+        == 0
+    )
     assert 'ghostnet_050' in capsys.readouterr().out
 
     info = json.loads((out / 'convert.json').read_text())
@@ -437,13 +477,18 @@ def test_cli_safetensors_to_orbax_round_trip(safetensors_file, tmp_path, capsys)
     _assert_trees_equal(restored, direct)
     apply = _apply_fn('ghostnet_050', 'native', num_classes=5)
     images = fixture_script.make_input(0, 32)
-    np.testing.assert_array_equal(np.asarray(apply(restored, images)),
-                                  np.asarray(apply(direct, images)))
+    np.testing.assert_array_equal(
+        np.asarray(apply(restored, images)), np.asarray(apply(direct, images))
+    )
 
     # A second conversion into the same directory is refused and changes nothing.
     before = {p: p.read_bytes() for p in out.rglob('*') if p.is_file()}
-    assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050',
-                         '--out', str(out)]) == errors.STORAGE
+    assert (
+        convert.main(
+            ['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050', '--out', str(out)]
+        )
+        == errors.STORAGE
+    )
     assert 'refusing' in capsys.readouterr().err
     assert {p: p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
 
@@ -452,8 +497,12 @@ def test_cli_refuses_non_empty_directory(safetensors_file, tmp_path, capsys):
     out = tmp_path / 'precious'
     out.mkdir()
     (out / 'keep.txt').write_text('mine')
-    assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050',
-                         '--out', str(out)]) == errors.STORAGE
+    assert (
+        convert.main(
+            ['--checkpoint', str(safetensors_file), '--model', 'ghostnet_050', '--out', str(out)]
+        )
+        == errors.STORAGE
+    )
     assert 'refusing' in capsys.readouterr().err
     assert [p.name for p in out.iterdir()] == ['keep.txt']
     assert (out / 'keep.txt').read_text() == 'mine'
@@ -461,8 +510,12 @@ def test_cli_refuses_non_empty_directory(safetensors_file, tmp_path, capsys):
 
 def test_cli_reports_mismatch_without_writing(safetensors_file, tmp_path, capsys):
     out = tmp_path / 'wrong_model'
-    assert convert.main(['--checkpoint', str(safetensors_file), '--model', 'ghostnet_100',
-                         '--out', str(out)]) == errors.CHECKPOINT
+    assert (
+        convert.main(
+            ['--checkpoint', str(safetensors_file), '--model', 'ghostnet_100', '--out', str(out)]
+        )
+        == errors.CHECKPOINT
+    )
     err = capsys.readouterr().err
     assert 'Wrong shapes' in err and 'conv_stem.weight' in err
     assert not out.exists() or not any(out.iterdir())

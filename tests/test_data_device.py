@@ -1,4 +1,5 @@
-"""Device-resident train/eval data and exact evaluation, on one device (see test_data_multidevice for 8)."""
+"""Device-resident train/eval data and exact evaluation, on one device (see test_data_multidevice
+for 8)."""
 
 import jax
 import jax.numpy as jnp

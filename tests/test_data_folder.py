@@ -48,8 +48,26 @@ def _ids(split):
 # The interleaved order of the 18 train files, hand-computed: file i of a class with n files
 # sits at (i + 0.5) / n (ties: class ant < cat < dog), e.g. cat0 .05, dog0 .1, cat1 .15,
 # ant0 .167, cat2 .25, dog1 .3, ..., ant1 .5 = dog2 .5, ..., cat9 .95.
-ORDER = [(1, 0), (2, 0), (1, 1), (0, 0), (1, 2), (2, 1), (1, 3), (1, 4), (0, 1), (2, 2),
-         (1, 5), (1, 6), (2, 3), (1, 7), (0, 2), (1, 8), (2, 4), (1, 9)]
+ORDER = [
+    (1, 0),
+    (2, 0),
+    (1, 1),
+    (0, 0),
+    (1, 2),
+    (2, 1),
+    (1, 3),
+    (1, 4),
+    (0, 1),
+    (2, 2),
+    (1, 5),
+    (1, 6),
+    (2, 3),
+    (1, 7),
+    (0, 2),
+    (1, 8),
+    (2, 4),
+    (1, 9),
+]
 
 
 def _check_rows(s, expected):
@@ -69,8 +87,9 @@ def test_layout_labels_and_decoding(folder, tmp_path):
     _check_rows(s, ORDER)
     # PNG pixels are exact: the constant value identifies the file too.
     png = s.labels != 2
-    np.testing.assert_array_equal(s.images[png][:, 2, 3, 0],
-                                  [_value(c, i) for c, i in ORDER if c != 2])
+    np.testing.assert_array_equal(
+        s.images[png][:, 2, 3, 0], [_value(c, i) for c, i in ORDER if c != 2]
+    )
     assert s.name == f'folder:{folder} train'
 
 
@@ -98,11 +117,14 @@ def test_slices_follow_tfds_on_the_interleaved_order(folder, tmp_path, spec, row
 
 def test_slices_are_balanced(tmp_path):
     # 3 equally large classes: every slice is round-robin, so class counts differ by <= 1.
-    root = _write_folder(tmp_path / 'ds', counts={'ant': 10, 'cat': 10, 'dog': 10},
-                         jpeg_class=None)
-    for spec, counts in (('train[:5]', [2, 2, 1]), ('train[:80%]', [8, 8, 8]),
-                         ('train[80%:]', [2, 2, 2]), ('train[10:20]', [3, 4, 3]),  # rows 10..19: r % 3
-                         ('train[:50%]', [5, 5, 5])):
+    root = _write_folder(tmp_path / 'ds', counts={'ant': 10, 'cat': 10, 'dog': 10}, jpeg_class=None)
+    for spec, counts in (
+        ('train[:5]', [2, 2, 1]),
+        ('train[:80%]', [8, 8, 8]),
+        ('train[80%:]', [2, 2, 2]),
+        ('train[10:20]', [3, 4, 3]),  # rows 10..19: r % 3
+        ('train[:50%]', [5, 5, 5]),
+    ):
         s = D.load_split(f'folder:{root}', spec, cache_dir=tmp_path / 'c')
         assert np.bincount(s.labels, minlength=3).tolist() == counts, spec
 
@@ -227,39 +249,43 @@ def _damage(folder):
     return [(1, 3), (2, 1)]
 
 
-def test_skip_corrupt_images_leaves_them_out_and_logs_them(folder, tmp_path, caplog,
-                                                           monkeypatch):
+def test_skip_corrupt_images_leaves_them_out_and_logs_them(folder, tmp_path, caplog, monkeypatch):
     bad = _damage(folder)
     with pytest.raises(D.CorruptImageError, match='0001.jpg|0003.png'):
         D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c')
     with caplog.at_level(logging.WARNING):
-        s = D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c',
-                         skip_corrupt_images=True)
+        s = D.load_split(
+            f'folder:{folder}', 'train', cache_dir=tmp_path / 'c', skip_corrupt_images=True
+        )
     _check_rows(s, [o for o in ORDER if o not in bad])
     summary = [r.getMessage() for r in caplog.records if 'skipped 2 unreadable' in r.getMessage()]
     assert len(summary) == 1 and 'cat/0003.png' in summary[0] and 'dog/0001.jpg' in summary[0]
     # The slice is taken first, then unreadable files are left out: train[:8] holds
     # ORDER[0:8], of which cat 0003 (row 6) is unreadable.
-    head = D.load_split(f'folder:{folder}', 'train[:8]', cache_dir=tmp_path / 'c',
-                        skip_corrupt_images=True)
+    head = D.load_split(
+        f'folder:{folder}', 'train[:8]', cache_dir=tmp_path / 'c', skip_corrupt_images=True
+    )
     _check_rows(head, [o for o in ORDER[:8] if o not in bad])
     # The list of unreadable files and the decoded split are cached: nothing is decoded again,
     # neither eagerly nor through the lazy path of multi-process runs.
     monkeypatch.setattr(images_lib, 'decode_file', lambda *_: 1 / 0)
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        again = D.load_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c',
-                             skip_corrupt_images=True)
+        again = D.load_split(
+            f'folder:{folder}', 'train', cache_dir=tmp_path / 'c', skip_corrupt_images=True
+        )
     np.testing.assert_array_equal(again.images, s.images)
     assert any('skipped 2 unreadable' in r.getMessage() for r in caplog.records)
-    lazy = D.open_lazy_split(f'folder:{folder}', 'train', cache_dir=tmp_path / 'c',
-                             skip_corrupt_images=True)
+    lazy = D.open_lazy_split(
+        f'folder:{folder}', 'train', cache_dir=tmp_path / 'c', skip_corrupt_images=True
+    )
     assert len(lazy) == 16
     np.testing.assert_array_equal(lazy.read_all().labels, s.labels)
 
 
 def test_skip_corrupt_images_is_a_data_config_field():
     from ghostnet_jax.configs import default
+
     assert default.get_config().data.skip_corrupt_images is False
 
 
@@ -269,14 +295,18 @@ def test_damaged_cache_entry_is_rebuilt_with_a_warning(folder, tmp_path, caplog,
     first = D.load_split(f'folder:{folder}', 'train[:50%]', cache_dir=cache)
     (entry,) = cache.glob('*.npz')
     data = entry.read_bytes()
-    entry.write_bytes({'half': data[: len(data) // 2], 'empty': b'',
-                       'garbage': b'PK\x03\x04' + bytes(100)}[damage])
+    entry.write_bytes(
+        {'half': data[: len(data) // 2], 'empty': b'', 'garbage': b'PK\x03\x04' + bytes(100)}[
+            damage
+        ]
+    )
     with caplog.at_level(logging.WARNING, logger='ghostnet_jax.data.cache'):
         second = D.load_split(f'folder:{folder}', 'train[:50%]', cache_dir=cache)
     np.testing.assert_array_equal(second.images, first.images)
     np.testing.assert_array_equal(second.labels, first.labels)
-    assert any(entry.name in r.getMessage() and 'unreadable' in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        entry.name in r.getMessage() and 'unreadable' in r.getMessage() for r in caplog.records
+    )
     # Rebuilt whole under the same name.
     with np.load(entry) as z:
         np.testing.assert_array_equal(z['images'], first.images)

@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 def _checks():
     import jax
     import numpy as np
-    from jax.sharding import Mesh, PartitionSpec as P
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
 
     from ghostnet_jax import data as D
 
@@ -119,8 +120,14 @@ def _check_new_augmentations(split, one, eight, mean, std):
 
     from ghostnet_jax import data as D
 
-    aug = D.AugmentConfig(crop_padding=2, trivial_augment=True, random_erasing=0.5,
-                          mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.9)
+    aug = D.AugmentConfig(
+        crop_padding=2,
+        trivial_augment=True,
+        random_erasing=0.5,
+        mixup_alpha=1.0,
+        cutmix_alpha=1.0,
+        mix_prob=0.9,
+    )
     labelled = D.ArraySplit(split.images, split.labels % 10, tuple(map(str, range(10))), 'mix')
     a = D.DeviceTrainData(labelled, one, 16, seed=5, augment=aug, mean=mean, std=std)
     b = D.DeviceTrainData(labelled, eight, 16, seed=5, augment=aug, mean=mean, std=std)
@@ -132,15 +139,17 @@ def _check_new_augmentations(split, one, eight, mean, std):
         np.testing.assert_array_equal(np.asarray(x['label']), np.asarray(y['label']))
         # Every draw and every uint8 op is identical; the float mixup arithmetic after
         # normalization may be fused differently by the 8-way partitioner (1 ulp apart).
-        np.testing.assert_allclose(np.asarray(x['image']), np.asarray(y['image']), rtol=0,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(x['image']), np.asarray(y['image']), rtol=0, atol=1e-6
+        )
 
 
 def _check_process_slices(split, mesh, mean, std):
     """Poses as two processes of 4 devices each: each decodes only the rows its devices
     hold, their pieces rebuild the single-host arrays and their statistics add up."""
     import numpy as np
-    from jax.sharding import NamedSharding, PartitionSpec as P
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from ghostnet_jax import data as D
     from ghostnet_jax.data.arrays import stats_from_sums
@@ -154,13 +163,18 @@ def _check_process_slices(split, mesh, mean, std):
     lazy = D.LazySplit('lazy', len(split), split.class_names, split.image_shape, decode)
     devices = list(mesh.devices.flat)
     procs = (devices[:4], devices[4:])
-    train = D.DeviceTrainData(split, mesh, 16, seed=0, augment=D.AugmentConfig(), mean=mean, std=std)
+    train = D.DeviceTrainData(
+        split, mesh, 16, seed=0, augment=D.AugmentConfig(), mean=mean, std=std
+    )
     n, b = len(split), 16
     nb = -(-n // b)
     layouts = (
         (NamedSharding(mesh, P('data')), np.arange(72), (train._images, train._labels)),
-        (NamedSharding(mesh, P(None, 'data')), np.arange(nb * b).reshape(nb, b),
-         (lambda e: (e._images, e._labels))(D.DeviceEvalData(split, mesh, b, mean, std))),
+        (
+            NamedSharding(mesh, P(None, 'data')),
+            np.arange(nb * b).reshape(nb, b),
+            (lambda e: (e._images, e._labels))(D.DeviceEvalData(split, mesh, b, mean, std)),
+        ),
     )
     for sharding, rows, arrays in layouts:
         reads.clear()
@@ -181,6 +195,7 @@ def _check_process_slices(split, mesh, mean, std):
 
 def test_one_and_eight_devices_agree():
     import train_harness as h
+
     env = dict(
         os.environ,
         # The suite's unoptimized code generation (train_harness.XLA_TEST_FLAGS): this

@@ -21,11 +21,10 @@ SPEC = 'train[:80%]'
 
 @pytest.fixture
 def folder(tmp_path):
-    return f"folder:{_write_folder(tmp_path / 'ds', jpeg_class=None)}"
+    return f'folder:{_write_folder(tmp_path / "ds", jpeg_class=None)}'
 
 
-def test_open_decodes_nothing_until_rows_or_the_shape_are_asked_for(folder, tmp_path,
-                                                                     monkeypatch):
+def test_open_decodes_nothing_until_rows_or_the_shape_are_asked_for(folder, tmp_path, monkeypatch):
     calls = []
     real = images_lib.decode_file
     monkeypatch.setattr(images_lib, 'decode_file', lambda f, s=None: calls.append(f) or real(f, s))
@@ -33,7 +32,7 @@ def test_open_decodes_nothing_until_rows_or_the_shape_are_asked_for(folder, tmp_
     assert calls == [] and len(lazy) == 14 and lazy.class_names == ('ant', 'cat', 'dog')
     assert lazy.image_shape == (5, 6, 3)
     # Row 0 of the interleaved order is cat's first file (see test_data_folder.ORDER).
-    assert [os.path.relpath(f, folder[len('folder:'):]) for f in calls] == ['train/cat/0000.png']
+    assert [os.path.relpath(f, folder[len('folder:') :]) for f in calls] == ['train/cat/0000.png']
 
 
 def test_eager_loading_is_lazy_loading_of_every_row(folder, tmp_path, monkeypatch):
@@ -80,8 +79,10 @@ def test_each_slice_is_cached_under_its_own_key(folder, tmp_path, monkeypatch, c
     assert not np.array_equal(a.labels, b.labels)
     assert len(list((tmp_path / 'c').glob('*.npz'))) == 2
     assert [r.getMessage().split(': ', 1)[1] for r in caplog.records] == [
-        'this process reads 7 of 14 rows (decoded)', 'this process reads 7 of 14 rows (decoded)',
-        'this process reads 7 of 14 rows (from cache)']
+        'this process reads 7 of 14 rows (decoded)',
+        'this process reads 7 of 14 rows (decoded)',
+        'this process reads 7 of 14 rows (from cache)',
+    ]
 
 
 def test_to_ranges():
@@ -91,11 +92,15 @@ def test_to_ranges():
 
 def test_stats_from_pieces_equal_channel_stats():
     rng = np.random.default_rng(0)
-    split = D.ArraySplit(rng.integers(0, 256, (50, 7, 5, 3), dtype=np.uint8),
-                         np.zeros(50, np.int32), ('a',), 'x')
+    split = D.ArraySplit(
+        rng.integers(0, 256, (50, 7, 5, 3), dtype=np.uint8), np.zeros(50, np.int32), ('a',), 'x'
+    )
     want = D.channel_stats(split)
-    sums = D.channel_sums(split.images[:13]) + D.channel_sums(split.images[13:40]) + \
-        D.channel_sums(split.images[40:])
+    sums = (
+        D.channel_sums(split.images[:13])
+        + D.channel_sums(split.images[13:40])
+        + D.channel_sums(split.images[40:])
+    )
     for got in (stats_from_sums(sums), D.global_channel_stats(sums)):
         for g, w in zip(got, want):
             assert g.dtype == np.float32

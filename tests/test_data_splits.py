@@ -2,8 +2,8 @@
 
 import pytest
 
-from ghostnet_jax.data import splits
 from ghostnet_jax.cli import errors
+from ghostnet_jax.data import splits
 from ghostnet_jax.data.errors import (
     DataError,
     InvalidSplitSpecError,
@@ -24,7 +24,7 @@ def _ref_pct(pct: int, n: int) -> int:
     'a,b', [(None, 90), (90, None), (None, 33), (33, 67), (-10, None), (25, 75)]
 )
 def test_percent_slices_follow_tfds_rounding(n, a, b):
-    spec = f"train[{'' if a is None else f'{a}%'}:{'' if b is None else f'{b}%'}]"
+    spec = f'train[{"" if a is None else f"{a}%"}:{"" if b is None else f"{b}%"}]'
     start = 0 if a is None else _ref_pct(a, n)
     stop = n if b is None else _ref_pct(b, n)
     assert splits.absolute_ranges(spec, {'train': n}) == [('train', start, max(start, stop))]
@@ -68,7 +68,7 @@ def test_errors():
         splits.absolute_ranges('train[:5000]', {'train': 100})
     with pytest.raises(InvalidSplitSpecError, match="'test' has 3 examples"):
         splits.absolute_ranges('train[:5]+test[2:9]', {'train': 100, 'test': 3})
-    with pytest.raises(InvalidSplitSpecError, match=r"train\[:90%\]"):
+    with pytest.raises(InvalidSplitSpecError, match=r'train\[:90%\]'):
         splits.split_names('train[::2]')
     assert issubclass(InvalidSplitSpecError, DataError)
 
@@ -79,4 +79,6 @@ def test_cli_contract_of_data_errors():
     assert errors.classify(SplitNotFoundError('x'))[0] == errors.DATA == 4
     assert errors.classify(DataError('x'))[0] == 4
     text = user_message(SplitNotFoundError('Split folder /d/test not found;\n  the splits are x.'))
-    assert text == 'Data error (SplitNotFoundError): Split folder /d/test not found; the splits are x.'
+    assert (
+        text == 'Data error (SplitNotFoundError): Split folder /d/test not found; the splits are x.'
+    )

@@ -85,7 +85,7 @@ def test_preparing_without_tensorflow_names_the_extra(tmp_path, monkeypatch):
         'find_spec',
         lambda name, *a: None if name == 'tensorflow' else object(),
     )
-    with pytest.raises(D.DatasetNotAvailableError, match=r"ghostnet_jax\[prepare\]"):
+    with pytest.raises(D.DatasetNotAvailableError, match=r'ghostnet_jax\[prepare\]'):
         D.load_split(
             'tfds:cifar10', 'train', data_dir=str(tmp_path / 'empty'), cache_dir=tmp_path / 'c'
         )
@@ -95,24 +95,49 @@ def test_tfds_variant_folder_noise_is_not_logged(tmp_path, monkeypatch, caplog):
     # TFDS warns "Variant folder ... has no dataset_info.json" whenever it probes an
     # unprepared dataset; the user should read our message only.
     with caplog.at_level(logging.WARNING), pytest.raises(D.DatasetNotAvailableError):
-        D.load_split('tfds:cifar10', 'test', data_dir=str(tmp_path / 'none'),
-                     cache_dir=tmp_path / 'c', download=False)
+        D.load_split(
+            'tfds:cifar10',
+            'test',
+            data_dir=str(tmp_path / 'none'),
+            cache_dir=tmp_path / 'c',
+            download=False,
+        )
     assert not [r for r in caplog.records if 'Variant folder' in r.getMessage()]
 
 
 def _cli(args: list[str], tmp_path, **env) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HTTPS_PROXY='http://127.0.0.1:9', HTTP_PROXY='http://127.0.0.1:9',
-               https_proxy='http://127.0.0.1:9', http_proxy='http://127.0.0.1:9',
-               JAX_PLATFORMS='cpu', **env)
+    env = dict(
+        os.environ,
+        HTTPS_PROXY='http://127.0.0.1:9',
+        HTTP_PROXY='http://127.0.0.1:9',
+        https_proxy='http://127.0.0.1:9',
+        http_proxy='http://127.0.0.1:9',
+        JAX_PLATFORMS='cpu',
+        **env,
+    )
     env.pop('TFDS_DATA_DIR', None)
-    return subprocess.run([sys.executable, '-m', 'ghostnet_jax.prepare_data', *args],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, '-m', 'ghostnet_jax.prepare_data', *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_prepare_data_cli_offline_is_one_paragraph_and_exit_code_4(tmp_path):
-    args = ['--dataset', 'cifar10', '--data-dir', str(tmp_path / 'tfds'), '--download-timeout', '0.5']
+    args = [
+        '--dataset',
+        'cifar10',
+        '--data-dir',
+        str(tmp_path / 'tfds'),
+        '--download-timeout',
+        '0.5',
+    ]
     proc = _cli(args, tmp_path)
-    assert proc.returncode == 4, proc.stderr   # ghostnet_jax.cli.errors.DATA
+    assert proc.returncode == 4, proc.stderr  # ghostnet_jax.cli.errors.DATA
     assert 'Traceback' not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if 'error: Data error' in line]
     assert len(lines) == 1 and 'DatasetNotAvailableError' in lines[0]
@@ -168,11 +193,21 @@ def test_pod_prepares_once_on_process_0_and_the_others_wait(tmp_path):
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
-    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1')
+    env = dict(
+        os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=1'
+    )
     env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
-    procs = [subprocess.Popen([sys.executable, '-c', PREPARE_ONCE_SCRIPT, str(port), str(i),
-                               str(tmp_path)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, '-c', PREPARE_ONCE_SCRIPT, str(port), str(i), str(tmp_path)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     for p in procs:
         try:
@@ -185,11 +220,15 @@ def test_pod_prepares_once_on_process_0_and_the_others_wait(tmp_path):
         outs.append(json.loads(out.split('RESULT ', 1)[1]))
     p0, p1 = outs
     # Shared data_dir: only process 0 prepares; process 1 waited for it, then reads.
-    assert (p0['shared'], p1['shared']) == ({'source': 'source', 'calls': [0]},
-                                            {'source': 'source', 'calls': []})
+    assert (p0['shared'], p1['shared']) == (
+        {'source': 'source', 'calls': [0]},
+        {'source': 'source', 'calls': []},
+    )
     # Not shared: process 1 cannot see process 0's copy, so it prepares its own.
-    assert (p0['local'], p1['local']) == ({'source': 'source', 'calls': [0]},
-                                          {'source': 'source', 'calls': [1]})
+    assert (p0['local'], p1['local']) == (
+        {'source': 'source', 'calls': [0]},
+        {'source': 'source', 'calls': [1]},
+    )
     # Process 0's failure reaches process 1 at once (no hang, no second attempt).
     assert p0['fail']['error'] == p1['fail']['error'] == 'DatasetNotAvailableError'
     assert (p0['fail']['calls'], p1['fail']['calls']) == ([0], [])
@@ -198,18 +237,30 @@ def test_pod_prepares_once_on_process_0_and_the_others_wait(tmp_path):
 
 # Wheels on PyPI (checked for Python 3.11): tensorflow-cpu for Linux x86_64, macOS x86_64 and
 # Windows AMD64 only; tensorflow also for macOS arm64 and Linux aarch64.
-@pytest.mark.parametrize('system,machine,want', [
-    ('Linux', 'x86_64', 'tensorflow-cpu'), ('Windows', 'AMD64', 'tensorflow-cpu'),
-    ('Darwin', 'x86_64', 'tensorflow-cpu'), ('Darwin', 'arm64', 'tensorflow'),
-    ('Linux', 'aarch64', 'tensorflow')])
+@pytest.mark.parametrize(
+    'system,machine,want',
+    [
+        ('Linux', 'x86_64', 'tensorflow-cpu'),
+        ('Windows', 'AMD64', 'tensorflow-cpu'),
+        ('Darwin', 'x86_64', 'tensorflow-cpu'),
+        ('Darwin', 'arm64', 'tensorflow'),
+        ('Linux', 'aarch64', 'tensorflow'),
+    ],
+)
 def test_prepare_extra_installs_one_tensorflow_with_wheels_for_the_platform(system, machine, want):
     import tomllib
 
     from packaging.markers import default_environment
     from packaging.requirements import Requirement
+
     extra = tomllib.loads((REPO / 'pyproject.toml').read_text())['project'][
-        'optional-dependencies']['prepare']
-    env = dict(default_environment(), platform_system=system, platform_machine=machine,
-               sys_platform={'Linux': 'linux', 'Windows': 'win32', 'Darwin': 'darwin'}[system])
+        'optional-dependencies'
+    ]['prepare']
+    env = dict(
+        default_environment(),
+        platform_system=system,
+        platform_machine=machine,
+        sys_platform={'Linux': 'linux', 'Windows': 'win32', 'Darwin': 'darwin'}[system],
+    )
     chosen = [r.name for r in map(Requirement, extra) if r.marker is None or r.marker.evaluate(env)]
     assert chosen == [want]

@@ -10,6 +10,7 @@ the .INFO marker), so TFDS skips the download, trusts the registered checksum, e
 archive and runs the unmodified builder. Nothing leaves the machine: proxies point at a
 closed local port.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,16 +26,24 @@ import numpy as np
 import pytest
 import train_harness as h
 
-pytestmark = [pytest.mark.extra, pytest.mark.skipif(
-    importlib.util.find_spec('tensorflow') is None,
-    reason="preparing TFDS datasets needs TensorFlow: pip install -e '.[prepare]'")]
+pytestmark = [
+    pytest.mark.extra,
+    pytest.mark.skipif(
+        importlib.util.find_spec('tensorflow') is None,
+        reason="preparing TFDS datasets needs TensorFlow: pip install -e '.[prepare]'",
+    ),
+]
 
 # Records per file of the small archive: 5 training batches + 1 test batch, as in the real one.
 PER_TRAIN_FILE, NUM_TEST = 12, 20
 NUM_TRAIN = 5 * PER_TRAIN_FILE  # 60
 CLASSES = ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck']
-OFFLINE = {'HTTPS_PROXY': 'http://127.0.0.1:9', 'HTTP_PROXY': 'http://127.0.0.1:9',
-           'https_proxy': 'http://127.0.0.1:9', 'http_proxy': 'http://127.0.0.1:9'}
+OFFLINE = {
+    'HTTPS_PROXY': 'http://127.0.0.1:9',
+    'HTTP_PROXY': 'http://127.0.0.1:9',
+    'https_proxy': 'http://127.0.0.1:9',
+    'http_proxy': 'http://127.0.0.1:9',
+}
 
 
 def _records(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +54,9 @@ def _records(rng, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _binary(images: np.ndarray, labels: np.ndarray) -> bytes:
     # CIFAR-10 binary format: per record 1 label byte, then 3072 bytes of R, G, B planes (CHW).
-    return b''.join(bytes([int(y)]) + x.transpose(2, 0, 1).tobytes() for x, y in zip(images, labels))
+    return b''.join(
+        bytes([int(y)]) + x.transpose(2, 0, 1).tobytes() for x, y in zip(images, labels)
+    )
 
 
 def _write_archive(download_dir: Path) -> dict:
@@ -71,18 +82,25 @@ def _write_archive(download_dir: Path) -> dict:
     path = download_dir / resource.get_dl_fname(url, url_info.checksum)
     path.write_bytes(buf.getvalue())
     resource.get_info_path(path).write_text(json.dumps({'urls': [url]}))
-    return dict(train=(np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])),
-                test=test)
+    return dict(
+        train=(np.concatenate([b[0] for b in train]), np.concatenate([b[1] for b in train])),
+        test=test,
+    )
 
 
 def _env(tmp: Path, **extra: str) -> dict:
-    env = dict(os.environ, **OFFLINE, JAX_PLATFORMS='cpu', PYTHONUNBUFFERED='1',
-               XLA_FLAGS=f'--xla_force_host_platform_device_count=1 {h.XLA_TEST_FLAGS}',
-               GHOSTNET_JAX_CACHE=str(tmp / 'data_cache'),
-               JAX_COMPILATION_CACHE_DIR=os.environ.get('GHOSTNET_JAX_TEST_COMPILE_CACHE')
-               or str(tmp / 'jax_cache'),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
-               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+    env = dict(
+        os.environ,
+        **OFFLINE,
+        JAX_PLATFORMS='cpu',
+        PYTHONUNBUFFERED='1',
+        XLA_FLAGS=f'--xla_force_host_platform_device_count=1 {h.XLA_TEST_FLAGS}',
+        GHOSTNET_JAX_CACHE=str(tmp / 'data_cache'),
+        JAX_COMPILATION_CACHE_DIR=os.environ.get('GHOSTNET_JAX_TEST_COMPILE_CACHE')
+        or str(tmp / 'jax_cache'),
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+        JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+    )
     env.pop('TFDS_DATA_DIR', None)
     env['PYTHONPATH'] = os.pathsep.join([str(h.REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
     env.update(extra)
@@ -94,9 +112,25 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('tfds_cifar10')
     data_dir = tmp / 'tfds'
     written = _write_archive(data_dir / 'downloads')
-    proc = subprocess.run([sys.executable, '-m', 'ghostnet_jax.prepare_data', '--dataset', 'cifar10',
-                           '--data-dir', str(data_dir), '--download-timeout', '1'],
-                          cwd=h.REPO, env=_env(tmp), capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'ghostnet_jax.prepare_data',
+            '--dataset',
+            'cifar10',
+            '--data-dir',
+            str(data_dir),
+            '--download-timeout',
+            '1',
+        ],
+        cwd=h.REPO,
+        env=_env(tmp),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert 'Prepared tfds:cifar10' in proc.stdout
     return tmp, data_dir, written
@@ -108,22 +142,32 @@ def _as_set(images: np.ndarray, labels: np.ndarray) -> list:
 
 def test_prepared_as_array_record_with_tfds_split_sizes(prepared):
     import tensorflow_datasets as tfds
+
     _, data_dir, _ = prepared
     version_dir = data_dir / 'cifar10' / '3.0.2'
-    assert sorted(p.name.split('.array_record')[0] for p in version_dir.glob('*.array_record*')) == [
-        'cifar10-test', 'cifar10-train']
+    assert sorted(
+        p.name.split('.array_record')[0] for p in version_dir.glob('*.array_record*')
+    ) == ['cifar10-test', 'cifar10-train']
     splits = tfds.builder('cifar10', data_dir=str(data_dir)).info.splits
     # TFDS's own split arithmetic agrees with the hand-computed sizes.
-    for spec, n in (('train', 60), ('test', 20), ('train[:10%]', 6), ('train[10:20]', 10),
-                    ('train[:80%]', 48), ('train[80%:]', 12)):
+    for spec, n in (
+        ('train', 60),
+        ('test', 20),
+        ('train[:10%]', 6),
+        ('train[10:20]', 10),
+        ('train[:80%]', 48),
+        ('train[80%:]', 12),
+    ):
         assert splits[spec].num_examples == n, spec
 
 
 def test_splits_and_slices_read_without_tensorflow(prepared, tmp_path):
     from ghostnet_jax import data as D
+
     _, data_dir, written = prepared
-    load = lambda spec: D.load_split('tfds:cifar10', spec, data_dir=str(data_dir),
-                                     cache_dir=tmp_path / 'c', download=False)
+    load = lambda spec: D.load_split(
+        'tfds:cifar10', spec, data_dir=str(data_dir), cache_dir=tmp_path / 'c', download=False
+    )
     train, test = load('train'), load('test')
     assert train.class_names == tuple(CLASSES)
     assert (len(train), len(test)) == (NUM_TRAIN, NUM_TEST)
@@ -132,8 +176,12 @@ def test_splits_and_slices_read_without_tensorflow(prepared, tmp_path):
     assert _as_set(train.images, train.labels) == _as_set(*written['train'])
     assert _as_set(test.images, test.labels) == _as_set(*written['test'])
     # TFDS slicing semantics: absolute rows of the split's one order; percents round(pct*n/100).
-    for spec, rows in (('train[:10%]', range(0, 6)), ('train[10:20]', range(10, 20)),
-                       ('train[80%:]', range(48, 60)), ('train[-3:]', range(57, 60))):
+    for spec, rows in (
+        ('train[:10%]', range(0, 6)),
+        ('train[10:20]', range(10, 20)),
+        ('train[80%:]', range(48, 60)),
+        ('train[-3:]', range(57, 60)),
+    ):
         part = load(spec)
         np.testing.assert_array_equal(part.images, train.images[list(rows)], err_msg=spec)
         np.testing.assert_array_equal(part.labels, train.labels[list(rows)], err_msg=spec)
@@ -149,16 +197,33 @@ def test_one_training_run_from_tfds_cifar10(prepared):
     blocker = tmp / 'no_tensorflow'
     (blocker / 'tensorflow').mkdir(parents=True, exist_ok=True)
     (blocker / 'tensorflow' / '__init__.py').write_text(
-        "raise ImportError('TensorFlow is blocked in this test')\n")
+        "raise ImportError('TensorFlow is blocked in this test')\n"
+    )
     env = _env(tmp)
     env['PYTHONPATH'] = os.pathsep.join([str(blocker), env['PYTHONPATH']])
     workdir = tmp / 'run'
     proc = subprocess.run(
-        [sys.executable, '-m', 'ghostnet_jax.train', f'--config={h.SMOKE}', f'--workdir={workdir}',
-         '--config.data.source=tfds:cifar10', f'--config.data.data_dir={data_dir}',
-         '--config.data.test_split=test', '--config.model.conv_impl=native',
-         '--config.num_epochs=1', '--config.batch_size=16', '--config.eval_batch_size=16'],
-        cwd=h.REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            '-m',
+            'ghostnet_jax.train',
+            f'--config={h.SMOKE}',
+            f'--workdir={workdir}',
+            '--config.data.source=tfds:cifar10',
+            f'--config.data.data_dir={data_dir}',
+            '--config.data.test_split=test',
+            '--config.model.conv_impl=native',
+            '--config.num_epochs=1',
+            '--config.batch_size=16',
+            '--config.eval_batch_size=16',
+        ],
+        cwd=h.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     results = json.loads((workdir / 'results.json').read_text())
     # smoke.py: train[:80%] (48) / train[80%:] (12) of the 60 prepared training examples.
@@ -178,11 +243,27 @@ def test_manual_dir_archive_is_checked_against_the_registered_checksum(tmp_path)
     manual.mkdir()
     (archive,) = [p for p in download.iterdir() if not p.name.endswith('.INFO')]
     archive.rename(manual / 'cifar-10-binary.tar.gz')
-    proc = subprocess.run([sys.executable, '-m', 'ghostnet_jax.prepare_data', '--dataset', 'cifar10',
-                           '--data-dir', str(tmp_path / 'tfds'), '--manual-dir', str(manual),
-                           '--download-timeout', '1'],
-                          cwd=h.REPO, env=_env(tmp_path), capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'ghostnet_jax.prepare_data',
+            '--dataset',
+            'cifar10',
+            '--data-dir',
+            str(tmp_path / 'tfds'),
+            '--manual-dir',
+            str(manual),
+            '--download-timeout',
+            '1',
+        ],
+        cwd=h.REPO,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert 'Traceback' not in proc.stderr
     (line,) = [x for x in proc.stderr.splitlines() if 'error: Data error' in x]

@@ -1,6 +1,7 @@
 """Every relative link in the README, docs/ and results/README.md resolves: the file exists
 and, for a link into a Markdown file, the heading it names does (GitHub's anchor rule:
 lower case, punctuation but hyphens dropped, spaces to hyphens)."""
+
 import re
 from pathlib import Path
 
@@ -18,14 +19,14 @@ def anchors(page: Path) -> set[str]:
 
 def test_the_anchor_rule():
     page = REPO / 'docs' / 'training.md'
-    assert 'time-budget' in anchors(page)   # "## Time budget"
+    assert 'time-budget' in anchors(page)  # "## Time budget"
 
 
 @pytest.mark.parametrize('page', PAGES, ids=lambda p: str(p.relative_to(REPO)))
 def test_relative_links_resolve(page):
     broken = []
     for link in LINK.findall(page.read_text()):
-        if re.match(r'[a-z]+:', link):   # http(s), mailto: not checked offline
+        if re.match(r'[a-z]+:', link):  # http(s), mailto: not checked offline
             continue
         path, _, anchor = link.partition('#')
         target = (page.parent / path).resolve() if path else page

@@ -10,6 +10,7 @@ purpose: a restore-like re-placement followed by ~250-batch evaluations, while a
 busy-loop process takes a core (in the suite the other runs load the rest) and XLA's
 rendezvous timeout is cut from 40 to 5 s (the old evaluator aborted in 2 of 3 such
 processes on a busy machine)."""
+
 import os
 import subprocess
 import sys
@@ -56,23 +57,31 @@ HOG = 'while True: pass'
 
 def test_many_small_eval_steps_on_8_busy_devices_do_not_abort():
     import train_harness as h
-    env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHONPATH=str(REPO),
-               XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {h.XLA_TEST_FLAGS} '
-                         '--xla_cpu_collective_call_terminate_timeout_seconds=5')
+
+    env = dict(
+        os.environ,
+        JAX_PLATFORMS='cpu',
+        PYTHONPATH=str(REPO),
+        XLA_FLAGS=f'--xla_force_host_platform_device_count=8 {h.XLA_TEST_FLAGS} '
+        '--xla_cpu_collective_call_terminate_timeout_seconds=5',
+    )
     hogs = [subprocess.Popen([sys.executable, '-c', HOG])]
     try:
-        out = subprocess.run([sys.executable, '-c', SCRIPT], env=env, capture_output=True,
-                             text=True, timeout=600)
+        out = subprocess.run(
+            [sys.executable, '-c', SCRIPT], env=env, capture_output=True, text=True, timeout=600
+        )
     finally:
         for hog in hogs:
             hog.kill()
     assert out.returncode == 0 and 'EVAL-OK' in out.stdout, (
-        f'rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}')
+        f'rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}'
+    )
 
 
 def test_cpu_steps_wait_for_their_inputs_and_accelerators_queue_ahead():
     # XLA:CPU runs a program whose inputs are ready on the calling thread (faster: see
     # steps_in_flight); an accelerator needs steps queued to stay busy.
     from ghostnet_jax.data.metrics import MAX_IN_FLIGHT, steps_in_flight
+
     assert steps_in_flight('cpu') == 0
     assert steps_in_flight('gpu') == steps_in_flight('tpu') == MAX_IN_FLIGHT > 0

@@ -6,9 +6,15 @@ from ghostnet_jax.training.model_spec import ModelSpec, ModelSpecError
 
 
 def _spec(**kw):
-    base = dict(model_name='ghostnet_cifar_tiny', num_classes=3, class_names=('a', 'b', 'c'),
-                image_shape=(16, 16, 3), mean=(120.0, 110.5, 100.25), std=(60.0, 61.0, 62.0),
-                model_overrides={'dropout_rate': 0.0})
+    base = dict(
+        model_name='ghostnet_cifar_tiny',
+        num_classes=3,
+        class_names=('a', 'b', 'c'),
+        image_shape=(16, 16, 3),
+        mean=(120.0, 110.5, 100.25),
+        std=(60.0, 61.0, 62.0),
+        model_overrides={'dropout_rate': 0.0},
+    )
     return ModelSpec(**{**base, **kw})
 
 
@@ -20,12 +26,15 @@ def test_json_round_trip_and_build():
     assert model.num_classes == 3 and model.dropout_rate == 0.0
 
 
-@pytest.mark.parametrize('bad, needle', [
-    (dict(class_names=('a', 'b')), '2 class names for 3 classes'),
-    (dict(mean=(1.0, 2.0)), 'mean must hold 3'),
-    (dict(std=(1.0, 0.0, 1.0)), 'std must be positive'),
-    (dict(mean=(1.0, math.nan, 1.0)), 'finite'),
-])
+@pytest.mark.parametrize(
+    'bad, needle',
+    [
+        (dict(class_names=('a', 'b')), '2 class names for 3 classes'),
+        (dict(mean=(1.0, 2.0)), 'mean must hold 3'),
+        (dict(std=(1.0, 0.0, 1.0)), 'std must be positive'),
+        (dict(mean=(1.0, math.nan, 1.0)), 'finite'),
+    ],
+)
 def test_impossible_specs_are_refused(bad, needle):
     with pytest.raises(ModelSpecError, match=needle):
         _spec(**bad)

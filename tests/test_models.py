@@ -1,4 +1,6 @@
-"""The model zoo against the official numbers (computed from the official code, checked with timm)."""
+"""The model zoo against the official numbers (computed from the official code, checked with
+timm)."""
+
 import functools
 import re
 
@@ -10,10 +12,9 @@ import numpy as np
 import pytest
 
 import ghostnet_jax
-from ghostnet_jax.models.layer_table import layer_table
-from ghostnet_jax.models import (Conv, GhostBottleneck, GhostModule, SqueezeExcite,
-                                 make_divisible)
+from ghostnet_jax.models import Conv, GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
 from ghostnet_jax.models.ghost_blocks import upsample_nearest
+from ghostnet_jax.models.layer_table import layer_table
 from ghostnet_jax.models.registry import ModelInputError
 from ghostnet_jax.models.reparameterize import fold_branches
 
@@ -45,8 +46,12 @@ def test_params_and_macs_match_official(key):
 def test_paper_table3_networks_counts():
     # Paper: VGG-16 15.0M/313M, Ghost-VGG-16 7.7M/158M, ResNet-56 0.85M/125M,
     # Ghost-ResNet-56 0.43M/63M (public ports 0.44M/68M). Ours, exactly:
-    expected = {'vgg16': (14_987_722, 313_463_808), 'ghost_vgg16': (7_652_074, 158_699_520),
-                'resnet56': (853_018, 125_485_696), 'ghost_resnet56': (438_154, 65_286_784)}
+    expected = {
+        'vgg16': (14_987_722, 313_463_808),
+        'ghost_vgg16': (7_652_074, 158_699_520),
+        'resnet56': (853_018, 125_485_696),
+        'ghost_resnet56': (438_154, 65_286_784),
+    }
     for name, (params, macs) in expected.items():
         table = layer_table(ghostnet_jax.create_model(name), 32)
         assert (table.trainable_params, table.macs) == (params, macs), name
@@ -55,11 +60,17 @@ def test_paper_table3_networks_counts():
 
 
 def test_make_divisible_official_rule():
-    assert [make_divisible(v) for v in (16 * 0.5, 48 * 0.5, 72 * 0.5, 20 * 1.0, 3.0, 10.0)] == \
-        [8, 24, 36, 20, 4, 12]
+    assert [make_divisible(v) for v in (16 * 0.5, 48 * 0.5, 72 * 0.5, 20 * 1.0, 3.0, 10.0)] == [
+        8,
+        24,
+        36,
+        20,
+        4,
+        12,
+    ]
     assert make_divisible(0.25 * 48) == 12
-    assert make_divisible(13.0, 8) == 16           # 13 rounds to 16 (nearest multiple)
-    assert make_divisible(11.0, 8) == 16           # 8 < 0.9 * 11, so one divisor is added
+    assert make_divisible(13.0, 8) == 16  # 13 rounds to 16 (nearest multiple)
+    assert make_divisible(11.0, 8) == 16  # 8 < 0.9 * 11, so one divisor is added
 
 
 def _abstract_variables(model, size):
@@ -85,16 +96,27 @@ def test_bn_buffers_se_widths_and_feature_maps_at_1x():
     def record(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
         if context.method_name == '__call__' and context.module.name in (
-                'bn1', 'blocks_2_0', 'blocks_4_0', 'blocks_6_4', 'blocks_8_3', 'blocks_9_0'):
+            'bn1',
+            'blocks_2_0',
+            'blocks_4_0',
+            'blocks_6_4',
+            'blocks_8_3',
+            'blocks_9_0',
+        ):
             if context.module.parent is model or context.module.parent.name is None:
                 outputs[context.module.name] = out.shape[1:]
         return out
 
     with nn.intercept_methods(record):
         jax.eval_shape(lambda v: model.apply(v, jnp.zeros((1, 224, 224, 3))), variables)
-    assert outputs == {'bn1': (112, 112, 16), 'blocks_2_0': (56, 56, 24),
-                       'blocks_4_0': (28, 28, 40), 'blocks_6_4': (14, 14, 112),
-                       'blocks_8_3': (7, 7, 160), 'blocks_9_0': (7, 7, 960)}
+    assert outputs == {
+        'bn1': (112, 112, 16),
+        'blocks_2_0': (56, 56, 24),
+        'blocks_4_0': (28, 28, 40),
+        'blocks_6_4': (14, 14, 112),
+        'blocks_8_3': (7, 7, 160),
+        'blocks_9_0': (7, 7, 960),
+    }
 
 
 def _random_variables(model, x, seed=0):
@@ -109,6 +131,7 @@ def _random_variables(model, x, seed=0):
             return jnp.ones(leaf.shape, leaf.dtype)
         fan_in = max(1, int(np.prod(leaf.shape[:-1])))
         return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
@@ -123,11 +146,12 @@ COMPILED = ('vgg16', 'ghost_vgg16', 'resnet56', 'ghost_resnet56')
 TRACED_ELSEWHERE = re.compile(r'ghostnetv[23]_(100|130|160|cifar_(100|130|160))|ghostnetv3_050')
 
 
-@pytest.mark.parametrize('name', [n for n in ghostnet_jax.list_models()
-                                  if not TRACED_ELSEWHERE.fullmatch(n)])
+@pytest.mark.parametrize(
+    'name', [n for n in ghostnet_jax.list_models() if not TRACED_ELSEWHERE.fullmatch(n)]
+)
 def test_every_model_gives_the_right_output_shape(name):
     model = ghostnet_jax.create_model(name, num_classes=7)
-    size = max(32, getattr(model, 'min_input_size', lambda: 32)())   # 33 for ImageNet v2/v3
+    size = max(32, getattr(model, 'min_input_size', lambda: 32)())  # 33 for ImageNet v2/v3
     x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
     if name not in COMPILED:
         out, _ = jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x))
@@ -141,11 +165,14 @@ def test_every_model_gives_the_right_output_shape(name):
 # timm 1.0.31's counts at 1000 classes (its models' parameters; V3 folded by timm's
 # reparameterize_model). Each trace also checks the logits' shape.
 TIMM_COUNTS = {
-    ('ghostnetv2_100', False): 6_156_908, ('ghostnetv2_130', False): 8_960_404,
+    ('ghostnetv2_100', False): 6_156_908,
+    ('ghostnetv2_130', False): 8_960_404,
     ('ghostnetv2_160', False): 12_392_698,
-    ('ghostnetv3_050', False): 3_395_384, ('ghostnetv3_100', False): 8_129_028,
-    ('ghostnetv3_130', False): 12_217_720, ('ghostnetv3_160', False): 17_275_700,
-    ('ghostnetv3_050', True): 2_853_176,   # folded 1.0x: tests/test_convert.py (with logits)
+    ('ghostnetv3_050', False): 3_395_384,
+    ('ghostnetv3_100', False): 8_129_028,
+    ('ghostnetv3_130', False): 12_217_720,
+    ('ghostnetv3_160', False): 17_275_700,
+    ('ghostnetv3_050', True): 2_853_176,  # folded 1.0x: tests/test_convert.py (with logits)
 }
 
 
@@ -176,8 +203,11 @@ def tiny_cifar():
 
 def _jitted(model):
     evaluate = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=['batch_stats']))
-    train = jax.jit(lambda v, x, seed: model.apply(
-        v, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(seed)}))
+    train = jax.jit(
+        lambda v, x, seed: model.apply(
+            v, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(seed)}
+        )
+    )
     return evaluate, train
 
 
@@ -185,19 +215,22 @@ def test_batch_stats_change_only_in_training(tiny_cifar):
     model, x, variables = tiny_cifar
     evaluate, train = _jitted(model)
     _, eval_updates = evaluate(variables, x)
-    assert jax.tree.all(jax.tree.map(jnp.array_equal, eval_updates['batch_stats'],
-                                     variables['batch_stats']))
+    assert jax.tree.all(
+        jax.tree.map(jnp.array_equal, eval_updates['batch_stats'], variables['batch_stats'])
+    )
     _, train_updates = train(variables, x, 2)
     stem_mean = train_updates['batch_stats']['bn1']['mean']
     assert not np.allclose(stem_mean, variables['batch_stats']['bn1']['mean'])
     # momentum 0.9 (PyTorch's 0.1): new = 0.9 * old + 0.1 * batch mean of the stem conv,
     # computed here independently with XLA's convolution.
     kernel = variables['params']['conv_stem']['kernel']
-    stem = jax.lax.conv_general_dilated(x, kernel, (1, 1), [(1, 1), (1, 1)],
-                                        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    stem = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), [(1, 1), (1, 1)], dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+    )
     old = variables['batch_stats']['bn1']['mean']
-    np.testing.assert_allclose(stem_mean, 0.9 * old + 0.1 * stem.mean(axis=(0, 1, 2)),
-                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        stem_mean, 0.9 * old + 0.1 * stem.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_dropout_only_in_training(tiny_cifar):
@@ -220,9 +253,11 @@ def test_bfloat16_compute_keeps_float32_params_and_stats():
     variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
     assert {a.dtype for a in jax.tree.leaves(variables)} == {jnp.dtype('float32')}
     variables = _random_variables(model, x)
-    logits, updates = jax.jit(lambda v, x: model.apply(
-        v, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(0)}))(
-            variables, x)
+    logits, updates = jax.jit(
+        lambda v, x: model.apply(
+            v, x, train=True, mutable=['batch_stats'], rngs={'dropout': jax.random.key(0)}
+        )
+    )(variables, x)
     assert logits.dtype == jnp.bfloat16
     assert {a.dtype for a in jax.tree.leaves(updates)} == {jnp.dtype('float32')}
 
@@ -256,14 +291,17 @@ def test_blocks_standalone_semantics():
     assert v['params']['shortcut_dw']['kernel'].shape == (5, 5, 1, 6)
 
 
-@pytest.mark.parametrize('name, groups', [
-    # The stem, one group per row group of the official table (9) plus the final 1x1 conv
-    # block, and the head.
-    ('ghostnet_cifar_100', ['head', 'stem'] + [f'stage{i}' for i in range(10)]),
-    # VGG-16: the convs between max-pools (2, 2, 3, 3, 3 of them), then the classifier.
-    ('vgg16', ['head'] + [f'stage{i}' for i in range(5)]),
-    ('resnet56', ['head', 'stem', 'stage0', 'stage1', 'stage2']),
-])
+@pytest.mark.parametrize(
+    'name, groups',
+    [
+        # The stem, one group per row group of the official table (9) plus the final 1x1 conv
+        # block, and the head.
+        ('ghostnet_cifar_100', ['head', 'stem'] + [f'stage{i}' for i in range(10)]),
+        # VGG-16: the convs between max-pools (2, 2, 3, 3, 3 of them), then the classifier.
+        ('vgg16', ['head'] + [f'stage{i}' for i in range(5)]),
+        ('resnet56', ['head', 'stem', 'stage0', 'stage1', 'stage2']),
+    ],
+)
 def test_models_name_their_parameter_groups(name, groups):
     model = ghostnet_jax.create_model(name)
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))))
@@ -299,25 +337,28 @@ def test_dfc_on_ghost1_from_the_third_block_and_v3_branches_where_shapes_allow()
     assert {p.split('/dfc/')[0] for p in v2 if '/dfc/' in p} == {'blocks_2_0/ghost1'}
     assert 'blocks_2_0/ghost1/dfc/conv_h/kernel' in v2 and 'blocks_2_0/ghost1/dfc/bn_v/scale' in v2
 
-    v3 = _param_paths('ghostnetv3_cifar_tiny', num_branches=3)   # timm's count (the tiny has 1)
+    v3 = _param_paths('ghostnetv3_cifar_tiny', num_branches=3)  # timm's count (the tiny has 1)
     assert {p.split('/dfc/')[0] for p in v3 if '/dfc/' in p} == {'blocks_2_0/ghost1'}
-    modules = {p.rsplit('/', 2)[0] if '/conv/' in p or '/bn1/' in p else p.rsplit('/', 1)[0]
-               for p in v3}
+    modules = {
+        p.rsplit('/', 2)[0] if '/conv/' in p or '/bn1/' in p else p.rsplit('/', 1)[0] for p in v3
+    }
     ghosts = [f'blocks_{b}_0/ghost{g}' for b in range(3) for g in (1, 2)]
     for ghost in ghosts:
         # 3 branches each; a 1x1 primary conv has no 1x1 scale branch; the cheap op (as many
         # outputs as inputs, stride 1) has its identity BN; the primary never does here
         # (its input is never half its output width).
         assert {m for m in modules if m.startswith(ghost + '/')} >= {
-            f'{ghost}/{kind}_rpr_conv_{i}' for kind in ('primary', 'cheap') for i in range(3)}
+            f'{ghost}/{kind}_rpr_conv_{i}' for kind in ('primary', 'cheap') for i in range(3)
+        }
         assert f'{ghost}/cheap_rpr_scale' in modules and f'{ghost}/cheap_rpr_skip' in modules
         assert f'{ghost}/primary_rpr_scale' not in modules
         assert f'{ghost}/primary_rpr_skip' not in modules
     # Stride-2 blocks only (block 0 has stride 1): 3 depthwise branches and a 1x1 scale
     # branch, no identity (stride 2).
     dw = {m for m in modules if '/dw_rpr_' in m}
-    assert dw == {f'blocks_{b}_0/dw_rpr_{k}' for b in (1, 2)
-                  for k in ('conv_0', 'conv_1', 'conv_2', 'scale')}
+    assert dw == {
+        f'blocks_{b}_0/dw_rpr_{k}' for b in (1, 2) for k in ('conv_0', 'conv_1', 'conv_2', 'scale')
+    }
 
 
 def test_imagenet_strides_v2_v3_refuse_too_small_images_with_the_fix():
@@ -328,7 +369,8 @@ def test_imagenet_strides_v2_v3_refuse_too_small_images_with_the_fix():
     assert ghostnet_jax.create_model('ghostnetv3_cifar_100').min_input_size() <= 32
     with pytest.raises(ValueError, match='GhostNetV3 only'):
         ghostnet_jax.create_model('ghostnetv2_cifar_tiny', reparameterized=True).init(
-            jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+            jax.random.key(0), jnp.zeros((1, 32, 32, 3))
+        )
 
 
 def _random_bn_variables(model, x, seed):
@@ -345,6 +387,7 @@ def _random_bn_variables(model, x, seed):
             return jnp.asarray(rng.uniform(0.2, 0.6, leaf.shape), leaf.dtype)
         fan_in = max(1, int(np.prod(leaf.shape[:-1])))
         return jnp.asarray(rng.normal(size=leaf.shape) / np.sqrt(fan_in), leaf.dtype)
+
     return jax.tree_util.tree_map_with_path(fill, abstract)
 
 

@@ -3,13 +3,13 @@
 The reference is the evaluate CLI (the trainer's own evaluation code) on the same image
 files: its accuracy and loss must equal those computed from predict's probabilities.
 """
+
 import csv
 import io
 import json
 import shutil
 
 import pytest
-
 import train_harness as h
 
 
@@ -20,22 +20,40 @@ def _predict(trainer, *args, timeout=300):
 def _labels(trainer):
     """path -> class index, from the folder names (classes are sorted folder names)."""
     classes = sorted(p.name for p in (trainer.data / 'train').iterdir())
-    return {str(p): classes.index(p.parent.name)
-            for p in (trainer.data / 'train').rglob('*.png')}
+    return {str(p): classes.index(p.parent.name) for p in (trainer.data / 'train').rglob('*.png')}
 
 
 def test_json_probabilities_match_evaluate_on_the_same_files(trainer, base_run, tmp_path):
     import numpy as np
-    run = tmp_path / 'run'      # evaluate writes into the workdir: keep base_run untouched
+
+    run = tmp_path / 'run'  # evaluate writes into the workdir: keep base_run untouched
     shutil.copytree(base_run, run)
-    evaluated = trainer.cli(['-m', 'ghostnet_jax.evaluate', '--workdir', run,
-                             '--source', f'folder:{trainer.data}', '--split', 'train'])
+    evaluated = trainer.cli(
+        [
+            '-m',
+            'ghostnet_jax.evaluate',
+            '--workdir',
+            run,
+            '--source',
+            f'folder:{trainer.data}',
+            '--split',
+            'train',
+        ]
+    )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     [written] = run.glob('eval-folder*.json')
     reference = json.loads(written.read_text())
 
-    out = _predict(trainer, '--workdir', base_run, '--format', 'json', '--top-k', h.NUM_CLASSES,
-                   trainer.data / 'train')
+    out = _predict(
+        trainer,
+        '--workdir',
+        base_run,
+        '--format',
+        'json',
+        '--top-k',
+        h.NUM_CLASSES,
+        trainer.data / 'train',
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert 'Traceback' not in out.stderr
     result = json.loads(out.stdout)
@@ -56,6 +74,7 @@ def test_json_probabilities_match_evaluate_on_the_same_files(trainer, base_run, 
 def _predict_here(capsys, *args):
     """predict in this process: (exit code, stdout, stderr)."""
     from ghostnet_jax import predict
+
     code = predict.main([str(a) for a in args])
     out = capsys.readouterr()
     return code, out.out, out.err
@@ -70,13 +89,25 @@ def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path,
     broken = folder / 'broken.jpg'
     broken.write_bytes(b'\xff\xd8 truncated jpeg')
 
-    code, _, err = _predict_here(capsys, '--workdir', base_run, '--batch-size', 2, '--top-k', 2,
-                                 folder)
+    code, _, err = _predict_here(
+        capsys, '--workdir', base_run, '--batch-size', 2, '--top-k', 2, folder
+    )
     assert code == 4, err
     assert str(broken) in err and 'Traceback' not in err
 
-    code, stdout, err = _predict_here(capsys, '--workdir', base_run, '--format', 'csv',
-                                      '--top-k', 2, '--skip-unreadable', '--batch-size', 2, folder)
+    code, stdout, err = _predict_here(
+        capsys,
+        '--workdir',
+        base_run,
+        '--format',
+        'csv',
+        '--top-k',
+        2,
+        '--skip-unreadable',
+        '--batch-size',
+        2,
+        folder,
+    )
     assert code == 0, err[-3000:]
     assert f'skipped unreadable image {broken}' in err
     rows = list(csv.DictReader(io.StringIO(stdout)))
@@ -84,31 +115,44 @@ def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path,
     assert {r['class_name'] for r in rows} <= {'c0', 'c1', 'c2'}
     assert float(rows[0]['probability']) >= float(rows[1]['probability'])
 
-    out = _predict(trainer, '--workdir', base_run / 'checkpoints', '--checkpoint', 'latest',
-                   '--top-k', 1, folder / 'sub' / '0.png', folder / 'sub' / '1.png')
+    out = _predict(
+        trainer,
+        '--workdir',
+        base_run / 'checkpoints',
+        '--checkpoint',
+        'latest',
+        '--top-k',
+        1,
+        folder / 'sub' / '0.png',
+        folder / 'sub' / '1.png',
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(str(folder / 'sub' / '0.png') + ': c')
-    assert out.stderr.strip() == ''       # no progress bar and no notices when not a TTY
+    assert out.stderr.strip() == ''  # no progress bar and no notices when not a TTY
 
 
-@pytest.mark.parametrize('args, code, message', [
-    (['--workdir', '{missing}', '{image}'], 5, 'does not exist'),
-    (['--workdir', '{run}', '--checkpoint', '99999', '{image}'], 5, 'available steps'),
-    (['--workdir', '{run}', '{missing}'], 4, 'does not exist'),
-    (['--workdir', '{run}', '--top-k', '0', '{image}'], 2, '--top-k'),
-    (['--workdir', '{run}', '--checkpoint', 'newest', '{image}'], 2, '--checkpoint'),
-    (['{image}'], 2, '--workdir'),
-])
+@pytest.mark.parametrize(
+    'args, code, message',
+    [
+        (['--workdir', '{missing}', '{image}'], 5, 'does not exist'),
+        (['--workdir', '{run}', '--checkpoint', '99999', '{image}'], 5, 'available steps'),
+        (['--workdir', '{run}', '{missing}'], 4, 'does not exist'),
+        (['--workdir', '{run}', '--top-k', '0', '{image}'], 2, '--top-k'),
+        (['--workdir', '{run}', '--checkpoint', 'newest', '{image}'], 2, '--checkpoint'),
+        (['{image}'], 2, '--workdir'),
+    ],
+)
 def test_exit_codes(trainer, base_run, tmp_path, args, code, message, capsys):
     # In-process (the CLI's own process is exercised above): each case fails before any
     # compile, and a subprocess would spend seconds starting Python and JAX for each.
     from ghostnet_jax import predict
+
     image = next((trainer.data / 'train' / 'c0').glob('*.png'))
     fill = dict(missing=tmp_path / 'missing', image=image, run=base_run)
     try:
         got = predict.main([str(a).format(**fill) for a in args])
-    except SystemExit as e:   # argparse's own usage errors
+    except SystemExit as e:  # argparse's own usage errors
         got = e.code
     err = capsys.readouterr().err
     assert got == code, err

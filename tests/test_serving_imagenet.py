@@ -4,20 +4,21 @@ References: the timm logits stored in tests/fixtures (the weights are regenerate
 fixture's seed, as tests/test_convert.py does), and ImageNet's published normalization
 and timm's eval geometry written out here independently of the package.
 """
+
 import json
 
 import jax
 import numpy as np
 import pytest
 from PIL import Image
+from test_convert import _fixture, synthetic_state_dict
 
 import ghostnet_jax
 from ghostnet_jax import convert
-from ghostnet_jax.models.pytorch_weights import from_torch_state_dict
 from ghostnet_jax.models import create_model
-from test_convert import _fixture, synthetic_state_dict
+from ghostnet_jax.models.pytorch_weights import from_torch_state_dict
 
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)    # ImageNet, [0, 1] units
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # ImageNet, [0, 1] units
 STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
@@ -25,12 +26,24 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 def converted(tmp_path_factory):
     """The fixture's ghostnet_100 weights through the convert CLI: (dir, state_dict)."""
     from safetensors.numpy import save_file
+
     meta = _fixture()[0]['models']['ghostnet_100']
     state_dict = synthetic_state_dict({k: tuple(s) for k, s in meta['shapes']}, meta['seed'])
     root = tmp_path_factory.mktemp('imagenet')
     save_file(state_dict, str(root / 'ghostnet_100.safetensors'))
-    assert convert.main(['--checkpoint', str(root / 'ghostnet_100.safetensors'),
-                         '--model', 'ghostnet_100', '--out', str(root / 'converted')]) == 0
+    assert (
+        convert.main(
+            [
+                '--checkpoint',
+                str(root / 'ghostnet_100.safetensors'),
+                '--model',
+                'ghostnet_100',
+                '--out',
+                str(root / 'converted'),
+            ]
+        )
+        == 0
+    )
     return root / 'converted', state_dict
 
 
@@ -58,8 +71,9 @@ def test_loaded_weights_give_timms_logits(converted):
     np.testing.assert_allclose(np.asarray(logits), expected, rtol=0, atol=1e-4)
 
 
-def test_predict_cli_on_converted_weights_resizes_and_normalizes_like_timm(converted, tmp_path,
-                                                                           capsys):
+def test_predict_cli_on_converted_weights_resizes_and_normalizes_like_timm(
+    converted, tmp_path, capsys
+):
     directory, state_dict = converted
     rng = np.random.default_rng(0)
     # 256 high, 320 wide: the shorter side is already 256, so timm's transform is exactly
@@ -67,8 +81,18 @@ def test_predict_cli_on_converted_weights_resizes_and_normalizes_like_timm(conve
     pixels = np.clip(rng.normal(128, 60, (256, 320, 3)), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(tmp_path / 'photo.png')
     from ghostnet_jax import predict
-    code = predict.main(['--workdir', str(directory), '--format', 'json', '--top-k', '5',
-                         str(tmp_path / 'photo.png')])
+
+    code = predict.main(
+        [
+            '--workdir',
+            str(directory),
+            '--format',
+            'json',
+            '--top-k',
+            '5',
+            str(tmp_path / 'photo.png'),
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err[-3000:]
     [record] = json.loads(out.out)['predictions']
@@ -82,14 +106,13 @@ def test_predict_cli_on_converted_weights_resizes_and_normalizes_like_timm(conve
     probs = np.asarray(jax.nn.softmax(logits))[0]
     top = np.argsort(-probs)[:5]
     assert [t['class_index'] for t in record['top_k']] == top.tolist()
-    np.testing.assert_allclose([t['probability'] for t in record['top_k']], probs[top],
-                               rtol=1e-4)
+    np.testing.assert_allclose([t['probability'] for t in record['top_k']], probs[top], rtol=1e-4)
     assert record['top_k'][0]['class_name'] == ghostnet_jax.load(directory).class_names[top[0]]
 
 
 def test_other_sizes_are_resized_then_cropped(converted):
     model = ghostnet_jax.load(converted[0])
-    for size in ((600, 400), (200, 300), (224, 224)):   # PIL sizes are (width, height)
+    for size in ((600, 400), (200, 300), (224, 224)):  # PIL sizes are (width, height)
         image = Image.new('RGB', size, (10, 200, 30))
         out = model.prepare(image)
         assert out.shape == (224, 224, 3) and out.dtype == np.uint8

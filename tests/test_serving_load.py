@@ -4,13 +4,14 @@ The reference run (conftest.base_run, the real training CLI) evaluated its best 
 on the validation split at the end (results.json) and every epoch (metrics.jsonl):
 predict on the same images must reproduce those accuracies and losses.
 """
+
 import json
 
 import numpy as np
 import pytest
+import train_harness as h
 
 import ghostnet_jax
-import train_harness as h
 from ghostnet_jax.data import load_split
 from ghostnet_jax.serving.loading import bucket_size, read_eval_variables
 from ghostnet_jax.training.checkpoints import CheckpointError
@@ -24,13 +25,16 @@ def model(base_run):
 
 def _val_split(trainer, base_run):
     config = json.loads((base_run / 'config.json').read_text())
-    return load_split(config['data']['source'], config['data']['val_split'],
-                      cache_dir=trainer.data_cache)
+    return load_split(
+        config['data']['source'], config['data']['val_split'], cache_dir=trainer.data_cache
+    )
 
 
 def _accuracy_and_loss(probs, labels):
-    return (float(np.mean(probs.argmax(-1) == labels)),
-            float(np.mean(-np.log(probs[np.arange(len(labels)), labels]))))
+    return (
+        float(np.mean(probs.argmax(-1) == labels)),
+        float(np.mean(-np.log(probs[np.arange(len(labels)), labels]))),
+    )
 
 
 def test_load_reproduces_the_runs_validation_results(trainer, base_run, model):
@@ -54,8 +58,10 @@ def test_every_path_form_and_step_selection(trainer, base_run):
     val = _val_split(trainer, base_run)
     # The step directory itself, and the checkpoints/ dir with a step number: the accuracy
     # the trainer logged for that epoch.
-    for model in (ghostnet_jax.load(base_run / 'checkpoints' / str(first)),
-                  ghostnet_jax.load(base_run / 'checkpoints', first)):
+    for model in (
+        ghostnet_jax.load(base_run / 'checkpoints' / str(first)),
+        ghostnet_jax.load(base_run / 'checkpoints', first),
+    ):
         assert model.step == first
         accuracy, loss = _accuracy_and_loss(model.predict(val.images), val.labels)
         assert accuracy == pytest.approx(logged['accuracy'], abs=1e-9)
@@ -64,11 +70,12 @@ def test_every_path_form_and_step_selection(trainer, base_run):
 
 
 def test_batches_of_any_size_compile_a_few_buckets(model):
-    images = np.stack([model.prepare(p) for p in
-                       [np.full((20, 24, 3), v, np.uint8) for v in range(0, 250, 12)]])
-    assert images.shape == (21, *model.image_shape)   # other sizes resized as trained
+    images = np.stack(
+        [model.prepare(p) for p in [np.full((20, 24, 3), v, np.uint8) for v in range(0, 250, 12)]]
+    )
+    assert images.shape == (21, *model.image_shape)  # other sizes resized as trained
     compiled = model._jitted._cache_size()
-    whole = model.predict(images)                      # 8 + 8 + 5 (padded to 8)
+    whole = model.predict(images)  # 8 + 8 + 5 (padded to 8)
     for n in (1, 2, 3, 5, 7):
         np.testing.assert_allclose(model.predict(images[:n]), whole[:n], atol=1e-6)
     single = model.predict(images[4])
@@ -86,12 +93,13 @@ def test_batches_of_any_size_compile_a_few_buckets(model):
 def test_float_images_in_unit_range_equal_uint8(model):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, *model.image_shape), dtype=np.uint8)
-    np.testing.assert_allclose(model.predict(images.astype(np.float32) / 255.0),
-                               model.predict(images), atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(images.astype(np.float32) / 255.0), model.predict(images), atol=1e-5
+    )
     with pytest.raises(ValueError, match=r'\[0, 1\]'):
-        model.predict(images.astype(np.float32))          # pixel units in a float array
+        model.predict(images.astype(np.float32))  # pixel units in a float array
     with pytest.raises(ValueError, match='load_images'):
-        model.predict(np.zeros((2, 7, 7, 3), np.uint8))   # wrong size: says how to fix it
+        model.predict(np.zeros((2, 7, 7, 3), np.uint8))  # wrong size: says how to fix it
 
 
 def test_load_errors_say_what_exists(base_run, tmp_path):
@@ -107,9 +115,12 @@ def test_ema_weights_are_preferred_when_kept(tmp_path):
     """What the trainer evaluates (state.eval_variables): EMA params and batch statistics
     where present and not None, else the live ones."""
     import orbax.checkpoint as ocp
+
     live = {'params': {'w': np.zeros(3, np.float32)}, 'batch_stats': {'m': np.zeros(2, np.float32)}}
-    ema = {'ema_params': {'w': np.ones(3, np.float32)},
-           'ema_batch_stats': {'m': np.ones(2, np.float32)}}
+    ema = {
+        'ema_params': {'w': np.ones(3, np.float32)},
+        'ema_batch_stats': {'m': np.ones(2, np.float32)},
+    }
     for name, tree in (('with_ema', {**live, **ema}), ('without', {**live, 'ema_params': None})):
         with ocp.PyTreeCheckpointer() as ckptr:
             ckptr.save(tmp_path / name / 'state', tree)

@@ -1,4 +1,5 @@
 """Grid and variant parsing, per-run configs and the table's best row (pure, no training)."""
+
 import math
 
 import pytest
@@ -31,28 +32,42 @@ def test_overrides_keep_field_types_and_reject_unknown_fields():
     config = smoke.get_config()
     c = G.apply_overrides(config, {'optimizer.learning_rate': 1, 'batch_size': 16})
     assert c.optimizer.learning_rate == 1.0 and isinstance(c.optimizer.learning_rate, float)
-    assert c.batch_size == 16 and config.batch_size == 8      # the base is not modified
+    assert c.batch_size == 16 and config.batch_size == 8  # the base is not modified
     with pytest.raises(ValueError):
         G.apply_overrides(config, {'optimizer.lr': 0.1})
 
 
 def test_vectorizable_runs_group_by_everything_else():
     config = smoke.get_config()
-    lr = G.apply_overrides(config, {'optimizer.learning_rate': 0.3, 'seed': 3,
-                                    'model.dropout_rate': 0.5, 'label_smoothing': 0.1,
-                                    'optimizer.weight_decay': 0.0})
+    lr = G.apply_overrides(
+        config,
+        {
+            'optimizer.learning_rate': 0.3,
+            'seed': 3,
+            'model.dropout_rate': 0.5,
+            'label_smoothing': 0.1,
+            'optimizer.weight_decay': 0.0,
+        },
+    )
     assert without_vector_fields(lr) == without_vector_fields(config)
     for field, value in (('batch_size', 16), ('data.augment.cutout', 8), ('ema_decay', 0.9)):
-        assert without_vector_fields(G.apply_overrides(config, {field: value})) != \
-            without_vector_fields(config), field
+        assert without_vector_fields(
+            G.apply_overrides(config, {field: value})
+        ) != without_vector_fields(config), field
 
 
 def test_best_row_is_highest_validation_accuracy_then_lowest_loss():
-    rows = [G.result_row(name, {}, {'val': {'accuracy': acc, 'loss': loss},
-                                    'test': {'accuracy': test}}, 'done')
-            for name, acc, loss, test in (('a', 0.8, 0.5, 0.99), ('b', 0.9, 0.6, 0.1),
-                                          ('c', 0.9, 0.4, 0.2))]
-    assert G.best_row(rows)['run'] == 'c'     # never 'a', whose test accuracy is highest
+    rows = [
+        G.result_row(
+            name, {}, {'val': {'accuracy': acc, 'loss': loss}, 'test': {'accuracy': test}}, 'done'
+        )
+        for name, acc, loss, test in (
+            ('a', 0.8, 0.5, 0.99),
+            ('b', 0.9, 0.6, 0.1),
+            ('c', 0.9, 0.4, 0.2),
+        )
+    ]
+    assert G.best_row(rows)['run'] == 'c'  # never 'a', whose test accuracy is highest
     md = G.markdown(rows, [], G.best_row(rows))
     assert next(line for line in md.splitlines() if '**best**' in line).split('|')[2].strip() == 'c'
     diverged = G.result_row('d', {}, {'status': 'diverged'}, 'diverged')
@@ -63,7 +78,9 @@ def test_a_finished_run_of_this_release_is_recognised_after_a_field_was_removed(
     """A run's config.json keeps a field this version no longer has, unset: rerunning the
     sweep takes the run as done; one that set it, or another config, is not."""
     import json
+
     from ghostnet_jax.study.sweep import SweepError, _config_text, finished
+
     config = smoke.get_config()
     saved = json.loads(_config_text(config))
     saved['optimizer']['a_removed_field'] = []

@@ -1,4 +1,5 @@
 """`python -m ghostnet_jax.lr_find`: the ramp, the divergence stop and the suggestion."""
+
 import math
 import re
 
@@ -13,8 +14,14 @@ from ghostnet_jax.study.lr_find import smooth, suggest
 @h.job('study_lr_find')
 def _lr_find(t, root):
     cli = s.Cli(root)
-    return root / 'lr', cli.start('lr_find', f'--workdir={root / "lr"}', '--min_lr=1e-4',
-                                  '--max_lr=1e3', '--num_steps=40', log='lr').check(0)
+    return root / 'lr', cli.start(
+        'lr_find',
+        f'--workdir={root / "lr"}',
+        '--min_lr=1e-4',
+        '--max_lr=1e3',
+        '--num_steps=40',
+        log='lr',
+    ).check(0)
 
 
 def test_lr_find_end_to_end(trainer):
@@ -24,7 +31,9 @@ def test_lr_find_end_to_end(trainer):
     # The ramp, by hand: 1e-4 * 10 ** (7 * i / 39), one value per step actually run.
     np.testing.assert_allclose(lrs, [1e-4 * 10 ** (7 * i / 39) for i in range(len(lrs))], rtol=1e-5)
     # lr 1e3 blows SGD up long before the ramp ends.
-    assert len(lrs) < 40 and ('diverged' in result['stop_reason'] or 'not finite' in result['stop_reason'])
+    assert len(lrs) < 40 and (
+        'diverged' in result['stop_reason'] or 'not finite' in result['stop_reason']
+    )
     smoothed = result['smoothed_loss']
     best = int(np.nanargmin(smoothed))
     assert result['suggestion']['learning_rate'] == pytest.approx(lrs[best] / 10)

@@ -1,12 +1,13 @@
 """`python -m ghostnet_jax.report`: every artefact of a real (tiny) run, consistent with the
 run's own results.json."""
+
 import json
 
 import pytest
 import study_harness as s
 import train_harness as h
 
-TEST_SPLIT = 'train[:50%]'           # 8 of the 16 images of each of the 3 classes
+TEST_SPLIT = 'train[:50%]'  # 8 of the 16 images of each of the 3 classes
 TEST_EXAMPLES = 3 * 8
 
 
@@ -16,8 +17,15 @@ def _run(t, root):
     workdir = cli.root / 'run'
     # eval_flip: the report's predictions (ghostnet_jax.load) must average the mirrored
     # images as the trainer's evaluator did for results.json.
-    cli.start('train', f'--workdir={workdir}', f'--config.data.test_split={TEST_SPLIT}',
-              '--config.report=True', '--config.eval_flip=True', log='train', epochs=3).check(0)
+    cli.start(
+        'train',
+        f'--workdir={workdir}',
+        f'--config.data.test_split={TEST_SPLIT}',
+        '--config.report=True',
+        '--config.eval_flip=True',
+        log='train',
+        epochs=3,
+    ).check(0)
     # Training wrote the report itself at the end (config.report); the command rewrites it.
     assert (workdir / 'report' / 'report.md').is_file()
     report = cli.start('report', f'--workdir={workdir}', log='report').check(0)
@@ -33,8 +41,13 @@ def test_report_files_and_links(run):
     workdir, proc = run
     out = workdir / 'report'
     md = (out / 'report.md').read_text()
-    for png in ('curves.png', 'learning_rate.png', 'gradients.png', 'confusion.png',
-                'misclassified.png'):
+    for png in (
+        'curves.png',
+        'learning_rate.png',
+        'gradients.png',
+        'confusion.png',
+        'misclassified.png',
+    ):
         assert (out / png).stat().st_size > 0, png
         assert f']({png})' in md, png
     assert '## Diagnosis' in md and 'Verdict:' in md

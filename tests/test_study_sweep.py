@@ -1,5 +1,6 @@
 """`python -m ghostnet_jax.sweep`: the table, the best row, resuming, and --vectorize giving
 the same per-run results as the same runs trained one by one."""
+
 import csv
 
 import numpy as np
@@ -8,17 +9,25 @@ import study_harness as s
 import train_harness as h
 
 GRID = ('--grid=optimizer.learning_rate=0.02,0.08', '--grid=seed=0,1')
-RUNS = ['learning_rate=0.02,seed=0', 'learning_rate=0.02,seed=1',
-        'learning_rate=0.08,seed=0', 'learning_rate=0.08,seed=1']
+RUNS = [
+    'learning_rate=0.02,seed=0',
+    'learning_rate=0.02,seed=1',
+    'learning_rate=0.08,seed=0',
+    'learning_rate=0.08,seed=1',
+]
 
 # The vectorized sweep: two runs that differ in every field --vectorize can vary, as one
 # vmap-ed program. Run `a` is the grid's first run (trained one by one in `one`), run `b`
 # is trained one by one too (`vec_ref`), so each vectorized run has the trainer's own run
 # to match.
-VARIANTS = ('--variant=a:optimizer.learning_rate=0.02,seed=0',
-            '--variant=b:optimizer.learning_rate=0.08,seed=1,model.dropout_rate=0.3,'
-            'optimizer.weight_decay=0.001,label_smoothing=0.1')
-VARIED = 'label_smoothing, model.dropout_rate, optimizer.learning_rate, optimizer.weight_decay, seed'
+VARIANTS = (
+    '--variant=a:optimizer.learning_rate=0.02,seed=0',
+    '--variant=b:optimizer.learning_rate=0.08,seed=1,model.dropout_rate=0.3,'
+    'optimizer.weight_decay=0.001,label_smoothing=0.1',
+)
+VARIED = (
+    'label_smoothing, model.dropout_rate, optimizer.learning_rate, optimizer.weight_decay, seed'
+)
 
 
 @h.job('study_sweeps')
@@ -48,8 +57,10 @@ def test_table_best_row_and_heatmap(sweeps):
     best = min(rows, key=key)['run']
     assert f'Best by validation accuracy: {best} ' in one.output
     md = (cli.root / 'one' / 'results.md').read_text()
-    assert next(line for line in md.splitlines() if '**best**' in line).split('|')[2].strip() == best
-    for r in rows:   # the table is each run's own results.json
+    assert (
+        next(line for line in md.splitlines() if '**best**' in line).split('|')[2].strip() == best
+    )
+    for r in rows:  # the table is each run's own results.json
         res = s.read_json(cli.root / 'one' / r['run'] / 'results.json')
         assert float(r['val_accuracy']) == pytest.approx(res['val']['accuracy'])
     assert (cli.root / 'one' / 'heatmap.png').stat().st_size > 0
@@ -86,7 +97,9 @@ def _assert_same_run(a, b):
     # The vmapped program rounds differently from the single one (1e-6 on the first steps);
     # training amplifies that to ~2e-4 after 8 steps at lr 0.08. A wrong learning rate,
     # batch or dropout mask moves the losses by percents.
-    np.testing.assert_allclose(la[:h.STEPS_PER_EPOCH], lb[:h.STEPS_PER_EPOCH], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        la[: h.STEPS_PER_EPOCH], lb[: h.STEPS_PER_EPOCH], rtol=1e-4, atol=1e-6
+    )
     np.testing.assert_allclose(la, lb, rtol=5e-4, atol=1e-6)
     va, vb = h.val_epochs(a), h.val_epochs(b)
     assert sorted(va) == sorted(vb) == [1, 2]
@@ -101,4 +114,6 @@ def test_vectorized_sweep_matches_the_trainer_run_by_run(sweeps):
         _assert_same_run(cli.root / 'vec' / ours, reference)
         assert s.read_json(cli.root / 'vec' / ours / 'results.json')['vectorized']['models'] == 2
     # The two runs really differ (else the comparison would prove little).
-    assert not np.allclose(_train_losses(cli.root / 'vec' / 'a'), _train_losses(cli.root / 'vec' / 'b'))
+    assert not np.allclose(
+        _train_losses(cli.root / 'vec' / 'a'), _train_losses(cli.root / 'vec' / 'b')
+    )

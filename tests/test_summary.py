@@ -1,4 +1,5 @@
 """The layer-table CLI: rows, totals and formats."""
+
 import csv
 import io
 import re
@@ -22,10 +23,14 @@ def test_csv_rows_add_up_to_the_totals(capsys):
     lines = capsys.readouterr().out.splitlines()
     rows = list(csv.DictReader(io.StringIO('\n'.join(l for l in lines if not l.startswith('#')))))
     # Every parameter belongs to exactly one leaf layer, so the rows sum to the total.
-    assert sum(int(r["params"]) for r in rows) == 438_154
+    assert sum(int(r['params']) for r in rows) == 438_154
     stem = rows[0]
-    assert (stem['layer'], stem['type'], stem['input'], stem['output']) == \
-        ('stem/conv', 'Conv', '32x32x3', '32x32x16')
+    assert (stem['layer'], stem['type'], stem['input'], stem['output']) == (
+        'stem/conv',
+        'Conv',
+        '32x32x3',
+        '32x32x16',
+    )
     assert stem['params'] == str(3 * 3 * 3 * 16) and stem['MACs'] == str(32 * 32 * 16 * 27)
 
 
@@ -47,8 +52,9 @@ def _csv_rows(capsys, argv):
     assert summary.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     rows = list(csv.DictReader(io.StringIO('\n'.join(l for l in lines if not l.startswith('#')))))
-    totals = {l[2:].split(',')[0]: int(l.rsplit(',', 1)[1].split()[0])
-              for l in lines if l.startswith('#')}
+    totals = {
+        l[2:].split(',')[0]: int(l.rsplit(',', 1)[1].split()[0]) for l in lines if l.startswith('#')
+    }
     return {r['layer']: r for r in rows}, totals
 
 
@@ -69,8 +75,11 @@ def test_ghostnetv3_training_and_folded_forms_and_dfc_macs(capsys):
     # MACs saved are exactly those of the other branches.
     assert 'blocks_1_0/conv_dw' in folded and 'blocks_1_0/dw_rpr_conv_0/conv' in train
     assert folded['blocks_1_0/conv_dw']['MACs'] == train['blocks_1_0/dw_rpr_conv_0/conv']['MACs']
-    extra = sum(int(r['MACs']) for name, r in train.items()
-                if re.search(r'_rpr_(conv_[12]|scale)/conv$', name))
+    extra = sum(
+        int(r['MACs'])
+        for name, r in train.items()
+        if re.search(r'_rpr_(conv_[12]|scale)/conv$', name)
+    )
     assert macs(train) - macs(folded) == extra > 0
     assert train_totals['MACs per image (convs + dense'] == macs(train)
     assert not [name for name in folded if '_rpr_' in name]

@@ -1,10 +1,10 @@
 """EarlyStopping and ReduceLROnPlateau inside the real training loop."""
+
 import json
+from pathlib import Path
 
 import numpy as np
-
 import train_harness as h
-from pathlib import Path
 
 
 @h.job('early_stopping', after='base')
@@ -12,16 +12,18 @@ def job_early_stopping(t: h.Trainer, root: Path) -> h.Run:
     """val_accuracy can never improve by more than min_delta=1.0 and val_loss never by 100:
     early stopping must fire after ES_PATIENCE + 1 epochs, the plateau halve the lr after
     PLATEAU_PATIENCE + 1."""
-    return t.run(root / 'run',
-                 '--config.callbacks.early_stopping.enabled=True',
-                 '--config.callbacks.early_stopping.monitor=val_accuracy',
-                 '--config.callbacks.early_stopping.min_delta=1.0',
-                 f'--config.callbacks.early_stopping.patience={h.ES_PATIENCE}',
-                 '--config.callbacks.reduce_lr_on_plateau.enabled=True',
-                 '--config.callbacks.reduce_lr_on_plateau.monitor=val_loss',
-                 '--config.callbacks.reduce_lr_on_plateau.min_delta=100.0',
-                 f'--config.callbacks.reduce_lr_on_plateau.patience={h.PLATEAU_PATIENCE}',
-                 '--config.callbacks.reduce_lr_on_plateau.factor=0.5')
+    return t.run(
+        root / 'run',
+        '--config.callbacks.early_stopping.enabled=True',
+        '--config.callbacks.early_stopping.monitor=val_accuracy',
+        '--config.callbacks.early_stopping.min_delta=1.0',
+        f'--config.callbacks.early_stopping.patience={h.ES_PATIENCE}',
+        '--config.callbacks.reduce_lr_on_plateau.enabled=True',
+        '--config.callbacks.reduce_lr_on_plateau.monitor=val_loss',
+        '--config.callbacks.reduce_lr_on_plateau.min_delta=100.0',
+        f'--config.callbacks.reduce_lr_on_plateau.patience={h.PLATEAU_PATIENCE}',
+        '--config.callbacks.reduce_lr_on_plateau.factor=0.5',
+    )
 
 
 def _keras_stop_epoch(values, patience, mode, min_delta=0.0):
@@ -67,7 +69,7 @@ def test_early_stopping_fires_after_patience_and_plateau_lowers_the_lr(trainer, 
     assert last == stop_epoch * h.STEPS_PER_EPOCH
     host = h.host_state(run.workdir, last)
     assert [r['epoch'] for r in host['history']] == list(range(1, stop_epoch + 1))
-    assert host['early_stopping']['stopped_epoch'] == stop_epoch - 1   # 0-based, as Keras
+    assert host['early_stopping']['stopped_epoch'] == stop_epoch - 1  # 0-based, as Keras
     assert host['early_stopping']['best_epoch'] == 0
     assert sorted(h.val_epochs(run.workdir)) == list(range(1, stop_epoch + 1))
     # restore_best (default on): results.json evaluates early stopping's best epoch (the

@@ -1,15 +1,15 @@
 """Bad configs stop the CLI before training, with a message naming the field and the fix;
 `init_from` fine-tunes from another run's workdir with another number of classes."""
-import textwrap
 
-import numpy as np
-
-import train_harness as h
-from ghostnet_jax.training.checkpoints import load_variables
-from pathlib import Path
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
+import numpy as np
+import train_harness as h
+
+from ghostnet_jax.training.checkpoints import load_variables
 
 INIT_FROM_SCRIPT = """
 import sys, numpy as np, jax
@@ -38,41 +38,63 @@ def job_init_from(t: h.Trainer, root: Path) -> tuple[subprocess.CompletedProcess
     and of the same run without init_from: (process, tuned, fresh) by leaf path."""
     data2 = h.make_dataset(root / 'data2', num_classes=2, seed=1)
     out = root / 'vars.npz'
-    proc = h.run_pinned([sys.executable, '-c', INIT_FROM_SCRIPT, str(data2), str(t.data_cache),
-                       str(t.base), str(out)], t.env(), root)
+    proc = h.run_pinned(
+        [
+            sys.executable,
+            '-c',
+            INIT_FROM_SCRIPT,
+            str(data2),
+            str(t.data_cache),
+            str(t.base),
+            str(out),
+        ],
+        t.env(),
+        root,
+    )
     arrays = dict(np.load(out)) if out.exists() else {}
-    pick = lambda name: {k[len(name):]: v for k, v in arrays.items() if k.startswith(name)}
+    pick = lambda name: {k[len(name) :]: v for k, v in arrays.items() if k.startswith(name)}
     return proc, pick('tuned'), pick('fresh')
 
 
 # (overrides, devices, strings the output must contain)
 CASES = {
     'unknown_field_flag': (['--config.optimiser.name=x'], 1, ['optimiser', 'optimizer']),
-    'model_name': (['--config.model.name=ghostnet_tiny'], 1,
-                   ['model.name', "'ghostnet_tiny'", 'ghostnet_cifar_tiny', 'ghostnet_100']),
-    'optimizer_name': (['--config.optimizer.name=lamb'], 1,
-                       ['optimizer.name', "'lamb'", 'sgd, adam, adamw']),
+    'model_name': (
+        ['--config.model.name=ghostnet_tiny'],
+        1,
+        ['model.name', "'ghostnet_tiny'", 'ghostnet_cifar_tiny', 'ghostnet_100'],
+    ),
+    'optimizer_name': (
+        ['--config.optimizer.name=lamb'],
+        1,
+        ['optimizer.name', "'lamb'", 'sgd, adam, adamw'],
+    ),
     'parallel': (['--config.parallel=spmd'], 1, ['parallel', "'spmd'", 'jit, pmap']),
     'batch_size': (['--config.batch_size=12'], 8, ['batch_size=12', '8 devices', 'multiple of 8']),
     'eval_batch_size': (['--config.eval_batch_size=4'], 8, ['eval_batch_size=4', 'multiple of 8']),
-    'time_budget': (['--config.time_budget_minutes=-5'], 1,
-                    ['time_budget_minutes', 'non-negative', '-5.0']),
+    'time_budget': (
+        ['--config.time_budget_minutes=-5'],
+        1,
+        ['time_budget_minutes', 'non-negative', '-5.0'],
+    ),
 }
 
 
 def test_bad_configs_fail_with_a_clear_message(trainer, tmp_path):
     typo = tmp_path / 'typo_config.py'
-    typo.write_text(textwrap.dedent('''
+    typo.write_text(
+        textwrap.dedent("""
         from ghostnet_jax.configs import smoke
 
         def get_config():
             config = smoke.get_config()
             config.optimizer.learning_rte = 0.01
             return config
-    '''))
+    """)
+    )
     cases = dict(CASES, config_file_typo=([], 1, ['optimizer.learning_rte', 'learning_rate']))
     runs = {}
-    for name, (overrides, devices, _) in cases.items():   # all at once: each is ~1-3 s
+    for name, (overrides, devices, _) in cases.items():  # all at once: each is ~1-3 s
         config = str(typo) if name == 'config_file_typo' else h.SMOKE
         runs[name] = trainer.start(tmp_path / name, *overrides, devices=devices, config=config)
     for name, run in runs.items():
@@ -102,4 +124,4 @@ def test_init_from_another_run_with_other_classes(trainer, base_run):
         np.testing.assert_array_equal(tuned[k], fresh[k], err_msg=k)
     for k in tuned.keys() - classifier:
         np.testing.assert_array_equal(tuned[k], loaded[k], err_msg=k)
-        assert not np.array_equal(fresh[k], loaded[k]), k   # the reference run trained it
+        assert not np.array_equal(fresh[k], loaded[k]), k  # the reference run trained it

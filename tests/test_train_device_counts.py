@@ -3,14 +3,14 @@
 the reduction order (test_train_parallel), so both end where the 1-device reference run
 ended, to float tolerance. The 1 -> 8 resume is also the pattern that used to abort in
 XLA's CPU all-reduce: a restore followed by evaluation in batches of 8 on 8 devices."""
+
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
-
-import train_harness as h
 import test_train_parallel  # noqa: F401  (declares the job 'parallel')
-from pathlib import Path
-import shutil
+import train_harness as h
 
 
 @h.job('device_counts', after='base')
@@ -43,9 +43,12 @@ def test_resume_across_device_counts(trainer, base_run):
         # The CLI compiles with XLA fast math, which lets each device count's program sum in
         # its own order; over 20 steps the losses then part by up to 0.64% (measured), where
         # a wrong resume (schedule, data order, lost state) differs from the first step on.
-        np.testing.assert_allclose([got[s]['loss'] for s in later],
-                                   [ref_steps[s]['loss'] for s in later], rtol=1e-2,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            [got[s]['loss'] for s in later],
+            [ref_steps[s]['loss'] for s in later],
+            rtol=1e-2,
+            err_msg=name,
+        )
         val = h.val_epochs(run.workdir)
         for epoch in range(resumed_from // h.STEPS_PER_EPOCH + 1, h.EPOCHS + 1):
             np.testing.assert_allclose(val[epoch]['loss'], ref_val[epoch]['loss'], rtol=1e-2)
@@ -62,11 +65,23 @@ def test_evaluate_restores_across_device_counts(trainer, base_run):
     logged: the 8-device run's step-8 weights on 1 device, the reference's best on 8."""
     eight = trainer.result('parallel')['jit'].workdir
     for workdir, devices, step, logged in (
-            (eight, 1, h.PARALLEL_STEPS, h.val_epochs(eight)[2]),
-            (base_run, 8, None, json.loads((base_run / 'results.json').read_text())['val'])):
+        (eight, 1, h.PARALLEL_STEPS, h.val_epochs(eight)[2]),
+        (base_run, 8, None, json.loads((base_run / 'results.json').read_text())['val']),
+    ):
         checkpoint = str(step) if step else 'best'
-        out = trainer.cli(['-m', 'ghostnet_jax.evaluate', '--workdir', workdir,
-                           '--checkpoint', checkpoint, '--split', 'val'], devices)
+        out = trainer.cli(
+            [
+                '-m',
+                'ghostnet_jax.evaluate',
+                '--workdir',
+                workdir,
+                '--checkpoint',
+                checkpoint,
+                '--split',
+                'val',
+            ],
+            devices,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         got = json.loads((workdir / f'eval-val-{checkpoint}.json').read_text())
         assert got['accuracy'] == logged['accuracy'], (devices, got, logged)

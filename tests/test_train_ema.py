@@ -4,24 +4,30 @@ GhostNetV2-tiny (DFC attention in bfloat16).
 The evaluated EMA weights must be paired with EMA BatchNorm statistics: the validation
 accuracy the trainer logged is recomputed here by hand from the checkpoint's
 ema_params + ema_batch_stats (and differs from what the live statistics would give)."""
+
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 import train_harness as h
+
 from ghostnet_jax.data import load_split
 from ghostnet_jax.models import create_model
-from pathlib import Path
 
 
 @h.job('ema')
 def job_ema(t: h.Trainer, root: Path) -> h.Run:
     """EMA (with BatchNorm statistics), label smoothing and bfloat16 compute together."""
-    return t.run(root / 'run', '--config.ema_decay=0.9', '--config.label_smoothing=0.1',
-                 '--config.dtype=bfloat16', f'--config.max_steps={h.PARALLEL_STEPS}',
-                 f'--config.model.name={h.EMA_MODEL}')
+    return t.run(
+        root / 'run',
+        '--config.ema_decay=0.9',
+        '--config.label_smoothing=0.1',
+        '--config.dtype=bfloat16',
+        f'--config.max_steps={h.PARALLEL_STEPS}',
+        f'--config.model.name={h.EMA_MODEL}',
+    )
 
 
 def _unflatten(arrays: dict, prefix: str) -> dict:
@@ -29,7 +35,7 @@ def _unflatten(arrays: dict, prefix: str) -> dict:
     for key, value in arrays.items():
         if not key.startswith(prefix):
             continue
-        parts = [p.strip("'[]") for p in key[len(prefix):].split('][')]
+        parts = [p.strip("'[]") for p in key[len(prefix) :].split('][')]
         node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
@@ -45,13 +51,14 @@ def test_ema_with_batchnorm_statistics_label_smoothing_bfloat16(trainer):
     step = h.PARALLEL_STEPS
     arrays = h.state_arrays(run.workdir, step)
     assert any(k.startswith("['ema_batch_stats']") for k in arrays), sorted(arrays)[:5]
-    assert arrays["['params']['classifier']['kernel']"].dtype == np.float32   # bf16 compute only
+    assert arrays["['params']['classifier']['kernel']"].dtype == np.float32  # bf16 compute only
     host = h.host_state(run.workdir, step)
     spec = host['model_spec']
     val = load_split(f'folder:{trainer.data}', 'train[80%:]', cache_dir=trainer.data_cache)
     images, labels = val.images, val.labels
-    x = ((images.astype(np.float32) - np.asarray(spec['mean'], np.float32))
-         / np.asarray(spec['std'], np.float32))
+    x = (images.astype(np.float32) - np.asarray(spec['mean'], np.float32)) / np.asarray(
+        spec['std'], np.float32
+    )
     assert spec['model_name'] == h.EMA_MODEL
     model = create_model(h.EMA_MODEL, num_classes=3, dtype=jnp.bfloat16, conv_impl='native')
 

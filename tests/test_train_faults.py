@@ -4,12 +4,13 @@ own exit code, loses nothing already saved, and the same command then finishes t
 job_faults below injects each fault into a max_steps=8 run of the reference config
 (FAULT_SCRIPT patches the checkpointer, evaluator or train step in that process only),
 then reruns the same command; the result must be the reference run's state at step 8."""
-import train_harness as h
-from pathlib import Path
+
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import train_harness as h
 
 FAULT_SCRIPT = """
 import errno, os, signal, sys
@@ -61,36 +62,54 @@ def job_faults(t: h.Trainer, root: Path) -> dict:
     out = {}
 
     def fault_run(name: str) -> subprocess.CompletedProcess:
-        args = [f'--config={h.SMOKE}', f'--workdir={root / name}', *t.base_overrides(), *h.BASE_FLAGS,
-                f'--config.max_steps={h.PARALLEL_STEPS}']
-        return h.run_pinned([sys.executable, '-c', FAULT_SCRIPT, name, *args], t.env(),
-                          root / 'output')
+        args = [
+            f'--config={h.SMOKE}',
+            f'--workdir={root / name}',
+            *t.base_overrides(),
+            *h.BASE_FLAGS,
+            f'--config.max_steps={h.PARALLEL_STEPS}',
+        ]
+        return h.run_pinned(
+            [sys.executable, '-c', FAULT_SCRIPT, name, *args], t.env(), root / 'output'
+        )
 
     for name in FAULTS:
         first = fault_run(name)
         left = h.finished_steps(root / name)
-        rerun = t.run(root / name, *h.BASE_FLAGS, f'--config.max_steps={h.PARALLEL_STEPS}',
-                      log_name=f'{name}-rerun')
+        rerun = t.run(
+            root / name,
+            *h.BASE_FLAGS,
+            f'--config.max_steps={h.PARALLEL_STEPS}',
+            log_name=f'{name}-rerun',
+        )
         out[name] = dict(first=first, left=left, rerun=rerun)
     blocker = root / 'a_file'
     blocker.write_text('not a folder')
-    out['unwritable'] = t.run(root / 'unwritable', f'--workdir={blocker / "run"}',
-                              f'--config.max_steps={h.PARALLEL_STEPS}')
+    out['unwritable'] = t.run(
+        root / 'unwritable',
+        f'--workdir={blocker / "run"}',
+        f'--config.max_steps={h.PARALLEL_STEPS}',
+    )
     damaged = root / 'damaged'
     (damaged / 'checkpoints').mkdir(parents=True)
     for step in (h.STEPS_PER_EPOCH, h.PARALLEL_STEPS):
         shutil.copytree(t.base / 'checkpoints' / str(step), damaged / 'checkpoints' / str(step))
     for f in (damaged / 'checkpoints' / str(h.PARALLEL_STEPS) / 'state').rglob('*'):
         if f.is_file() and f.stat().st_size > 1000:
-            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])   # truncated array data
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])  # truncated array data
     out['damaged'] = t.run(damaged, *h.BASE_FLAGS, f'--config.max_steps={3 * h.STEPS_PER_EPOCH}')
     bad = root / 'bad_data'
     shutil.copytree(t.data, bad)
     (bad / 'train' / 'c1' / '05.png').write_bytes(b'not a png at all')
-    out['corrupt'] = t.run(root / 'corrupt', f'--config.data.source=folder:{bad}',
-                           '--config.max_steps=2')
-    out['corrupt_skipped'] = t.run(root / 'corrupt_skipped', f'--config.data.source=folder:{bad}',
-                                   '--config.data.skip_corrupt_images=True', '--config.max_steps=2')
+    out['corrupt'] = t.run(
+        root / 'corrupt', f'--config.data.source=folder:{bad}', '--config.max_steps=2'
+    )
+    out['corrupt_skipped'] = t.run(
+        root / 'corrupt_skipped',
+        f'--config.data.source=folder:{bad}',
+        '--config.data.skip_corrupt_images=True',
+        '--config.max_steps=2',
+    )
     return out
 
 
@@ -101,12 +120,16 @@ def _check_rerun(trainer, base_run, fault, resumed_from):
     rerun = fault['rerun']
     assert rerun.rc == 0, rerun.tail()
     assert f'Resumed from step {resumed_from}' in rerun.output(), rerun.tail()
-    h.assert_trees_equal(h.state_arrays(rerun.workdir, END), h.state_arrays(base_run, END),
-                         'rerun after the fault vs reference')
+    h.assert_trees_equal(
+        h.state_arrays(rerun.workdir, END),
+        h.state_arrays(base_run, END),
+        'rerun after the fault vs reference',
+    )
     # The history too, the train loss of an epoch resumed half-way included.
     drop = lambda hist: [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in hist]
-    assert drop(h.host_state(rerun.workdir, END)['history']) == \
-        drop(h.host_state(base_run, END)['history'])
+    assert drop(h.host_state(rerun.workdir, END)['history']) == drop(
+        h.host_state(base_run, END)['history']
+    )
 
 
 def test_disk_full_during_a_save(trainer, base_run):
@@ -115,7 +138,7 @@ def test_disk_full_during_a_save(trainer, base_run):
     assert first.returncode == 6, first.stderr[-3000:]
     assert 'No space left on device' in first.stderr and 'disk is full' in first.stderr
     assert 'Traceback' not in first.stderr
-    assert fault['left'] == [EPOCH]            # the earlier checkpoint is intact
+    assert fault['left'] == [EPOCH]  # the earlier checkpoint is intact
     _check_rerun(trainer, base_run, fault, EPOCH)
 
 
@@ -124,8 +147,11 @@ def test_sigterm_while_compiling_saving_or_evaluating(trainer, base_run):
     # SIGTERM before the first step: the first sync point (log_every_steps=2) saves.
     # During the first save (end of epoch 1): the next sync point saves again.
     # During epoch 2's validation: the decision after it saves the validated epoch.
-    for name, saved in (('sigterm_in_compile', [2]), ('sigterm_in_save', [EPOCH, EPOCH + 2]),
-                        ('sigterm_in_eval', [EPOCH, END])):
+    for name, saved in (
+        ('sigterm_in_compile', [2]),
+        ('sigterm_in_save', [EPOCH, EPOCH + 2]),
+        ('sigterm_in_eval', [EPOCH, END]),
+    ):
         fault = faults[name]
         first = fault['first']
         assert first.returncode == 0, (name, first.stderr[-3000:])
@@ -143,14 +169,18 @@ def test_workdir_that_cannot_be_created(trainer):
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(trainer, base_run):
     run = trainer.result('faults')['damaged']
     assert run.rc == 0, run.tail()
-    assert f'Checkpoint {run.workdir / "checkpoints" / str(END)} is damaged' in run.output(), \
+    assert f'Checkpoint {run.workdir / "checkpoints" / str(END)} is damaged' in run.output(), (
         run.tail()
+    )
     assert f'Resumed from step {EPOCH}' in run.output(), run.tail()
     aside = [p.name for p in (run.workdir / 'checkpoints').iterdir() if '.damaged-' in p.name]
-    assert len(aside) == 1 and aside[0].startswith(f'{END}.damaged-'), aside   # kept, not deleted
+    assert len(aside) == 1 and aside[0].startswith(f'{END}.damaged-'), aside  # kept, not deleted
     step = 3 * EPOCH
-    h.assert_trees_equal(h.state_arrays(run.workdir, step), h.state_arrays(base_run, step),
-                         'resumed from the previous checkpoint vs reference')
+    h.assert_trees_equal(
+        h.state_arrays(run.workdir, step),
+        h.state_arrays(base_run, step),
+        'resumed from the previous checkpoint vs reference',
+    )
 
 
 def test_corrupt_image_is_named_or_skipped_by_choice(trainer):
@@ -162,4 +192,4 @@ def test_corrupt_image_is_named_or_skipped_by_choice(trainer):
     assert 'Traceback' not in run.output()
     skipped = faults['corrupt_skipped']
     assert skipped.rc == 0, skipped.tail()
-    assert '05.png' in skipped.output(), skipped.tail()   # logged by name
+    assert '05.png' in skipped.output(), skipped.tail()  # logged by name

@@ -2,35 +2,48 @@
 early stopping's restore_best honours its monitor; restore_best=False keeps the last
 weights; results.json says which checkpoint and why. A run stopped by max_steps trains on
 when rerun without it, exactly as if it had never stopped."""
+
 import json
+from pathlib import Path
 
 import numpy as np
-
 import train_harness as h
-from pathlib import Path
 
 
 @h.job('final_weights', after='base')
 def job_final_weights(t: h.Trainer, root: Path) -> dict:
     """Which weights results.json evaluates: early stopping on val_loss that never fires,
     with restore_best on and off; then the max_steps run continued to the full length."""
-    common = ('--config.callbacks.early_stopping.enabled=True',
-              '--config.callbacks.early_stopping.monitor=val_loss',
-              '--config.callbacks.early_stopping.mode=min',
-              '--config.callbacks.early_stopping.patience=100')
-    runs = {name: t.start(root / name, *common, f'--config.max_steps={steps}',
-                          f'--config.callbacks.early_stopping.restore_best={flag}')
-            for name, steps, flag in (('restore_best', 3 * h.STEPS_PER_EPOCH, True),
-                                      ('last', h.PARALLEL_STEPS, False))}
+    common = (
+        '--config.callbacks.early_stopping.enabled=True',
+        '--config.callbacks.early_stopping.monitor=val_loss',
+        '--config.callbacks.early_stopping.mode=min',
+        '--config.callbacks.early_stopping.patience=100',
+    )
+    runs = {
+        name: t.start(
+            root / name,
+            *common,
+            f'--config.max_steps={steps}',
+            f'--config.callbacks.early_stopping.restore_best={flag}',
+        )
+        for name, steps, flag in (
+            ('restore_best', 3 * h.STEPS_PER_EPOCH, True),
+            ('last', h.PARALLEL_STEPS, False),
+        )
+    }
     results = {}
     for name, run in runs.items():
         run.wait()
         path = run.workdir / 'results.json'
         results[name] = json.loads(path.read_text()) if path.exists() else None
     # The max_steps run continued without max_steps: it must train on to the full length.
-    runs['continued'] = t.run(root / 'last', *common,
-                              '--config.callbacks.early_stopping.restore_best=False',
-                              log_name='continued')
+    runs['continued'] = t.run(
+        root / 'last',
+        *common,
+        '--config.callbacks.early_stopping.restore_best=False',
+        log_name='continued',
+    )
     return dict(runs=runs, results=results)
 
 
@@ -40,7 +53,7 @@ def test_restore_best_follows_the_early_stopping_monitor(trainer, base_run):
     assert run.rc == 0, run.tail()
     history = h.host_state(run.workdir, h.finished_steps(run.workdir)[-1])['history']
     losses = [r['val_loss'] for r in history]
-    best = int(np.argmin(losses))          # the first minimum: keras' rule with min_delta 0
+    best = int(np.argmin(losses))  # the first minimum: keras' rule with min_delta 0
     assert results['checkpoint'] == 'best'
     assert results['step'] == history[best]['step'] and results['epoch'] == best + 1
     assert 'early_stopping.restore_best' in results['checkpoint_rule']
@@ -63,8 +76,11 @@ def test_a_max_steps_run_continues_exactly_when_max_steps_is_lifted(trainer, bas
     run = trainer.result('final_weights')['runs']['continued']
     assert run.rc == 0, run.tail()
     assert f'Resumed from step {h.PARALLEL_STEPS}' in run.output(), run.tail()
-    assert 'not bit for bit' not in run.output()   # the same XLA:CPU thread count
+    assert 'not bit for bit' not in run.output()  # the same XLA:CPU thread count
     assert json.loads((run.workdir / 'results.json').read_text())['stop_reason'] == 'completed'
     # Early stopping that never fires changes nothing: the reference run's final state.
-    h.assert_trees_equal(h.state_arrays(run.workdir, h.TOTAL_STEPS),
-                         h.state_arrays(base_run, h.TOTAL_STEPS), 'continued vs reference')
+    h.assert_trees_equal(
+        h.state_arrays(run.workdir, h.TOTAL_STEPS),
+        h.state_arrays(base_run, h.TOTAL_STEPS),
+        'continued vs reference',
+    )

@@ -1,10 +1,12 @@
 """A diverging run stops with exit code 3 naming the step; the last good checkpoint survives."""
-import numpy as np
 
-import train_harness as h
-from ghostnet_jax.training.checkpoints import load_variables
-from pathlib import Path
 import shutil
+from pathlib import Path
+
+import numpy as np
+import train_harness as h
+
+from ghostnet_jax.training.checkpoints import load_variables
 
 
 @h.job('nonfinite', after='base')
@@ -18,7 +20,7 @@ def job_nonfinite(t: h.Trainer, root: Path) -> h.Run:
 
 
 def test_huge_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(trainer, base_run):
-    run = trainer.result('nonfinite')   # the reference checkpoint 4, resumed with lr=1e30
+    run = trainer.result('nonfinite')  # the reference checkpoint 4, resumed with lr=1e30
     good, workdir = h.STEPS_PER_EPOCH, run.workdir
     assert run.rc == 3, run.tail()
 
@@ -36,16 +38,21 @@ def test_huge_learning_rate_exits_3_and_keeps_the_last_good_checkpoint(trainer, 
     for step in h.finished_steps(workdir):
         arrays = h.state_arrays(workdir, step)
         assert all(np.isfinite(a).all() for a in arrays.values() if a.dtype.kind == 'f'), step
-    h.assert_trees_equal(h.flat(load_variables(workdir)),
-                         h.flat(load_variables(base_run / 'checkpoints' / str(good))),
-                         'last good checkpoint')
+    h.assert_trees_equal(
+        h.flat(load_variables(workdir)),
+        h.flat(load_variables(base_run / 'checkpoints' / str(good))),
+        'last good checkpoint',
+    )
     assert not (workdir / 'results.json').exists()
 
 
 def test_a_loss_that_is_bad_before_the_first_save_says_there_is_no_checkpoint():
     from ghostnet_jax.training.trainer import nonfinite_message
+
     first = nonfinite_message(2, 4, None, '/w/checkpoints')
     assert first.startswith('Loss is not finite at step 3 (epoch 1);')
     assert 'No checkpoint was saved' in first and 'None' not in first
     later = nonfinite_message(9, 4, 8, '/w/checkpoints')
-    assert 'step 10 (epoch 3)' in later and 'Last good checkpoint: step 8 in /w/checkpoints' in later
+    assert (
+        'step 10 (epoch 3)' in later and 'Last good checkpoint: step 8 in /w/checkpoints' in later
+    )

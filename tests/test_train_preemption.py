@@ -2,12 +2,13 @@
 the same step and save once, together (job_distributed_sigterm below: two
 jax.distributed processes, SIGTERM to process 1 only). And pmap, which maps over one
 process's devices, is refused up front in a multi-process run."""
-import re
 
-import train_harness as h
-import test_train_distributed  # noqa: F401  (declares the job 'distributed')
-from pathlib import Path
+import re
 import signal
+from pathlib import Path
+
+import test_train_distributed  # noqa: F401  (declares the job 'distributed')
+import train_harness as h
 
 
 @h.job('distributed_sigterm', after='distributed')
@@ -20,12 +21,22 @@ def job_distributed_sigterm(t: h.Trainer, root: Path) -> dict:
     for p in procs:
         p.wait()
     steps = h.finished_steps(procs[0].workdir)
-    left = dict(rc=[p.rc for p in procs], steps=steps, outputs=[p.output() for p in procs],
-                results=(root / 'run' / 'results.json').exists())
-    reruns = [p.wait() for p in h.distributed_runs(t, root / 'run', f'--config.max_steps={h.DIST_STEPS}',
-                                             log_prefix='rerun')]
-    pmap = [p.wait(120) for p in h.distributed_runs(t, root / 'pmap', '--config.parallel=pmap',
-                                              log_prefix='pmap')]
+    left = dict(
+        rc=[p.rc for p in procs],
+        steps=steps,
+        outputs=[p.output() for p in procs],
+        results=(root / 'run' / 'results.json').exists(),
+    )
+    reruns = [
+        p.wait()
+        for p in h.distributed_runs(
+            t, root / 'run', f'--config.max_steps={h.DIST_STEPS}', log_prefix='rerun'
+        )
+    ]
+    pmap = [
+        p.wait(120)
+        for p in h.distributed_runs(t, root / 'pmap', '--config.parallel=pmap', log_prefix='pmap')
+    ]
     return dict(procs=procs, left=left, reruns=reruns, pmap=pmap)
 
 
@@ -47,12 +58,15 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(trainer):
         assert f'Resumed from step {stopped}' in p.output(), p.tail()
     uninterrupted = trainer.result('distributed')[0].workdir
     workdir = out['procs'][0].workdir
-    h.assert_trees_equal(h.state_arrays(workdir, h.DIST_STEPS),
-                         h.state_arrays(uninterrupted, h.DIST_STEPS),
-                         'preempted + resumed vs uninterrupted, two processes')
+    h.assert_trees_equal(
+        h.state_arrays(workdir, h.DIST_STEPS),
+        h.state_arrays(uninterrupted, h.DIST_STEPS),
+        'preempted + resumed vs uninterrupted, two processes',
+    )
     got, ref = h.train_steps(workdir), h.train_steps(uninterrupted)
-    assert [got[s]['loss'] for s in range(1, h.DIST_STEPS + 1)] == \
-        [ref[s]['loss'] for s in range(1, h.DIST_STEPS + 1)]
+    assert [got[s]['loss'] for s in range(1, h.DIST_STEPS + 1)] == [
+        ref[s]['loss'] for s in range(1, h.DIST_STEPS + 1)
+    ]
 
 
 def test_pmap_with_two_processes_is_refused_before_compiling(trainer):

@@ -2,14 +2,17 @@
 
 The runs (job_sigkill below / job_sigterm) use the reference run's config; the
 signal is sent as soon as the first checkpoint is finished, so the run is mid-training."""
+
 import json
 import signal
-
-import train_harness as h
 from pathlib import Path
 
+import train_harness as h
 
-def _interrupted(t: h.Trainer, root: Path, sig: int, *rerun_flags: str) -> tuple[h.Run, dict, h.Run]:
+
+def _interrupted(
+    t: h.Trainer, root: Path, sig: int, *rerun_flags: str
+) -> tuple[h.Run, dict, h.Run]:
     """A reference-config run that gets `sig` once its first checkpoint is finished, what it
     left behind, and the rerun in the same workdir (with `rerun_flags` added)."""
     run = t.start(root / 'run', *h.BASE_FLAGS)
@@ -17,18 +20,24 @@ def _interrupted(t: h.Trainer, root: Path, sig: int, *rerun_flags: str) -> tuple
     run.signal(sig)
     run.wait()
     steps = h.finished_steps(run.workdir)
-    left = dict(rc=run.rc, steps=steps, host=h.host_state(run.workdir, steps[-1]),
-                tmp=sorted(p.name for p in (run.workdir / 'checkpoints').glob('*tmp*')),
-                results=(run.workdir / 'results.json').exists(),
-                trained=max(h.train_steps(run.workdir)), validated=sorted(h.val_epochs(run.workdir)))
+    left = dict(
+        rc=run.rc,
+        steps=steps,
+        host=h.host_state(run.workdir, steps[-1]),
+        tmp=sorted(p.name for p in (run.workdir / 'checkpoints').glob('*tmp*')),
+        results=(run.workdir / 'results.json').exists(),
+        trained=max(h.train_steps(run.workdir)),
+        validated=sorted(h.val_epochs(run.workdir)),
+    )
     return run, left, t.run(run.workdir, *h.BASE_FLAGS, *rerun_flags, log_name='rerun')
 
 
 @h.job('sigkill', after='base')
 def job_sigkill(t: h.Trainer, root: Path):
     # A harmless change on resume (logging cadence, retention) is accepted silently.
-    return _interrupted(t, root, signal.SIGKILL, '--config.log_every_steps=3',
-                        '--config.checkpoint.max_to_keep=99')
+    return _interrupted(
+        t, root, signal.SIGKILL, '--config.log_every_steps=3', '--config.checkpoint.max_to_keep=99'
+    )
 
 
 @h.job('sigterm', after='base')
@@ -40,9 +49,11 @@ def _assert_resumed_like_base(workdir, base_run, resumed_from: int):
     """Final train state bit-identical to the uninterrupted run, and so are the metrics of
     every step and epoch trained after the checkpoint the run resumed from."""
     assert h.finished_steps(workdir)[-1] == h.TOTAL_STEPS
-    h.assert_trees_equal(h.state_arrays(workdir, h.TOTAL_STEPS),
-                         h.state_arrays(base_run, h.TOTAL_STEPS),
-                         f'resumed (from step {resumed_from}) vs uninterrupted final state')
+    h.assert_trees_equal(
+        h.state_arrays(workdir, h.TOTAL_STEPS),
+        h.state_arrays(base_run, h.TOTAL_STEPS),
+        f'resumed (from step {resumed_from}) vs uninterrupted final state',
+    )
     got, ref = h.train_steps(workdir), h.train_steps(base_run)
     assert sorted(got) == list(range(1, h.TOTAL_STEPS + 1)), 'metrics.jsonl has gaps'
     later = range(resumed_from + 1, h.TOTAL_STEPS + 1)
@@ -54,8 +65,9 @@ def _assert_resumed_like_base(workdir, base_run, resumed_from: int):
     # The per-epoch history, train loss of a resumed partial epoch included, is the
     # uninterrupted run's (the running sums of the epoch were saved with the checkpoint).
     drop = lambda hist: [{k: v for k, v in r.items() if k != 'epoch_time_s'} for r in hist]
-    assert drop(h.host_state(workdir, h.TOTAL_STEPS)['history']) == \
-        drop(h.host_state(base_run, h.TOTAL_STEPS)['history'])
+    assert drop(h.host_state(workdir, h.TOTAL_STEPS)['history']) == drop(
+        h.host_state(base_run, h.TOTAL_STEPS)['history']
+    )
     results = json.loads((workdir / 'results.json').read_text())
     ref_results = json.loads((base_run / 'results.json').read_text())
     assert results['stop_reason'] == 'completed'

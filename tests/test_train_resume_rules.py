@@ -2,13 +2,13 @@
 says so and leaves its results alone; a resume that would continue another experiment
 (other seed, batch size) is refused before anything is written, naming the fields; an
 unchanged config resumes without warnings."""
+
 import json
+import shutil
+from pathlib import Path
 
 import pytest
-
 import train_harness as h
-from pathlib import Path
-import shutil
 
 
 @h.job('resume_rules', after='base')
@@ -19,10 +19,13 @@ def job_resume_rules(t: h.Trainer, root: Path) -> dict[str, h.Run]:
     runs = {'finished': t.run(finished, *h.BASE_FLAGS, log_name='finished')}
     changed = root / 'changed'
     (changed / 'checkpoints').mkdir(parents=True)
-    shutil.copytree(t.base / 'checkpoints' / str(h.STEPS_PER_EPOCH),
-                    changed / 'checkpoints' / str(h.STEPS_PER_EPOCH))
-    runs['changed'] = t.run(changed, *h.BASE_FLAGS, '--config.seed=1', '--config.batch_size=4',
-                            log_name='changed')
+    shutil.copytree(
+        t.base / 'checkpoints' / str(h.STEPS_PER_EPOCH),
+        changed / 'checkpoints' / str(h.STEPS_PER_EPOCH),
+    )
+    runs['changed'] = t.run(
+        changed, *h.BASE_FLAGS, '--config.seed=1', '--config.batch_size=4', log_name='changed'
+    )
     return runs
 
 
@@ -32,7 +35,7 @@ def test_rerunning_a_finished_run_leaves_it_alone(trainer, base_run):
     assert 'This run is finished (completed)' in run.output(), run.tail()
     assert (run.workdir / 'results.json').read_bytes() == (base_run / 'results.json').read_bytes()
     assert h.finished_steps(run.workdir) == h.finished_steps(base_run)
-    assert len(h.metrics(run.workdir)) == len(h.metrics(base_run))   # nothing trained or logged
+    assert len(h.metrics(run.workdir)) == len(h.metrics(base_run))  # nothing trained or logged
 
 
 def test_a_resume_that_changes_the_experiment_is_refused(trainer):
@@ -52,6 +55,7 @@ def test_a_saved_identity_read_back_from_json_matches_its_config(caplog):
     config must not warn on every resume (it once warned 'changed optimizer' each time)."""
     from ghostnet_jax.configs import default
     from ghostnet_jax.training.resume_checks import check_resume, run_identity
+
     config = default.get_config()
     config.optimizer.boundaries_epochs = (3, 6)
     saved = json.loads(json.dumps(run_identity(config)))
@@ -72,8 +76,13 @@ def test_a_field_this_version_no_longer_has_is_nothing_when_unset_and_refused_wh
     unset value: it resumes without a word. One whose earlier version set it (the removed
     third budget fit's bend) cannot be continued exactly: refused in one paragraph."""
     from ghostnet_jax.configs import default
-    from ghostnet_jax.training.resume_checks import (ResumeMismatchError, check_resume,
-                                                     run_identity, written_before_release)
+    from ghostnet_jax.training.resume_checks import (
+        ResumeMismatchError,
+        check_resume,
+        run_identity,
+        written_before_release,
+    )
+
     current = run_identity(default.get_config())
     saved = json.loads(json.dumps(current))
     saved['optimizer']['a_removed_field'] = []
@@ -84,5 +93,5 @@ def test_a_field_this_version_no_longer_has_is_nothing_when_unset_and_refused_wh
     saved['optimizer']['a_removed_field'] = [8, 11]
     with pytest.raises(ResumeMismatchError, match=r'earlier version.*optimizer\.a_removed_field'):
         written_before_release(saved, current, None, set(), 'RUN')
-    with pytest.raises(ResumeMismatchError, match=r"time budget respaced_at_step=8"):
+    with pytest.raises(ResumeMismatchError, match=r'time budget respaced_at_step=8'):
         written_before_release(current, current, {'respaced_at_step': 8}, {'num_epochs'}, 'RUN')

@@ -4,18 +4,16 @@ waits for its save however long it was stopped; with a deadline shorter than the
 (`checkpoint.save_timeout_s`, as a multi-process run has), the save fails: the run says so
 at its next sync point, keeps the previous checkpoint, saves again there and ends as an
 uninterrupted run does (job_suspended below)."""
+
 import json
-
-import pytest
-
-import train_harness as h
-
-from pathlib import Path
-import forked_cli
 import signal
 import sys
 import time
+from pathlib import Path
 
+import forked_cli
+import pytest
+import train_harness as h
 
 SUSPEND_SCRIPT = """
 import concurrent.futures, os, signal, sys, time
@@ -54,7 +52,7 @@ def _stopped(pid: int) -> bool:
     try:
         with open(f'/proc/{pid}/stat') as f:
             return f.read().rsplit(')', 1)[1].split()[0] == 'T'
-    except FileNotFoundError:   # ended
+    except FileNotFoundError:  # ended
         return False
 
 
@@ -65,11 +63,21 @@ def job_suspended(t: h.Trainer, root: Path) -> dict:
     than the stop (the save fails) and with the default (no deadline: it is waited for)."""
     out = {}
     root.mkdir(parents=True, exist_ok=True)
-    for name, flags in (('deadline', (f'--config.checkpoint.save_timeout_s={SAVE_TIMEOUT_S}',)),
-                        ('default', (f'--config.max_steps={h.PARALLEL_STEPS}',))):
+    for name, flags in (
+        ('deadline', (f'--config.checkpoint.save_timeout_s={SAVE_TIMEOUT_S}',)),
+        ('default', (f'--config.max_steps={h.PARALLEL_STEPS}',)),
+    ):
         workdir = root / name
-        args = [sys.executable, '-c', SUSPEND_SCRIPT, f'--config={h.SMOKE}', f'--workdir={workdir}',
-                *t.base_overrides(), *h.BASE_FLAGS, *flags]
+        args = [
+            sys.executable,
+            '-c',
+            SUSPEND_SCRIPT,
+            f'--config={h.SMOKE}',
+            f'--workdir={workdir}',
+            *t.base_overrides(),
+            *h.BASE_FLAGS,
+            *flags,
+        ]
         log = root / f'{name}.log'
         proc = forked_cli.start(args, t.env(), h.REPO, log, cpus=h.one_core())
         run = h.Run(proc, workdir, log, args)
@@ -87,26 +95,35 @@ def job_suspended(t: h.Trainer, root: Path) -> dict:
 
 EPOCH, END = h.STEPS_PER_EPOCH, h.PARALLEL_STEPS
 
-pytestmark = pytest.mark.skipif(not h.Path('/proc/self/stat').exists(),
-                                reason='reads process states from /proc')
+pytestmark = pytest.mark.skipif(
+    not h.Path('/proc/self/stat').exists(), reason='reads process states from /proc'
+)
 
 
-def test_a_save_past_its_deadline_is_saved_again_and_the_run_ends_as_uninterrupted(trainer, base_run):
+def test_a_save_past_its_deadline_is_saved_again_and_the_run_ends_as_uninterrupted(
+    trainer, base_run
+):
     out = trainer.result('suspended')['deadline']
     run = out['run']
     assert run.rc == 0, run.tail()
-    assert out['stopped_at'] == [EPOCH], out   # stopped while epoch 2's save was in flight
+    assert out['stopped_at'] == [EPOCH], out  # stopped while epoch 2's save was in flight
     output = run.output()
-    failed = [line for line in output.splitlines()
-              if f'checkpoint of step {END} could not be finished' in line]
+    failed = [
+        line
+        for line in output.splitlines()
+        if f'checkpoint of step {END} could not be finished' in line
+    ]
     assert len(failed) == 1 and 'TimeoutError' in failed[0], run.tail()
     assert f'step {EPOCH}, is kept' in failed[0] and 'Traceback' not in output
     steps = h.finished_steps(run.workdir)
     # Saved again at the next sync point (log_every_steps=2); no half-written save left.
     assert END not in steps and END + 2 in steps and h.TOTAL_STEPS in steps, steps
     assert not list((run.workdir / 'checkpoints').glob('*tmp*'))
-    h.assert_trees_equal(h.state_arrays(run.workdir, h.TOTAL_STEPS),
-                         h.state_arrays(base_run, h.TOTAL_STEPS), 'suspended vs reference')
+    h.assert_trees_equal(
+        h.state_arrays(run.workdir, h.TOTAL_STEPS),
+        h.state_arrays(base_run, h.TOTAL_STEPS),
+        'suspended vs reference',
+    )
     results = json.loads((run.workdir / 'results.json').read_text())
     reference = json.loads((base_run / 'results.json').read_text())
     assert (results['step'], results['val']) == (reference['step'], reference['val'])
@@ -120,5 +137,8 @@ def test_by_default_a_suspended_save_is_waited_for(trainer, base_run):
     assert 'could not be finished' not in run.output(), run.tail()
     assert h.finished_steps(run.workdir)[-1] == END
     assert SUSPEND_S > SAVE_TIMEOUT_S
-    h.assert_trees_equal(h.state_arrays(run.workdir, END), h.state_arrays(base_run, END),
-                         'suspended (default) vs reference')
+    h.assert_trees_equal(
+        h.state_arrays(run.workdir, END),
+        h.state_arrays(base_run, END),
+        'suspended (default) vs reference',
+    )

@@ -5,11 +5,12 @@ own timing, and then belongs to the run: a resume under another budget keeps it,
 training to the same step with num_epochs set to the fitted value by hand gives
 bit-identical weights and losses (warmup spans the first epoch, which therefore trains
 alike for every length; afterwards the schedule spans the fitted length)."""
+
 import json
+import shutil
+from pathlib import Path
 
 import train_harness as h
-from pathlib import Path
-import shutil
 
 
 @h.job('time_budget', after='base')
@@ -20,28 +21,50 @@ def job_time_budget(t: h.Trainer, root: Path) -> dict:
     leaves no trace and the fitted length alone reproduces the run."""
     warmup = '--config.optimizer.warmup_epochs=1'
     too_small = t.start(root / 'too_small', '--config.time_budget_minutes=0.001')
-    runs = {'first': t.run(root / 'budget', '--config.time_budget_minutes=10', warmup,
-                           f'--config.max_steps={h.STEPS_PER_EPOCH}', log_name='first')}
+    runs = {
+        'first': t.run(
+            root / 'budget',
+            '--config.time_budget_minutes=10',
+            warmup,
+            f'--config.max_steps={h.STEPS_PER_EPOCH}',
+            log_name='first',
+        )
+    }
     config_after_first = json.loads((root / 'budget' / 'config.json').read_text())
     fitted = json.loads((root / 'budget' / 'results.json').read_text())['num_epochs']
-    runs['resumed'] = t.run(root / 'budget', '--config.time_budget_minutes=20', warmup,
-                            f'--config.max_steps={h.PARALLEL_STEPS}', log_name='resumed')
-    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', warmup,
-                              f'--config.max_steps={h.PARALLEL_STEPS}')
+    runs['resumed'] = t.run(
+        root / 'budget',
+        '--config.time_budget_minutes=20',
+        warmup,
+        f'--config.max_steps={h.PARALLEL_STEPS}',
+        log_name='resumed',
+    )
+    runs['reference'] = t.run(
+        root / 'reference',
+        f'--config.num_epochs={fitted}',
+        warmup,
+        f'--config.max_steps={h.PARALLEL_STEPS}',
+    )
     runs['too_small'] = too_small.wait()
     # A run that started without a budget keeps its length when a budget appears.
     unbudgeted = root / 'unbudgeted'
     shutil.copytree(root / 'reference', unbudgeted)
-    runs['late_budget'] = t.run(unbudgeted, '--config.time_budget_minutes=10', warmup,
-                                f'--config.num_epochs={fitted}',
-                                f'--config.max_steps={h.PARALLEL_STEPS + h.STEPS_PER_EPOCH}',
-                                log_name='late_budget')
+    runs['late_budget'] = t.run(
+        unbudgeted,
+        '--config.time_budget_minutes=10',
+        warmup,
+        f'--config.num_epochs={fitted}',
+        f'--config.max_steps={h.PARALLEL_STEPS + h.STEPS_PER_EPOCH}',
+        log_name='late_budget',
+    )
     return {'runs': runs, 'fitted': fitted, 'config_after_first': config_after_first}
 
 
-LOW_RES_FLAGS = ('--config.data.low_res.size=8',
-                 # Any tiny fraction means exactly one small epoch, whatever length fits.
-                 '--config.data.low_res.epochs_fraction=0.000001')
+LOW_RES_FLAGS = (
+    '--config.data.low_res.size=8',
+    # Any tiny fraction means exactly one small epoch, whatever length fits.
+    '--config.data.low_res.epochs_fraction=0.000001',
+)
 
 
 @h.job('low_res_budget')
@@ -50,19 +73,42 @@ def job_low_res_budget(t: h.Trainer, root: Path) -> dict:
     resumed across the switch to full size (the refit after epoch 1, which also times the
     full-size step, happens in the resumed process), resumed again for epoch 3, and the
     same length trained straight through without a budget."""
-    flags = ('--config.optimizer.warmup_epochs=1', *LOW_RES_FLAGS,
-             f'--config.model.name={h.LOW_RES_MODEL}')
+    flags = (
+        '--config.optimizer.warmup_epochs=1',
+        *LOW_RES_FLAGS,
+        f'--config.model.name={h.LOW_RES_MODEL}',
+    )
     workdir = root / 'budget'
-    runs = {'first': t.run(workdir, '--config.time_budget_minutes=10', *flags,
-                           '--config.max_steps=2', log_name='first')}
-    runs['resumed'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
-                            f'--config.max_steps={h.PARALLEL_STEPS}', log_name='resumed')
-    runs['third_epoch'] = t.run(workdir, '--config.time_budget_minutes=10', *flags,
-                                f'--config.max_steps={3 * h.STEPS_PER_EPOCH}',
-                                log_name='third_epoch')
+    runs = {
+        'first': t.run(
+            workdir,
+            '--config.time_budget_minutes=10',
+            *flags,
+            '--config.max_steps=2',
+            log_name='first',
+        )
+    }
+    runs['resumed'] = t.run(
+        workdir,
+        '--config.time_budget_minutes=10',
+        *flags,
+        f'--config.max_steps={h.PARALLEL_STEPS}',
+        log_name='resumed',
+    )
+    runs['third_epoch'] = t.run(
+        workdir,
+        '--config.time_budget_minutes=10',
+        *flags,
+        f'--config.max_steps={3 * h.STEPS_PER_EPOCH}',
+        log_name='third_epoch',
+    )
     fitted = json.loads((workdir / 'results.json').read_text())['num_epochs']
-    runs['reference'] = t.run(root / 'reference', f'--config.num_epochs={fitted}', *flags,
-                              f'--config.max_steps={3 * h.STEPS_PER_EPOCH}')
+    runs['reference'] = t.run(
+        root / 'reference',
+        f'--config.num_epochs={fitted}',
+        *flags,
+        f'--config.max_steps={3 * h.STEPS_PER_EPOCH}',
+    )
     return {'runs': runs, 'fitted': fitted}
 
 
@@ -77,24 +123,27 @@ def test_budget_fits_num_epochs_and_a_resume_keeps_it(trainer):
     assert plan['num_epochs'] == fitted > 2
     assert plan['budget_s'] == 600.0 and plan['steps_per_epoch'] == h.STEPS_PER_EPOCH
     assert plan['predicted_s'] <= 600.0
-    assert plan['epochs_done'] == 1 and plan['calibrated_step_s'] > 0   # refitted once
+    assert plan['epochs_done'] == 1 and plan['calibrated_step_s'] > 0  # refitted once
     assert 'refit after epoch 1' in runs['first'].output()
-    assert 'refit' not in runs['resumed'].output()               # the stored plan is kept
-    for changed in ('changed optimizer', 'changed num_epochs'):   # config.json's values
+    assert 'refit' not in runs['resumed'].output()  # the stored plan is kept
+    for changed in ('changed optimizer', 'changed num_epochs'):  # config.json's values
         assert changed not in runs['resumed'].output(), changed
-    assert 'fitted to 10 min' in runs['resumed'].output()        # the 20-min rerun was told
+    assert 'fitted to 10 min' in runs['resumed'].output()  # the 20-min rerun was told
     # The config the user gave is never rewritten: the fitted length is the run's own.
     assert job['config_after_first']['num_epochs'] == h.EPOCHS != fitted
     assert json.loads((budget / 'config.json').read_text()) == job['config_after_first']
     assert results['num_epochs'] == fitted
     assert h.host_state(budget, h.PARALLEL_STEPS)['num_epochs'] == fitted
-    h.assert_trees_equal(h.state_arrays(budget, h.PARALLEL_STEPS),
-                         h.state_arrays(runs['reference'].workdir, h.PARALLEL_STEPS),
-                         'budgeted run resumed vs num_epochs=fitted')
+    h.assert_trees_equal(
+        h.state_arrays(budget, h.PARALLEL_STEPS),
+        h.state_arrays(runs['reference'].workdir, h.PARALLEL_STEPS),
+        'budgeted run resumed vs num_epochs=fitted',
+    )
     ours, ref = h.train_steps(budget), h.train_steps(runs['reference'].workdir)
     assert [ours[s]['loss'] for s in sorted(ref)] == [ref[s]['loss'] for s in sorted(ref)]
     assert [ours[s]['learning_rate'] for s in sorted(ref)] == [
-        ref[s]['learning_rate'] for s in sorted(ref)]
+        ref[s]['learning_rate'] for s in sorted(ref)
+    ]
 
 
 def test_budget_too_small_for_one_epoch_is_refused(trainer):
@@ -131,23 +180,32 @@ def test_low_res_first_epoch_under_a_budget_resumes_exactly(trainer):
     plan = h.host_state(budget, end)['time_budget']
     assert plan['num_epochs'] == fitted > 3 and plan['epochs_done'] == 1
     assert 0 < plan['low_res_step_s'] and plan['low_res_fraction'] == 1e-6
-    assert plan['fitted_small_epochs'] in (0, 1)       # 1e-6 of any length rounds to 1
+    assert plan['fitted_small_epochs'] in (0, 1)  # 1e-6 of any length rounds to 1
     resumed = runs['resumed'].output()
     assert 'refit after epoch 1' in resumed and 'at the low size (calibration' in resumed
     assert 'refit after epoch 2' not in resumed
     assert 'refit' not in runs['third_epoch'].output()
-    for name, changed in [(n, c) for n in ('resumed', 'third_epoch')
-                          for c in ('changed optimizer', 'changed num_epochs')]:
+    for name, changed in [
+        (n, c)
+        for n in ('resumed', 'third_epoch')
+        for c in ('changed optimizer', 'changed num_epochs')
+    ]:
         assert changed not in runs[name].output(), (name, changed)
     assert 'Epoch 1 on: training images 8x8' in runs['first'].output()
     assert 'Epoch 2 on: training images at full size' in resumed
     assert json.loads((budget / 'config.json').read_text())['num_epochs'] == h.EPOCHS
     for workdir in (budget, reference):
-        sizes = {r['epoch']: r['image_size'] for r in h.metrics(workdir)
-                 if r['split'] == 'train' and 'image_size' in r}
+        sizes = {
+            r['epoch']: r['image_size']
+            for r in h.metrics(workdir)
+            if r['split'] == 'train' and 'image_size' in r
+        }
         assert sizes == {1: 8, 2: h.IMAGE_SIZE, 3: h.IMAGE_SIZE}, workdir
-    h.assert_trees_equal(h.state_arrays(budget, end), h.state_arrays(reference, end),
-                         'low-res budgeted run, resumed vs straight through')
+    h.assert_trees_equal(
+        h.state_arrays(budget, end),
+        h.state_arrays(reference, end),
+        'low-res budgeted run, resumed vs straight through',
+    )
     ours, ref = h.train_steps(budget), h.train_steps(reference)
     assert sorted(ref) == sorted(ours)
     for key in ('loss', 'learning_rate'):

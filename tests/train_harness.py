@@ -13,6 +13,7 @@ test then waits for its job's result (`trainer.result(name)`) and makes its asse
 Set GHOSTNET_JAX_TEST_COMPILE_CACHE=/some/dir to keep that cache across sessions (faster
 reruns while developing); by default it lives in the session's tmp dir.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -27,9 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 import forked_cli
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = str(REPO / 'configs' / 'smoke.py')
@@ -38,18 +38,20 @@ NUM_CLASSES, PER_CLASS, IMAGE_SIZE = 3, 16, 16
 # configs/smoke.py splits train[:80%] / train[80%:] of the 48 interleaved (round-robin) files
 # as TFDS would: round(0.8 * 48) = round(38.4) = 38 (13 + 13 + 12 per class) and 10.
 TRAIN_EXAMPLES, VAL_EXAMPLES = 38, 10
-BATCH = 8                                   # smoke.py's global batch
-STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH   # 4 (last partial batch dropped)
-EPOCHS = 6                                  # every 1-device run uses the same schedule
-TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH      # 24
+BATCH = 8  # smoke.py's global batch
+STEPS_PER_EPOCH = TRAIN_EXAMPLES // BATCH  # 4 (last partial batch dropped)
+EPOCHS = 6  # every 1-device run uses the same schedule
+TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH  # 24
 # The jobs' lengths and settings, which their tests assert on.
 PARALLEL_STEPS = 2 * STEPS_PER_EPOCH
-DIST_STEPS = 4 * STEPS_PER_EPOCH   # two-process runs: long enough to be signalled mid-run
+DIST_STEPS = 4 * STEPS_PER_EPOCH  # two-process runs: long enough to be signalled mid-run
 ES_PATIENCE, PLATEAU_PATIENCE = 3, 2
 # GhostNetV2/V3 ride along two jobs instead of adding runs: V2's DFC attention trains in
 # bfloat16 with EMA (job_ema), V3's branches and DFC attention resume exactly across a
 # low-res epoch (job_low_res_budget).
 EMA_MODEL, LOW_RES_MODEL = 'ghostnetv2_cifar_tiny', 'ghostnetv3_cifar_tiny'
+
+
 # Compiling is about half of the suite's CPU time, so every test process and run compiles
 # the cheap way, and comparisons between runs hold (all use the same flags):
 # - unoptimized code generation (-O0): a cold run ~22 -> ~15 CPU-s;
@@ -62,9 +64,11 @@ EMA_MODEL, LOW_RES_MODEL = 'ghostnetv2_cifar_tiny', 'ghostnetv3_cifar_tiny'
 def _test_xla_flags() -> str:
     flags = '--xla_backend_optimization_level=0'
     emitters = '--xla_cpu_use_fusion_emitters=false'
-    probe = subprocess.run([sys.executable, '-c', 'import jax; jax.devices()'],
-                           env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'{flags} {emitters}'),
-                           capture_output=True)
+    probe = subprocess.run(
+        [sys.executable, '-c', 'import jax; jax.devices()'],
+        env=dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=f'{flags} {emitters}'),
+        capture_output=True,
+    )
     return f'{flags} {emitters}' if probe.returncode == 0 else flags
 
 
@@ -72,16 +76,20 @@ if 'GHOSTNET_JAX_TEST_XLA_FLAGS' not in os.environ:
     os.environ['GHOSTNET_JAX_TEST_XLA_FLAGS'] = _test_xla_flags()
 XLA_TEST_FLAGS = os.environ['GHOSTNET_JAX_TEST_XLA_FLAGS']
 # The reference run's flags (see conftest.base_run): early stopping that must not fire.
-BASE_FLAGS = ('--config.callbacks.early_stopping.enabled=True',
-              '--config.callbacks.early_stopping.monitor=train_loss',
-              '--config.callbacks.early_stopping.mode=min',
-              '--config.callbacks.early_stopping.patience=2')
+BASE_FLAGS = (
+    '--config.callbacks.early_stopping.enabled=True',
+    '--config.callbacks.early_stopping.monitor=train_loss',
+    '--config.callbacks.early_stopping.mode=min',
+    '--config.callbacks.early_stopping.patience=2',
+)
 
 
-def make_dataset(root: Path, num_classes: int = NUM_CLASSES, per_class: int = PER_CLASS,
-                 seed: int = 0) -> Path:
+def make_dataset(
+    root: Path, num_classes: int = NUM_CLASSES, per_class: int = PER_CLASS, seed: int = 0
+) -> Path:
     """root/train/c<k>/<i>.png: a class-dependent colour plus noise (learnable in a few steps)."""
     from PIL import Image
+
     rng = np.random.default_rng(seed)
     colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [200, 200, 40]])
     for c in range(num_classes):
@@ -117,7 +125,9 @@ def one_core() -> set[int] | None:
     return {cores[next(_cores) % len(cores)]} if len(cores) > 1 else None
 
 
-def run_pinned(args: list[str], env: dict, tmp: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_pinned(
+    args: list[str], env: dict, tmp: Path, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """subprocess.run(args, capture_output=True, text=True) of a 1-device run, pinned,
     started in REPO by forked_cli (its output passes through files in `tmp`)."""
     return forked_cli.run(args, env, REPO, tmp, timeout, cpus=one_core())
@@ -126,9 +136,10 @@ def run_pinned(args: list[str], env: dict, tmp: Path, timeout: float = 600) -> s
 @dataclasses.dataclass
 class Job:
     """A test module's background work: `fn(trainer, root)` returns what its tests assert on."""
+
     fn: Callable[['Trainer', Path], Any]
     module: str
-    after: str | None   # 'base' (the reference run) or another job, that it starts after
+    after: str | None  # 'base' (the reference run) or another job, that it starts after
 
 
 # Every job by name, registered by the test modules that declare them (`job`).
@@ -141,9 +152,11 @@ def job(name: str, after: str | None = None):
     session starts, so they run while the in-process tests do. `after='base'`: a job
     that reads the reference run's checkpoints, or compiles its programs, starts when that
     run has finished; `after=NAME`: when job NAME has (whatever its outcome)."""
+
     def register(fn):
         JOBS[name] = Job(fn, fn.__module__, after)
         return fn
+
     return register
 
 
@@ -191,8 +204,13 @@ class Trainer:
     """Starts CLI runs on the session's dataset with the shared caches."""
 
     def __init__(self, root: Path, data: Path, data_cache: Path, compile_cache: Path):
-        self.root, self.data, self.data_cache, self.compile_cache = root, data, data_cache, compile_cache
-        self.base: Path | None = None    # the reference run's workdir, once it has finished
+        self.root, self.data, self.data_cache, self.compile_cache = (
+            root,
+            data,
+            data_cache,
+            compile_cache,
+        )
+        self.base: Path | None = None  # the reference run's workdir, once it has finished
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
         self._jobs: dict[str, concurrent.futures.Future] = {}
         self._runs: list[Run] = []
@@ -206,8 +224,11 @@ class Trainer:
             else:
                 job = JOBS[name]
                 run = lambda: job.fn(self, self.root / name)
-                self._jobs[name] = (self._pool.submit(run) if job.after is None else
-                                    self._after(self.launch(job.after), run))
+                self._jobs[name] = (
+                    self._pool.submit(run)
+                    if job.after is None
+                    else self._after(self.launch(job.after), run)
+                )
         return self._jobs[name]
 
     def result(self, name: str, timeout: float = 900):
@@ -221,16 +242,23 @@ class Trainer:
         self.base = workdir
         return workdir
 
-    def _after(self, first: concurrent.futures.Future, run: Callable[[], Any]
-               ) -> concurrent.futures.Future:
+    def _after(
+        self, first: concurrent.futures.Future, run: Callable[[], Any]
+    ) -> concurrent.futures.Future:
         """`run()`, started when `first` has finished (whatever its outcome), without
         holding a worker while it waits."""
         chained = concurrent.futures.Future()
 
         def start(_):
             job = self._pool.submit(run)
-            job.add_done_callback(lambda done: chained.set_exception(done.exception())
-                                  if done.exception() else chained.set_result(done.result()))
+            job.add_done_callback(
+                lambda done: (
+                    chained.set_exception(done.exception())
+                    if done.exception()
+                    else chained.set_result(done.result())
+                )
+            )
+
         first.add_done_callback(start)
         return chained
 
@@ -261,30 +289,46 @@ class Trainer:
             # Deprecations are errors in the runs too, as in the test process (pyproject.toml).
             PYTHONWARNINGS='error::DeprecationWarning,error::FutureWarning',
         )
-        env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(os.pathsep)
+        env['PYTHONPATH'] = os.pathsep.join([str(REPO), env.get('PYTHONPATH', '')]).rstrip(
+            os.pathsep
+        )
         return env
 
     def base_overrides(self, data: Path | None = None) -> list[str]:
         return [
             f'--config.data.source=folder:{data or self.data}',
             f'--config.data.cache_dir={self.data_cache}',
-            '--config.model.conv_impl=native',   # compiles ~2x faster than 'shifted' on CPU
+            '--config.model.conv_impl=native',  # compiles ~2x faster than 'shifted' on CPU
             f'--config.num_epochs={EPOCHS}',
-            '--config.checkpoint.max_to_keep=100',   # keep every epoch for comparisons
-            '--config.report=False',   # test_study_report covers it; plots cost seconds a run
+            '--config.checkpoint.max_to_keep=100',  # keep every epoch for comparisons
+            '--config.report=False',  # test_study_report covers it; plots cost seconds a run
             # Evaluation averages each image with its mirror, in every run: evaluate,
             # predict, report and every export must reproduce what results.json says.
             '--config.eval_flip=True',
         ]
 
-    def start(self, workdir: Path, *overrides: str, devices: int = 1, config: str = SMOKE,
-              data: Path | None = None, log_name: str | None = None,
-              threads: int | None = None) -> Run:
+    def start(
+        self,
+        workdir: Path,
+        *overrides: str,
+        devices: int = 1,
+        config: str = SMOKE,
+        data: Path | None = None,
+        log_name: str | None = None,
+        threads: int | None = None,
+    ) -> Run:
         """`threads`: XLA:CPU's thread count instead of the harness's (NPROC)."""
         workdir = Path(workdir)
         log = workdir.parent / f'{log_name or workdir.name}.log'
-        args = [sys.executable, '-m', 'ghostnet_jax.train', f'--config={config}',
-                f'--workdir={workdir}', *self.base_overrides(data), *overrides]
+        args = [
+            sys.executable,
+            '-m',
+            'ghostnet_jax.train',
+            f'--config={config}',
+            f'--workdir={workdir}',
+            *self.base_overrides(data),
+            *overrides,
+        ]
         workdir.parent.mkdir(parents=True, exist_ok=True)
         env = self.env(devices)
         if threads is not None:
@@ -294,27 +338,38 @@ class Trainer:
         self._runs.append(run)
         return run
 
-    def cli(self, args: list, devices: int = 1, timeout: float = 300,
-            cwd: Path = REPO) -> subprocess.CompletedProcess:
+    def cli(
+        self, args: list, devices: int = 1, timeout: float = 300, cwd: Path = REPO
+    ) -> subprocess.CompletedProcess:
         """subprocess.run([python, *args], capture_output=True, text=True) in this
         trainer's environment, started by forked_cli."""
-        return forked_cli.run([sys.executable, *map(str, args)], self.env(devices), cwd,
-                              self.root / 'output', timeout)
+        return forked_cli.run(
+            [sys.executable, *map(str, args)], self.env(devices), cwd, self.root / 'output', timeout
+        )
 
     def run(self, workdir: Path, *overrides: str, timeout: float = 600, **kwargs) -> Run:
         return self.start(workdir, *overrides, **kwargs).wait(timeout)
 
 
-def distributed_runs(t: Trainer, workdir: Path, *overrides: str, log_prefix: str = 'process',
-                 port: int | None = None) -> list[Run]:
+def distributed_runs(
+    t: Trainer, workdir: Path, *overrides: str, log_prefix: str = 'process', port: int | None = None
+) -> list[Run]:
     """The two processes of a jax.distributed run of the reference config in `workdir`
     (one CPU device each), started."""
     port = port or free_port()
-    return [t.start(workdir, '--config.distributed.enabled=True',
-                    f'--config.distributed.coordinator_address=127.0.0.1:{port}',
-                    '--config.distributed.num_processes=2', f'--config.distributed.process_id={i}',
-                    *overrides, devices=1, log_name=f'{log_prefix}{i}')
-            for i in range(2)]
+    return [
+        t.start(
+            workdir,
+            '--config.distributed.enabled=True',
+            f'--config.distributed.coordinator_address=127.0.0.1:{port}',
+            '--config.distributed.num_processes=2',
+            f'--config.distributed.process_id={i}',
+            *overrides,
+            devices=1,
+            log_name=f'{log_prefix}{i}',
+        )
+        for i in range(2)
+    ]
 
 
 # ------------------------------------------------------------------------- reading results
@@ -362,6 +417,7 @@ def state_arrays(workdir: Path, step: int) -> dict[str, np.ndarray]:
     ...) as numpy, keyed by path."""
     import jax
     import orbax.checkpoint as ocp
+
     item = Path(workdir).absolute() / 'checkpoints' / str(step) / 'state'
     ckptr = ocp.PyTreeCheckpointer()
     tree = ckptr.metadata(item).item_metadata.tree
@@ -372,8 +428,10 @@ def state_arrays(workdir: Path, step: int) -> dict[str, np.ndarray]:
 
 def flat(tree) -> dict[str, np.ndarray]:
     import jax
-    return {jax.tree_util.keystr(p): np.asarray(v)
-            for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+    return {
+        jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(tree)
+    }
 
 
 def assert_trees_equal(a: dict, b: dict, what: str) -> None:

@@ -7,6 +7,7 @@ per-step batches, the in-flight bound, metrics fetched and written every
 log_every_steps) is timed as a real epoch, and whose evaluator is timed on a validation
 split. Only the images are synthetic (random uint8), so no dataset is needed.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,7 @@ NUM_CLASSES = 10
 @dataclasses.dataclass
 class BenchmarkResult:
     """What `run_benchmark` measured; `as_dict()` is the `--json` document."""
+
     settings: dict
     train_images_per_sec: float
     train_step_s: list[float]
@@ -47,28 +49,33 @@ class BenchmarkResult:
     env: dict = dataclasses.field(default_factory=environment)
 
     def as_dict(self) -> dict:
-        out = {**self.settings,
-               'train_images_per_sec': self.train_images_per_sec,
-               # An epoch pays the mean step, slow ones included (docs/experiments.md: why a real
-               # epoch is slower than the benchmark's step).
-               'train_images_per_sec_mean': round(
-                   len(self.train_step_s) * self.settings['batch_size']
-                   / sum(self.train_step_s), 1),
-               'eval_images_per_sec': self.eval_images_per_sec,
-               'epoch_images_per_sec': self.epoch_images_per_sec,
-               'compile_s': self.compile_s,
-               'train_step_s': self.train_step_s,
-               'epoch_s': self.epoch_s,
-               'eval_s': self.eval_s,
-               **self.env}
+        out = {
+            **self.settings,
+            'train_images_per_sec': self.train_images_per_sec,
+            # An epoch pays the mean step, slow ones included (docs/experiments.md: why a real
+            # epoch is slower than the benchmark's step).
+            'train_images_per_sec_mean': round(
+                len(self.train_step_s) * self.settings['batch_size'] / sum(self.train_step_s), 1
+            ),
+            'eval_images_per_sec': self.eval_images_per_sec,
+            'epoch_images_per_sec': self.epoch_images_per_sec,
+            'compile_s': self.compile_s,
+            'train_step_s': self.train_step_s,
+            'epoch_s': self.epoch_s,
+            'eval_s': self.eval_s,
+            **self.env,
+        }
         if self.eval_images_per_sec:
             out['eval_over_train'] = round(self.eval_images_per_sec / self.train_images_per_sec, 2)
         if self.epoch_images_per_sec:
-            out['epoch_over_train'] = round(self.epoch_images_per_sec / self.train_images_per_sec, 3)
+            out['epoch_over_train'] = round(
+                self.epoch_images_per_sec / self.train_images_per_sec, 3
+            )
         if self.batch_s:
             out['batch_s'] = self.batch_s
             out['pipeline_over_step'] = round(
-                statistics.median(self.batch_s) / statistics.median(self.train_step_s), 4)
+                statistics.median(self.batch_s) / statistics.median(self.train_step_s), 4
+            )
         if self.profile is not None:
             out['profile'] = self.profile
         if self.torch is not None:
@@ -76,8 +83,9 @@ class BenchmarkResult:
         return out
 
 
-def synthetic_split(num_examples: int, image_size: int, seed: int = 0,
-                    name: str = 'synthetic') -> ArraySplit:
+def synthetic_split(
+    num_examples: int, image_size: int, seed: int = 0, name: str = 'synthetic'
+) -> ArraySplit:
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (num_examples, image_size, image_size, 3), dtype=np.uint8)
     labels = rng.integers(0, NUM_CLASSES, (num_examples,), dtype=np.int32)
@@ -88,8 +96,9 @@ def _block(tree: Any) -> None:
     jax.block_until_ready(tree)
 
 
-def _interleaved(fns: dict[str, Callable[[], None]], rounds: int,
-                 steps_per_round: int) -> dict[str, list[float]]:
+def _interleaved(
+    fns: dict[str, Callable[[], None]], rounds: int, steps_per_round: int
+) -> dict[str, list[float]]:
     """Per-call seconds of each function, alternating A A B B A A B B ... so that a busy
     machine's slow and fast phases fall on every contender alike.
 
@@ -110,8 +119,14 @@ def _interleaved(fns: dict[str, Callable[[], None]], rounds: int,
     return times
 
 
-def benchmark_config(model_name: str, batch_size: int, dtype: str, conv_impl: str,
-                     log_every_steps: int | None, eval_batch_size: int):
+def benchmark_config(
+    model_name: str,
+    batch_size: int,
+    dtype: str,
+    conv_impl: str,
+    log_every_steps: int | None,
+    eval_batch_size: int,
+):
     """The default config with what the benchmark varies; 2 epochs (one warms up)."""
     config = get_config()
     config.model.name = model_name
@@ -126,13 +141,22 @@ def benchmark_config(model_name: str, batch_size: int, dtype: str, conv_impl: st
     return config
 
 
-def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
-                  image_size: int = 32, num_steps: int = 20, dtype: str = 'float32',
-                  conv_impl: str = 'auto', epoch_steps: int = 50,
-                  log_every_steps: int | None = None, eval_batch_size: int = 500,
-                  eval_batches: int = 4, profile_dir: str | None = None,
-                  compare_torch: bool = False, torch_threads: int | None = None,
-                  steps_per_round: int = 2) -> BenchmarkResult:
+def run_benchmark(
+    model_name: str = 'ghostnet_cifar_100',
+    batch_size: int = 128,
+    image_size: int = 32,
+    num_steps: int = 20,
+    dtype: str = 'float32',
+    conv_impl: str = 'auto',
+    epoch_steps: int = 50,
+    log_every_steps: int | None = None,
+    eval_batch_size: int = 500,
+    eval_batches: int = 4,
+    profile_dir: str | None = None,
+    compare_torch: bool = False,
+    torch_threads: int | None = None,
+    steps_per_round: int = 2,
+) -> BenchmarkResult:
     """Measures one model; see the module docstring. `epoch_steps=0` / `eval_batches=0`
     skip the epoch / evaluation figures.
 
@@ -140,15 +164,26 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
     batch; with `compare_torch` the PyTorch steps are interleaved with them
     (`steps_per_round` of each in turn).
     """
-    config = benchmark_config(model_name, batch_size, dtype, conv_impl, log_every_steps,
-                              eval_batch_size)
-    settings = {'model': model_name, 'batch_size': batch_size, 'image_size': image_size,
-                'dtype': dtype, 'conv_impl': conv_impl, 'steps': num_steps,
-                'epoch_steps': epoch_steps, 'log_every_steps': config.log_every_steps,
-                'eval_batch_size': eval_batch_size, 'eval_batches': eval_batches}
+    config = benchmark_config(
+        model_name, batch_size, dtype, conv_impl, log_every_steps, eval_batch_size
+    )
+    settings = {
+        'model': model_name,
+        'batch_size': batch_size,
+        'image_size': image_size,
+        'dtype': dtype,
+        'conv_impl': conv_impl,
+        'steps': num_steps,
+        'epoch_steps': epoch_steps,
+        'log_every_steps': config.log_every_steps,
+        'eval_batch_size': eval_batch_size,
+        'eval_batches': eval_batches,
+    }
     start = time.perf_counter()
-    splits = {'train': synthetic_split(max(epoch_steps, 1) * batch_size, image_size),
-              'val': synthetic_split(max(eval_batches, 1) * eval_batch_size, image_size, 1)}
+    splits = {
+        'train': synthetic_split(max(epoch_steps, 1) * batch_size, image_size),
+        'val': synthetic_split(max(eval_batches, 1) * eval_batch_size, image_size, 1),
+    }
     with tempfile.TemporaryDirectory() as workdir:
         trainer = Trainer(config, workdir, splits=splits)
         # The run's first phases, as `Trainer.run` takes them: a fresh run of 2 epochs.
@@ -177,6 +212,7 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
         torch_info = None
         if compare_torch:
             from ghostnet_jax.benchmarking.torch_peer import torch_train_step
+
             torch_step, torch_info = torch_train_step(batch_size, image_size, torch_threads)
             torch_step()
             contenders['torch'] = torch_step
@@ -191,22 +227,30 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
         train_ips = batch_size / statistics.median(times['jax'])
         if compare_torch:
             torch_ips = batch_size / statistics.median(times['torch'])
-            torch_info = {**torch_info, 'images_per_sec': round(torch_ips, 1),
-                          'step_s': [round(t, 4) for t in times['torch']],
-                          'jax_over_torch': round(train_ips / torch_ips, 2)}
+            torch_info = {
+                **torch_info,
+                'images_per_sec': round(torch_ips, 1),
+                'step_s': [round(t, 4) for t in times['torch']],
+                'jax_over_torch': round(train_ips / torch_ips, 2),
+            }
 
-        result = BenchmarkResult(settings, round(train_ips, 1),
-                                 [round(t, 4) for t in times['jax']], round(compile_s, 1),
-                                 torch=torch_info)
+        result = BenchmarkResult(
+            settings,
+            round(train_ips, 1),
+            [round(t, 4) for t in times['jax']],
+            round(compile_s, 1),
+            torch=torch_info,
+        )
         if 'batch' in times:
             result.batch_s = [round(t, 5) for t in times['batch']]
 
         # --- profile of the same steady-state step.
         if profile_dir:
             from ghostnet_jax.benchmarking.profile import profile_step
+
             hlo = runner._step.lower(holder['carried'], fixed_batch).compile().as_text()
             result.profile = profile_step(jax_step, hlo, profile_dir)
-        holder.clear()   # the last step's state, no longer needed
+        holder.clear()  # the last step's state, no longer needed
 
         # --- a real epoch: the trainer's own loop, its first epoch warming up.
         if epoch_steps:
@@ -223,15 +267,16 @@ def run_benchmark(model_name: str = 'ghostnet_cifar_100', batch_size: int = 128,
         # --- evaluation with the trainer's Evaluator (one compiled step, summed counts).
         if eval_batches:
             eval_vars = eval_variables(trainer.synced_state())
-            trainer.evaluate(eval_vars, trainer.experiment.val_data)   # compiles
+            trainer.evaluate(eval_vars, trainer.experiment.val_data)  # compiles
             eval_times = []
             for _ in range(3):
                 t = time.perf_counter()
-                trainer.evaluate(eval_vars, trainer.experiment.val_data)   # fetches the counts
+                trainer.evaluate(eval_vars, trainer.experiment.val_data)  # fetches the counts
                 eval_times.append(time.perf_counter() - t)
             result.eval_s = [round(t, 4) for t in eval_times]
             result.eval_images_per_sec = round(
-                trainer.experiment.val_data.num_examples / statistics.median(eval_times), 1)
+                trainer.experiment.val_data.num_examples / statistics.median(eval_times), 1
+            )
         trainer.record.close()
         trainer.ckpt.close()
     return result

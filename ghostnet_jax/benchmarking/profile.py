@@ -7,6 +7,7 @@ which is enough to say whether time went to a depthwise conv, a 1x1 conv, BatchN
 A fused instruction carries the metadata of its root op, so a fusion is charged to the
 category of the op it ends in: the table is a guide to where time goes, not an exact split.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,8 +18,15 @@ from collections.abc import Callable
 
 import jax
 
-CATEGORIES = ('depthwise conv', '1x1 conv / matmul', 'stem 3x3 conv', 'BatchNorm', 'squeeze-excite',
-              'elementwise / other layers', 'optimizer, loss, metrics')
+CATEGORIES = (
+    'depthwise conv',
+    '1x1 conv / matmul',
+    'stem 3x3 conv',
+    'BatchNorm',
+    'squeeze-excite',
+    'elementwise / other layers',
+    'optimizer, loss, metrics',
+)
 
 _DEPTHWISE = {'cheap_operation', 'conv_dw', 'shortcut_dw'}
 _POINTWISE = {'primary_conv', 'shortcut_pw', 'conv', 'conv_head', 'classifier'}
@@ -32,7 +40,7 @@ def categorize(op_name: str) -> str:
     model_at = next((i for i, p in enumerate(parts) if 'GhostNet' in p or 'Net)' in p), None)
     if model_at is None:
         return 'optimizer, loss, metrics'
-    modules = parts[model_at + 1:]
+    modules = parts[model_at + 1 :]
     if 'se' in modules:
         return 'squeeze-excite'
     # The innermost named module decides: a BN inside a block is BN, a conv is a conv.
@@ -69,8 +77,10 @@ def _events_by_instruction(trace_dir: str) -> dict[str, float]:
     """Summed duration (s) of the trace's events, by event name, over all threads."""
     from jax.profiler import ProfileData  # jaxlib's reader of .xplane.pb files
 
-    files = sorted(glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True),
-                   key=os.path.getmtime)
+    files = sorted(
+        glob.glob(os.path.join(trace_dir, '**', '*.xplane.pb'), recursive=True),
+        key=os.path.getmtime,
+    )
     if not files:
         raise RuntimeError(f'jax.profiler wrote no .xplane.pb under {trace_dir}.')
     totals: dict[str, float] = collections.defaultdict(float)
@@ -83,8 +93,9 @@ def _events_by_instruction(trace_dir: str) -> dict[str, float]:
     return totals
 
 
-def profile_step(run_step: Callable[[], None], hlo_text: str, trace_dir: str,
-                 num_steps: int = 3) -> dict:
+def profile_step(
+    run_step: Callable[[], None], hlo_text: str, trace_dir: str, num_steps: int = 3
+) -> dict:
     """Traces `num_steps` calls of `run_step` (each must wait for its result) into
     `trace_dir` and sums the time of the compiled step's instructions by category.
 
@@ -115,18 +126,27 @@ def summarize_trace(trace_dir: str, hlo_text: str, num_steps: int) -> dict:
         if directions[name] == 'backward':
             backward[category] += total / num_steps
     measured = sum(seconds.values()) or 1.0
-    return {'seconds': {k: round(v, 4) for k, v in seconds.items()},
-            'fraction': {k: round(v / measured, 3) for k, v in seconds.items()},
-            'backward_fraction': {k: round(backward[k] / v, 3) if v else 0.0
-                                  for k, v in seconds.items()},
-            'unmatched_s': round(unmatched / num_steps, 4),
-            'trace_dir': trace_dir}
+    return {
+        'seconds': {k: round(v, 4) for k, v in seconds.items()},
+        'fraction': {k: round(v / measured, 3) for k, v in seconds.items()},
+        'backward_fraction': {
+            k: round(backward[k] / v, 3) if v else 0.0 for k, v in seconds.items()
+        },
+        'unmatched_s': round(unmatched / num_steps, 4),
+        'trace_dir': trace_dir,
+    }
 
 
 def format_table(profile: dict) -> str:
     """A Markdown table of the profile, largest category first."""
     rows = sorted(profile['seconds'].items(), key=lambda kv: -kv[1])
-    lines = ['| op category | ms per step | share | of it in the backward pass |', '|---|---|---|---|']
-    lines += [f'| {k} | {v * 1000:.1f} | {profile["fraction"][k]:.0%} | '
-              f'{profile["backward_fraction"][k]:.0%} |' for k, v in rows]
+    lines = [
+        '| op category | ms per step | share | of it in the backward pass |',
+        '|---|---|---|---|',
+    ]
+    lines += [
+        f'| {k} | {v * 1000:.1f} | {profile["fraction"][k]:.0%} | '
+        f'{profile["backward_fraction"][k]:.0%} |'
+        for k, v in rows
+    ]
     return '\n'.join(lines)

@@ -5,6 +5,7 @@ timm has no CIFAR variant; as in scripts/make_torch_parity_fixture.py, it is tim
 ghostnet_100 with the stem conv and the first stride-2 bottleneck (16 -> 48 -> 24) at
 stride 1, which is exactly `ghostnet_cifar_100` (tests/test_convert.py checks the keys).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,6 +24,7 @@ def torch_available() -> bool:
 def require_torch() -> None:
     """MissingExtraError (with the install line) unless torch and timm are installed."""
     from ghostnet_jax.optional import require
+
     require('torch', 'torch', '--compare-torch (PyTorch)')
     require('timm', 'torch', '--compare-torch (timm)')
 
@@ -51,6 +53,7 @@ def _import_timm():
         lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
         _import_timm.torchvision_lib = lib  # the declarations live as long as this object
     import timm
+
     return timm
 
 
@@ -65,8 +68,9 @@ def timm_cifar_ghostnet(num_classes: int = 10):
     return model
 
 
-def torch_train_step(batch_size: int, image_size: int, threads: int | None = None,
-                     num_classes: int = 10) -> tuple[Callable[[], None], dict]:
+def torch_train_step(
+    batch_size: int, image_size: int, threads: int | None = None, num_classes: int = 10
+) -> tuple[Callable[[], None], dict]:
     """A callable running one eager SGD step (nesterov, weight decay, the default recipe's
     optimizer) on a fixed random batch, and a description of the setup."""
     import torch
@@ -75,8 +79,9 @@ def torch_train_step(batch_size: int, image_size: int, threads: int | None = Non
     timm = _import_timm()
     torch.manual_seed(0)
     model = timm_cifar_ghostnet(num_classes).train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
     x = torch.randn(batch_size, 3, image_size, image_size)
     y = torch.randint(0, num_classes, (batch_size,))
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -87,7 +92,10 @@ def torch_train_step(batch_size: int, image_size: int, threads: int | None = Non
         loss.backward()
         opt.step()
 
-    info = {'torch': torch.__version__, 'timm': timm.__version__,
-            'threads': torch.get_num_threads(),
-            'parameters': sum(p.numel() for p in model.parameters())}
+    info = {
+        'torch': torch.__version__,
+        'timm': timm.__version__,
+        'threads': torch.get_num_threads(),
+        'parameters': sum(p.numel() for p in model.parameters()),
+    }
     return step, info

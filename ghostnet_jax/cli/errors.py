@@ -3,8 +3,8 @@
 | code | meaning |
 |---|---|
 | 0 | done (also: preempted by SIGTERM after saving; rerun to resume) |
-| 1 | unexpected error (a bug: the traceback is printed), or a check that failed (a sanity check, an export that does not compute what predict does) |
-| 2 | bad command line or config, a missing optional extra, or a resume that would change the experiment |
+| 1 | unexpected error (a bug: the traceback is printed), or a failed check (sanity, export) |
+| 2 | bad command line or config, missing optional extra, resume that would change the run |
 | 3 | the training loss became NaN/inf |
 | 4 | data error: dataset not available, split not found, unreadable image |
 | 5 | checkpoint error: missing, damaged or unusable checkpoint or weights file |
@@ -14,6 +14,7 @@
 The verbosity rule, the same for every command: `--verbose`, or GHOSTNET_JAX_VERBOSE set to
 1/true/yes/on, adds the traceback of an expected failure (unexpected ones always have it).
 """
+
 from __future__ import annotations
 
 import errno
@@ -50,8 +51,11 @@ def verbose(argv: list[str] | None = None) -> bool:
         return True
     value = os.environ.get(VERBOSE_ENV, '').strip().lower()
     if value not in _ON + _OFF:
-        print(f'ghostnet_jax: {VERBOSE_ENV}={value!r} is not one of {", ".join(_ON + _OFF[1:])}; '
-              'treating it as on.', file=sys.stderr)
+        print(
+            f'ghostnet_jax: {VERBOSE_ENV}={value!r} is not one of {", ".join(_ON + _OFF[1:])}; '
+            'treating it as on.',
+            file=sys.stderr,
+        )
     return value not in _OFF
 
 
@@ -59,14 +63,14 @@ def classify(error: BaseException) -> tuple[int, str] | None:
     """(exit code, one-paragraph message) for an expected failure, else None."""
     # Imported here: a command pays only for the library parts it imported itself.
     from ghostnet_jax.data.errors import DataError, user_message
+    from ghostnet_jax.models.pytorch_weights import PyTorchWeightsError
+    from ghostnet_jax.models.registry import ModelInputError
     from ghostnet_jax.optional import MissingExtraError
     from ghostnet_jax.training.checkpoints import CheckpointError
     from ghostnet_jax.training.config_checks import ConfigError
+    from ghostnet_jax.training.loop_state import NonFiniteLossError
     from ghostnet_jax.training.model_spec import ModelSpecError
     from ghostnet_jax.training.resume_checks import ResumeMismatchError
-    from ghostnet_jax.training.loop_state import NonFiniteLossError
-    from ghostnet_jax.models.pytorch_weights import PyTorchWeightsError
-    from ghostnet_jax.models.registry import ModelInputError
 
     if isinstance(error, (ConfigError, ResumeMismatchError)):
         return USAGE, f'bad config: {error}'
@@ -82,9 +86,11 @@ def classify(error: BaseException) -> tuple[int, str] | None:
         return UNEXPECTED, f'check failed: {error}'
     if isinstance(error, OSError) and error.errno in _STORAGE_HINTS:
         where = f' ({error.filename})' if error.filename else ''
-        return STORAGE, (f'cannot write{where}: {error.strerror}; {_STORAGE_HINTS[error.errno]}. '
-                         'Nothing already saved was removed: rerun the same command to resume '
-                         'from the last finished checkpoint.')
+        return STORAGE, (
+            f'cannot write{where}: {error.strerror}; {_STORAGE_HINTS[error.errno]}. '
+            'Nothing already saved was removed: rerun the same command to resume '
+            'from the last finished checkpoint.'
+        )
     return None
 
 
@@ -94,8 +100,11 @@ def report(error: BaseException, prog: str, show_traceback: bool = False) -> int
     if known is None or show_traceback:
         traceback.print_exception(error, file=sys.stderr)
     if known is None:
-        print(f'{prog}: unexpected error: {type(error).__name__}: {error} (the traceback is '
-              'above; please report it)', file=sys.stderr)
+        print(
+            f'{prog}: unexpected error: {type(error).__name__}: {error} (the traceback is '
+            'above; please report it)',
+            file=sys.stderr,
+        )
         return UNEXPECTED
     code, message = known
     print(f'{prog}: error: {message.strip()}', file=sys.stderr)
@@ -111,5 +120,5 @@ def run_command(prog: str, body: Callable[[], int | None], argv: list[str] | Non
         return INTERRUPTED
     except SystemExit:
         raise
-    except Exception as e:   # every failure gets a code; unknown ones a traceback
+    except Exception as e:  # every failure gets a code; unknown ones a traceback
         return report(e, prog, show_traceback=verbose(argv if argv is not None else sys.argv[1:]))

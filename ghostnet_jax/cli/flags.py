@@ -7,6 +7,7 @@ ml_collections' own parsing (a misspelled field fails with a "did you mean" hint
     flags.add(parser, '--sample-size', type=int, default=256, help='...')
     args, config = flags.parse(parser, argv)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,6 +25,7 @@ _CONFIG_ARG = re.compile(r'^--config(\.|=|$)')
 
 def default_config_file() -> str:
     from ghostnet_jax.configs import default
+
     return str(Path(default.__file__))
 
 
@@ -31,23 +33,40 @@ def command_parser(prog: str, doc: str | None, config: bool = False) -> argparse
     """A parser with the shared conventions: the module docstring as help, no abbreviated
     options (so an alias can never be mistaken for a prefix), `--verbose`, and for
     config-taking commands the `--config` documentation (parsed by `parse`)."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add(parser, '--verbose', action='store_true',
-        help='tracebacks for expected failures too (or GHOSTNET_JAX_VERBOSE=1)')
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add(
+        parser,
+        '--verbose',
+        action='store_true',
+        help='tracebacks for expected failures too (or GHOSTNET_JAX_VERBOSE=1)',
+    )
     if config:
         group = parser.add_argument_group('config')
-        group.add_argument('--config', metavar='FILE', default=None,
-                           help='config file, e.g. configs/cpu_hour.py (default: the default '
-                                'CIFAR-10 recipe); FILE:ARG passes ARG to its get_config')
-        group.add_argument('--config.FIELD', metavar='VALUE', dest='_config_field_help',
-                           help='override one config field, e.g. --config.batch_size=64 '
-                                '(repeatable; see docs/training.md for the fields)')
+        group.add_argument(
+            '--config',
+            metavar='FILE',
+            default=None,
+            help='config file, e.g. configs/cpu_hour.py (default: the default '
+            'CIFAR-10 recipe); FILE:ARG passes ARG to its get_config',
+        )
+        group.add_argument(
+            '--config.FIELD',
+            metavar='VALUE',
+            dest='_config_field_help',
+            help='override one config field, e.g. --config.batch_size=64 '
+            '(repeatable; see docs/training.md for the fields)',
+        )
     return parser
 
 
-def add(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, *more: str,
-        **kwargs) -> argparse.Action:
+def add(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, *more: str, **kwargs
+) -> argparse.Action:
     """`parser.add_argument` with the kebab-case `name` and its snake_case alias."""
     names = [name, *more]
     alias = '--' + name[2:].replace('-', '_')
@@ -82,8 +101,9 @@ def split_config_args(argv: list[str]) -> tuple[list[str], list[str]]:
     return config, rest
 
 
-def load_config(config_args: list[str], prog: str = 'ghostnet_jax') -> tuple[
-        ml_collections.ConfigDict, str]:
+def load_config(
+    config_args: list[str], prog: str = 'ghostnet_jax'
+) -> tuple[ml_collections.ConfigDict, str]:
     """The config that `--config FILE --config.X=V ...` describe, and its file. Raises
     ConfigError, one paragraph, for a missing file, an unknown field or a bad value."""
     from absl import flags as absl_flags
@@ -98,25 +118,34 @@ def load_config(config_args: list[str], prog: str = 'ghostnet_jax') -> tuple[
     argv = [a for a in argv if not a.startswith('--config=')]
     values = absl_flags.FlagValues()
     try:
-        config_flags.DEFINE_config_dict('config', _read_config_file(file or default_config_file()),
-                                        'config', flag_values=values, lock_config=True,
-                                        sys_argv=argv)
+        config_flags.DEFINE_config_dict(
+            'config',
+            _read_config_file(file or default_config_file()),
+            'config',
+            flag_values=values,
+            lock_config=True,
+            sys_argv=argv,
+        )
         values(argv)
         config = values.config
-    except KeyError as e:   # an unknown field: ml_collections adds "Did you mean ...?"
-        raise ConfigError(f'unknown config field in {_overrides(argv)}: {_key_message(e)}. '
-                          'Fields are listed in docs/training.md.') from None
+    except KeyError as e:  # an unknown field: ml_collections adds "Did you mean ...?"
+        raise ConfigError(
+            f'unknown config field in {_overrides(argv)}: {_key_message(e)}. '
+            'Fields are listed in docs/training.md.'
+        ) from None
     except (absl_flags.Error, ValueError, TypeError, AttributeError) as e:
         raise ConfigError(f'cannot apply {_overrides(argv)}: {e}') from None
     config.unlock()
     return config, file or default_config_file()
 
 
-def parse(parser: argparse.ArgumentParser, argv: list[str] | None
-          ) -> tuple[argparse.Namespace, ml_collections.ConfigDict | None]:
+def parse(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, ml_collections.ConfigDict | None]:
     """Parses `argv` (default sys.argv[1:]); returns the arguments and, for config-taking
     parsers, the config (ConfigError for a bad one, before anything heavy runs)."""
     import sys
+
     argv = list(sys.argv[1:] if argv is None else argv)
     takes_config = any(a.option_strings == ['--config'] for a in parser._actions)
     if not takes_config:
@@ -154,17 +183,21 @@ def _read_config_file(spec: str) -> ml_collections.ConfigDict:
 
 def _check_config_file(file: str) -> None:
     from ghostnet_jax.training.config_checks import ConfigError
+
     path = Path(file.split(':', 1)[0])
     if path.is_file():
         return
     # Shipped with the package (pyproject.toml installs configs/ as ghostnet_jax.configs).
     from ghostnet_jax import configs
+
     folder = Path(configs.__file__).parent
     shipped = sorted(p.name for p in folder.glob('*.py') if not p.name.startswith('_'))
     close = difflib.get_close_matches(path.name, shipped, n=1)
     hint = f' Did you mean configs/{close[0]}?' if close else ''
-    raise ConfigError(f'--config {file}: no such file.{hint} The shipped configs are '
-                      f'{", ".join(shipped)} (in the configs/ folder of the repository).')
+    raise ConfigError(
+        f'--config {file}: no such file.{hint} The shipped configs are '
+        f'{", ".join(shipped)} (in the configs/ folder of the repository).'
+    )
 
 
 def _overrides(argv: list[str]) -> str:

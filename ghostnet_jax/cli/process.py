@@ -23,6 +23,7 @@ CUDA/ROCm/TPU plugin of JAX installed), where XLA:CPU does not run the steps.
 GHOSTNET_JAX_ALLOCATOR chooses: `auto` (default, the order of AUTO_ORDER), `mimalloc`,
 `tcmalloc`, `jemalloc`, a path to a shared library, or `off` (glibc's malloc, no restart).
 """
+
 from __future__ import annotations
 
 import glob
@@ -53,10 +54,14 @@ AUTO_ORDER = ('tcmalloc', 'mimalloc', 'jemalloc')
 # What each keeps instead of returning freed memory to the kernel, unless the user set it:
 # jemalloc returns freed pages after 10 s by default and mimalloc after 10 ms (its purge
 # delay), which are the costs we avoid; kept, they measured as fast as tcmalloc's default.
-ALLOCATOR_ENV = {'jemalloc': {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'},
-                 'mimalloc': {'MIMALLOC_PURGE_DELAY': '-1'}}
-INSTALL_HINT = ("pip install cmeel-mimalloc (ghostnet_jax's Linux dependency), or "
-                'sudo apt-get install libtcmalloc-minimal4 (Debian/Ubuntu)')
+ALLOCATOR_ENV = {
+    'jemalloc': {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'},
+    'mimalloc': {'MIMALLOC_PURGE_DELAY': '-1'},
+}
+INSTALL_HINT = (
+    "pip install cmeel-mimalloc (ghostnet_jax's Linux dependency), or "
+    'sudo apt-get install libtcmalloc-minimal4 (Debian/Ubuntu)'
+)
 _ACCELERATOR_PLUGINS = ('jax-cuda', 'jax_cuda', 'jax-rocm', 'jax_rocm', 'libtpu', 'jax-tpu')
 
 
@@ -108,8 +113,9 @@ def accelerator_host(environ: Mapping[str, str]) -> str | None:
     return None
 
 
-def plan(environ: Mapping[str, str], system: str, dirs: Sequence[str]
-         ) -> tuple[dict[str, str] | None, str]:
+def plan(
+    environ: Mapping[str, str], system: str, dirs: Sequence[str]
+) -> tuple[dict[str, str] | None, str]:
     """(the environment to restart with, or None to go on as is; why), for a process
     started with `environ` on `system` (sys.platform)."""
     choice = environ.get(OPT, 'auto').strip() or 'auto'
@@ -121,16 +127,20 @@ def plan(environ: Mapping[str, str], system: str, dirs: Sequence[str]
     if 'malloc' in preload:
         return None, f'{preload} (from LD_PRELOAD)'
     if choice not in ('auto', *AUTO_ORDER) and os.sep not in choice:
-        return None, (f"glibc's malloc: {OPT}={choice!r} names no allocator; use auto, "
-                      f'{", ".join(AUTO_ORDER)}, a library path or off')
+        return None, (
+            f"glibc's malloc: {OPT}={choice!r} names no allocator; use auto, "
+            f'{", ".join(AUTO_ORDER)}, a library path or off'
+        )
     accelerator = accelerator_host(environ)
     if accelerator:
         return None, f'the system allocator (an accelerator host: {accelerator})'
     found = find_library(choice, dirs)
     if found is None:
         what = ' or '.join(AUTO_ORDER) if choice == 'auto' else choice
-        return None, (f"glibc's malloc: no {what} found. CPU training runs about twice as "
-                      f'fast with one: {INSTALL_HINT}')
+        return None, (
+            f"glibc's malloc: no {what} found. CPU training runs about twice as "
+            f'fast with one: {INSTALL_HINT}'
+        )
     name, path = found
     env = dict(environ)
     env['LD_PRELOAD'] = ':'.join(p for p in (path, preload) if p)
@@ -148,11 +158,14 @@ def prepare_process() -> None:
     """Call first thing in a training-type command's `__main__` block. May restart the
     process (os.execve, same pid); returns when the process is set up."""
     env = os.environ
-    if env.get(_RESTARTED) == str(os.getpid()):   # this is the restarted process
+    if env.get(_RESTARTED) == str(os.getpid()):  # this is the restarted process
         path = loaded_allocator()
         library = env.get('LD_PRELOAD', '').split(':')[0]
-        _STATE['allocator'] = (f'{Path(library).name} ({library}), preloaded' if path else
-                               f"glibc's malloc: {library} was preloaded but is not mapped")
+        _STATE['allocator'] = (
+            f'{Path(library).name} ({library}), preloaded'
+            if path
+            else f"glibc's malloc: {library} was preloaded but is not mapped"
+        )
         original = env.pop(_ORIGINAL_PRELOAD, '')
         env.pop(_RESTARTED, None)
         if original:
@@ -194,8 +207,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     """One log line per message on stderr (level, time, module), the libraries' INFO
     chatter filtered out, and the allocator line first."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter('%(levelname).1s%(asctime)s %(module)s] %(message)s',
-                                           datefmt='%m%d %H:%M:%S'))
+    handler.setFormatter(
+        logging.Formatter(
+            '%(levelname).1s%(asctime)s %(module)s] %(message)s', datefmt='%m%d %H:%M:%S'
+        )
+    )
     handler.addFilter(_QuietLibraries())
     root = logging.getLogger()
     for old in list(root.handlers):

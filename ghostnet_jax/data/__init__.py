@@ -1,12 +1,13 @@
 """Data pipeline: CIFAR-style image classification from TFDS or an image folder onto devices.
 
-Host side: ``open_lazy_split`` gives a ``LazySplit`` that decodes only the rows asked
-for (in multi-process runs, each process's own rows), cached as .npz; ``load_split``
-is the same path reading every row into an ``ArraySplit``. Device side: ``DeviceTrainData`` / ``DeviceEvalData`` keep the
-uint8 split on the devices and shuffle, augment and normalize inside jit. Streamed side
-(``stream.StreamTrainData`` / ``StreamEvalData``, ``data.pipeline``): batches read with
-Grain from single rows (``rows.py``) while the devices train, for data that does not fit
-them; ``pipeline.choose`` decides between the two.
+Host side: ``open_lazy_split`` gives a ``LazySplit`` that decodes only the rows asked for
+(in multi-process runs, each process's own rows), cached as .npz; ``load_split`` is the
+same path reading every row into an ``ArraySplit``. Device side: ``DeviceTrainData`` /
+``DeviceEvalData`` keep the uint8 split on the devices and shuffle, augment and normalize
+inside jit. Streamed side (``stream.StreamTrainData`` / ``StreamEvalData``,
+``data.pipeline``): batches read with Grain from single rows (``rows.py``) while the
+devices train, for data that does not fit them; ``pipeline.choose`` decides between the
+two.
 """
 
 import importlib

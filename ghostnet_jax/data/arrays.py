@@ -31,7 +31,8 @@ class ArraySplit:
             )
         if self.labels.shape != (self.images.shape[0],) or self.labels.dtype != np.int32:
             raise ValueError(
-                f'labels must be ({self.images.shape[0]},) int32, got {self.labels.shape} {self.labels.dtype}'
+                f'labels must be ({self.images.shape[0]},) int32, got {self.labels.shape} '
+                f'{self.labels.dtype}'
             )
 
     def __len__(self) -> int:
@@ -93,8 +94,9 @@ class ChannelSums:
     count: int  # pixels per channel
 
     def __add__(self, other: ChannelSums) -> ChannelSums:
-        return ChannelSums(self.total + other.total, self.total_sq + other.total_sq,
-                           self.count + other.count)
+        return ChannelSums(
+            self.total + other.total, self.total_sq + other.total_sq, self.count + other.count
+        )
 
 
 def channel_sums(images: np.ndarray, chunk: int = 4096) -> ChannelSums:

@@ -10,7 +10,6 @@ sharded over devices: 1 and 8 devices see identical augmentations.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import jax
@@ -143,7 +142,7 @@ def random_erasing(
     ew = jnp.round(jnp.sqrt(area / aspect)).astype(jnp.int32)
     fits = (eh < h) & (ew < w)
     first = jnp.argmax(fits, axis=1)[:, None]
-    eh = jnp.take_along_axis(eh, first, axis=1)[:, :, None]   # (B, 1, 1)
+    eh = jnp.take_along_axis(eh, first, axis=1)[:, :, None]  # (B, 1, 1)
     ew = jnp.take_along_axis(ew, first, axis=1)[:, :, None]
     erase = jax.random.bernoulli(k_apply, prob, (b,)) & fits.any(axis=1)
     # Top-left corner uniform over the positions where the rectangle fits.

@@ -73,8 +73,13 @@ def load(cache_dir: Path, key: str, num_examples: int | None = None) -> ArraySpl
     # A damaged zip shows up as BadZipFile, EOFError, zlib.error, OSError, ValueError or
     # KeyError depending on where it was cut: all mean "rebuild this entry".
     except Exception as e:
-        log.warning('Decode cache entry %s is unreadable (%s: %s); removing it and decoding '
-                    'the split again.', path, type(e).__name__, e)
+        log.warning(
+            'Decode cache entry %s is unreadable (%s: %s); removing it and decoding '
+            'the split again.',
+            path,
+            type(e).__name__,
+            e,
+        )
         try:
             path.unlink()
         except OSError:

@@ -22,7 +22,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.augment import AugmentConfig, augment_batch, normalize
@@ -37,18 +38,20 @@ _MIX_SALT = 3  # mixing draws from fold_in(step key, 3); augment_batch uses salt
 
 def check_batch(mesh: Mesh, global_batch_size: int, what: str) -> None:
     if AXIS not in mesh.axis_names:
-        raise ValueError(f"The mesh needs an axis named {AXIS!r}, got axes {mesh.axis_names}.")
+        raise ValueError(f'The mesh needs an axis named {AXIS!r}, got axes {mesh.axis_names}.')
     n = mesh.shape[AXIS]
     if global_batch_size <= 0 or global_batch_size % n:
         lo = max(n, global_batch_size // n * n)
         raise BatchConfigError(
-            f'{what}: global batch size {global_batch_size} does not divide over the {n} devices of the '
+            f'{what}: global batch size {global_batch_size} does not divide over the {n} devices '
+            'of the '
             f"'{AXIS}' mesh axis; use a multiple of {n} (e.g. {lo} or {lo + n})."
         )
 
 
 def _explicit(mesh: Mesh) -> bool:
-    """Whether the 'data' axis is Explicit (``jax.make_mesh``'s default) rather than Auto (``Mesh``'s)."""
+    """Whether the 'data' axis is Explicit (``jax.make_mesh``'s default) rather than Auto
+    (``Mesh``'s)."""
     return dict(zip(mesh.axis_names, mesh.axis_types))[AXIS] == AxisType.Explicit
 
 
@@ -68,7 +71,8 @@ def _gather_rows(x: jax.Array, idx: jax.Array, sharding: NamedSharding) -> jax.A
 
 @dataclasses.dataclass(frozen=True)
 class EpochBatches:
-    """One epoch's shuffled examples on device: images (steps, B, H, W, C) uint8, labels (steps, B)."""
+    """One epoch's shuffled examples on device: images (steps, B, H, W, C) uint8, labels (steps,
+    B)."""
 
     epoch: int
     images: jax.Array
@@ -102,8 +106,9 @@ def epoch_keys(seed: int, epoch: int | jax.Array) -> tuple[jax.Array, jax.Array]
     return perm_key, aug_key
 
 
-def batch_transform(augment: AugmentConfig, mean: np.ndarray, std: np.ndarray, dtype,
-                    num_classes: int) -> Callable[..., dict[str, jax.Array]]:
+def batch_transform(
+    augment: AugmentConfig, mean: np.ndarray, std: np.ndarray, dtype, num_classes: int
+) -> Callable[..., dict[str, jax.Array]]:
     """The on-device half of a training batch, shared by the device-resident and the
     streamed pipeline (so both give the same batch from the same uint8 examples):
     ``finish(images, labels, epoch_key, step, size)`` augments (B, H, W, C) uint8 images
@@ -121,8 +126,14 @@ def batch_transform(augment: AugmentConfig, mean: np.ndarray, std: np.ndarray, d
         # Mixing needs the labels, so it follows normalization (which it commutes
         # with: both are affine); it runs in float32 and 'label' becomes soft targets.
         x, targets = mix_batch(
-            normalize(x, mean, std, jnp.float32), labels, jax.random.fold_in(step_key, _MIX_SALT),
-            num_classes, augment.mixup_alpha, augment.cutmix_alpha, augment.mix_prob)
+            normalize(x, mean, std, jnp.float32),
+            labels,
+            jax.random.fold_in(step_key, _MIX_SALT),
+            num_classes,
+            augment.mixup_alpha,
+            augment.cutmix_alpha,
+            augment.mix_prob,
+        )
         return {'image': downscale(x, size).astype(dtype), 'label': targets}
 
     return finish
@@ -195,8 +206,9 @@ class DeviceTrainData:
 
         finish = batch_transform(augment, self._mean, self._std, dtype, len(split.class_names))
 
-        @functools.partial(jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)),
-                           static_argnames='size')
+        @functools.partial(
+            jax.jit, out_shardings=NamedSharding(mesh, P(AXIS)), static_argnames='size'
+        )
         def make_batch(images, labels, key, step, size=None):
             return finish(images[step], labels[step], key, step, size)
 
@@ -211,8 +223,9 @@ class DeviceTrainData:
         x, y, key = self._shuffle(self._images, self._labels, jnp.int32(epoch))
         return EpochBatches(epoch, x, y, key)
 
-    def batch(self, epoch_batches: EpochBatches, step: int, size: int | None = None
-              ) -> dict[str, jax.Array]:
+    def batch(
+        self, epoch_batches: EpochBatches, step: int, size: int | None = None
+    ) -> dict[str, jax.Array]:
         """Augmented, normalized batch ``step`` of the epoch: image (B, H, W, C) and label,
         (B,) int32, or with mixup/cutmix on (``augment.mixes``) (B, num_classes) float32
         soft targets that sum to one per example. ``size``: the images downscaled to
@@ -222,8 +235,11 @@ class DeviceTrainData:
         if size is not None and not 0 < size <= min(self.image_shape[:2]):
             raise ValueError(f'size {size} must be in [1, {min(self.image_shape[:2])}].')
         return self._make_batch(
-            epoch_batches.images, epoch_batches.labels, epoch_batches.key, jnp.int32(step),
-            size=size
+            epoch_batches.images,
+            epoch_batches.labels,
+            epoch_batches.key,
+            jnp.int32(step),
+            size=size,
         )
 
 

@@ -69,7 +69,8 @@ def plan(root: str | os.PathLike, spec: str) -> FolderPlan:
     for name in wanted:
         if name not in available:
             raise SplitNotFoundError(
-                f'Split folder {root / name} not found (split spec {spec!r}); the splits under {root} '
+                f'Split folder {root / name} not found (split spec {spec!r}); the splits under '
+                f'{root} '
                 f'are {available}. Expected layout: {root}/<split>/<class_name>/*.jpg|png.'
             )
     class_names = sorted(
@@ -82,7 +83,8 @@ def plan(root: str | os.PathLike, spec: str) -> FolderPlan:
     )
     if not class_names:
         raise DataError(
-            f'No class folders under {root}/<split>/; expected {root}/<split>/<class_name>/*.jpg|png.'
+            f'No class folders under {root}/<split>/; expected '
+            f'{root}/<split>/<class_name>/*.jpg|png.'
         )
 
     # {split: {class: sorted files}} for the splits the spec reads.
@@ -102,8 +104,9 @@ def plan(root: str | os.PathLike, spec: str) -> FolderPlan:
             per_split[name][c] = files
 
     # Each base split in its one interleaved order; the spec's slices index into that order.
-    ordered = {name: interleave([per_split[name].get(c, []) for c in class_names])
-               for name in wanted}
+    ordered = {
+        name: interleave([per_split[name].get(c, []) for c in class_names]) for name in wanted
+    }
     files: list[str] = []
     labels: list[int] = []
     sizes = {name: len(ordered[name]) for name in wanted}
@@ -122,8 +125,11 @@ def interleave(per_class: Sequence[Sequence[str]]) -> list[tuple[int, str]]:
     classes are equally large. Mathematically equal positions are equal floats (IEEE
     division is correctly rounded), so ties break by class index on every machine.
     """
-    keyed = [((i + 0.5) / len(files), c, f)
-             for c, files in enumerate(per_class) for i, f in enumerate(files)]
+    keyed = [
+        ((i + 0.5) / len(files), c, f)
+        for c, files in enumerate(per_class)
+        for i, f in enumerate(files)
+    ]
     keyed.sort(key=lambda k: (k[0], k[1]))
     return [(c, f) for _, c, f in keyed]
 
@@ -146,7 +152,8 @@ def decode_or_none(path: str, image_size: int | None = None) -> np.ndarray | Non
 def decode_readable(
     plan_: FolderPlan, image_size: int | None = None, num_threads: int | None = None
 ) -> tuple[FolderPlan, list[np.ndarray], list[str]]:
-    """Decodes every planned file, leaving out unreadable ones: (readable plan, images, skipped files)."""
+    """Decodes every planned file, leaving out unreadable ones: (readable plan, images, skipped
+    files)."""
     workers = num_threads or min(32, 2 * (os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         decoded = list(pool.map(lambda f: decode_or_none(f, image_size), plan_.files))

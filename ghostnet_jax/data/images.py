@@ -35,7 +35,8 @@ def decode_file(path: str, image_size: int | None = None) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise CorruptImageError(
             f'Cannot decode image {path}: {type(e).__name__}: {e}. Replace or remove the file, '
-            'or set data.skip_corrupt_images=True to leave unreadable files out.') from e
+            'or set data.skip_corrupt_images=True to leave unreadable files out.'
+        ) from e
     return resize(array, image_size) if image_size else array
 
 
@@ -48,7 +49,8 @@ def stack(images: Sequence[np.ndarray], names: Sequence[str], context: str) -> n
         if image.shape != first:
             raise MixedImageSizeError(
                 f'{context}: images have different sizes, e.g. {names[0]} is {first} but {name} is '
-                f'{image.shape} (H, W, C). Pass image_size=... to resize all images to a square size.'
+                f'{image.shape} (H, W, C). Pass image_size=... to resize all images to a square '
+                'size.'
             )
     return np.stack(images).astype(np.uint8, copy=False)
 
@@ -78,14 +80,19 @@ def centre_crop(pil: Image.Image, h: int, w: int) -> Image.Image:
 def resize_and_centre_crop(image: np.ndarray, size: int, crop_pct: float) -> np.ndarray:
     """Evaluation view of an image of any size: shorter side to floor(size / crop_pct)
     (bilinear), centre crop size x size; what ``predict`` does for such a run too."""
-    pil = resize_shorter(Image.fromarray(image), int(math.floor(size / crop_pct)),
-                         Image.Resampling.BILINEAR)
+    pil = resize_shorter(
+        Image.fromarray(image), int(math.floor(size / crop_pct)), Image.Resampling.BILINEAR
+    )
     return np.asarray(centre_crop(pil, size, size), dtype=np.uint8)
 
 
-def random_resized_crop(image: np.ndarray, size: int, rng: np.random.Generator,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop(
+    image: np.ndarray,
+    size: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> np.ndarray:
     """Inception-style crop (torchvision's RandomResizedCrop): a box of a random share of
     the area (``scale``) and log-uniform aspect ratio (``ratio``), tried 10 times, else the
     centre box of the clamped ratio; resized to size x size (bilinear)."""

@@ -13,8 +13,15 @@ from ghostnet_jax.data.arrays import ArraySplit
 from ghostnet_jax.data.sliced import open_lazy_split
 from ghostnet_jax.data.sources import parse_source, resolve_arguments
 
-__all__ = ['DEFAULT_SOURCE', 'DEFAULT_TRAIN_SPLIT', 'DEFAULT_VALIDATION_SPLIT',
-           'DEFAULT_TEST_SPLIT', 'load_split', 'parse_source', 'resolve_arguments']
+__all__ = [
+    'DEFAULT_SOURCE',
+    'DEFAULT_TRAIN_SPLIT',
+    'DEFAULT_VALIDATION_SPLIT',
+    'DEFAULT_TEST_SPLIT',
+    'load_split',
+    'parse_source',
+    'resolve_arguments',
+]
 
 DEFAULT_SOURCE = 'tfds:cifar10'
 DEFAULT_TRAIN_SPLIT = 'train[:90%]'
@@ -52,7 +59,14 @@ def load_split(
         decoded instead of failing with ``CorruptImageError``.
     """
     lazy = open_lazy_split(
-        source, split, data_dir=data_dir, cache_dir=cache_dir, image_size=image_size,
-        download=download, download_timeout=download_timeout, num_threads=num_threads,
-        skip_corrupt_images=skip_corrupt_images)
+        source,
+        split,
+        data_dir=data_dir,
+        cache_dir=cache_dir,
+        image_size=image_size,
+        download=download,
+        download_timeout=download_timeout,
+        num_threads=num_threads,
+        skip_corrupt_images=skip_corrupt_images,
+    )
     return lazy.read_all()

@@ -125,8 +125,11 @@ class ExactEvaluator:
         jax.block_until_ready(variables)
         totals, recent = None, collections.deque()
         for batch in batches:
-            totals = (self._first(variables, batch) if totals is None
-                      else self._step(variables, batch, totals))
+            totals = (
+                self._first(variables, batch)
+                if totals is None
+                else self._step(variables, batch, totals)
+            )
             recent.append(totals['count'])
             if len(recent) > self.max_in_flight:
                 recent.popleft().block_until_ready()

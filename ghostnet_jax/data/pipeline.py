@@ -30,7 +30,7 @@ PIPELINES = ('device', 'stream', 'auto')
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-    pipeline: str   # 'device' or 'stream'
+    pipeline: str  # 'device' or 'stream'
     reason: str
 
 
@@ -40,11 +40,11 @@ def device_memory(device: Any = None) -> tuple[int, str]:
     device = device or jax.local_devices()[0]
     try:
         stats = device.memory_stats() or {}
-    except Exception:   # some backends do not implement it
+    except Exception:  # some backends do not implement it
         stats = {}
     if stats.get('bytes_limit'):
-        return int(stats['bytes_limit']), f'one {device.device_kind} device\'s memory'
-    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), 'this machine\'s RAM'
+        return int(stats['bytes_limit']), f"one {device.device_kind} device's memory"
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'), "this machine's RAM"
 
 
 def split_bytes(split: Any, image_size: int | None) -> int:
@@ -57,22 +57,37 @@ def split_bytes(split: Any, image_size: int | None) -> int:
     return len(split) * h * w * c
 
 
-def choose(pipeline: str, splits: Mapping[str, Any], image_size: int | None, share: float,
-           random_resized_crop: bool = False, memory: tuple[int, str] | None = None) -> Choice:
+def choose(
+    pipeline: str,
+    splits: Mapping[str, Any],
+    image_size: int | None,
+    share: float,
+    random_resized_crop: bool = False,
+    memory: tuple[int, str] | None = None,
+) -> Choice:
     """The pipeline for these (lazily opened) splits, with the reason in words."""
     if pipeline not in PIPELINES:
         raise ValueError(f'data.pipeline={pipeline!r}; choose one of {", ".join(PIPELINES)}.')
     if pipeline != 'auto':
         return Choice(pipeline, f'data.pipeline={pipeline!r}')
     if random_resized_crop:
-        return Choice('stream', 'data.stream.random_resized_crop needs the images at their own '
-                                'size, which only the streamed pipeline reads')
+        return Choice(
+            'stream',
+            'data.stream.random_resized_crop needs the images at their own '
+            'size, which only the streamed pipeline reads',
+        )
     total = sum(split_bytes(s, image_size) for s in splits.values())
     limit, what = memory or device_memory()
     budget = share * limit
-    gib = 2.0 ** 30
+    gib = 2.0**30
     if total <= budget:
-        return Choice('device', f'the splits are {total / gib:.2f} GiB of uint8, within '
-                                f'{share:g} of {what} ({limit / gib:.1f} GiB)')
-    return Choice('stream', f'the splits are {total / gib:.2f} GiB of uint8, more than '
-                            f'{share:g} of {what} ({limit / gib:.1f} GiB)')
+        return Choice(
+            'device',
+            f'the splits are {total / gib:.2f} GiB of uint8, within '
+            f'{share:g} of {what} ({limit / gib:.1f} GiB)',
+        )
+    return Choice(
+        'stream',
+        f'the splits are {total / gib:.2f} GiB of uint8, more than '
+        f'{share:g} of {what} ({limit / gib:.1f} GiB)',
+    )

@@ -32,14 +32,21 @@ class LocalRows:
     ``devices`` lets tests pose as one process of a multi-host run on a single host.
     """
 
-    def __init__(self, split: ArraySplit | LazySplit, sharding: Sharding,
-                 row_numbers: np.ndarray, devices: Iterable[jax.Device] | None = None):
+    def __init__(
+        self,
+        split: ArraySplit | LazySplit,
+        sharding: Sharding,
+        row_numbers: np.ndarray,
+        devices: Iterable[jax.Device] | None = None,
+    ):
         self.num_examples = len(split)
         self.image_shape = tuple(split.image_shape)
         self.sharding, self.row_numbers = sharding, np.asarray(row_numbers, np.int64)
         self.devices = set(sharding.addressable_devices if devices is None else devices)
         self._index_map = sharding.devices_indices_map(self.row_numbers.shape)
-        held = [self.row_numbers[i].ravel() for d, i in self._index_map.items() if d in self.devices]
+        held = [
+            self.row_numbers[i].ravel() for d, i in self._index_map.items() if d in self.devices
+        ]
         rows = np.unique(np.concatenate(held or [np.zeros(0, np.int64)]))
         self.rows = rows[rows < self.num_examples]  # sorted: local position = searchsorted
         self.split = split.read_rows(to_ranges(self.rows))
@@ -50,8 +57,10 @@ class LocalRows:
         labels = np.zeros(rows.shape, np.int32)
         real = rows < self.num_examples
         pos = np.searchsorted(self.rows, rows[real])
-        if pos.size and (not self.rows.size or not np.array_equal(
-                self.rows[np.minimum(pos, self.rows.size - 1)], rows[real])):
+        if pos.size and (
+            not self.rows.size
+            or not np.array_equal(self.rows[np.minimum(pos, self.rows.size - 1)], rows[real])
+        ):
             raise ValueError('asked for rows that these devices do not hold')
         images[real] = self.split.images[pos]
         labels[real] = self.split.labels[pos]
@@ -67,8 +76,9 @@ class LocalRows:
             return part[(slice(None),) * nd + tuple(idx[nd:])]
 
         shape = self.row_numbers.shape
-        images = jax.make_array_from_callback(shape + self.image_shape, self.sharding,
-                                              lambda idx: block(idx, 0))
+        images = jax.make_array_from_callback(
+            shape + self.image_shape, self.sharding, lambda idx: block(idx, 0)
+        )
         labels = jax.make_array_from_callback(shape, self.sharding, lambda idx: block(idx, 1))
         return images, labels
 
@@ -108,5 +118,5 @@ def global_channel_stats(local: ChannelSums) -> tuple[np.ndarray, np.ndarray]:
         c = local.total.size
         packed = _to_limbs(np.concatenate([local.total, local.total_sq, [local.count]]))
         every = _from_limbs(np.asarray(multihost_utils.process_allgather(packed))).sum(0)
-        local = ChannelSums(every[:c], every[c:2 * c], int(every[-1]))
+        local = ChannelSums(every[:c], every[c : 2 * c], int(every[-1]))
     return stats_from_sums(local)

@@ -61,10 +61,11 @@ class TfdsRows:
     def read(self, row: int) -> tuple[np.ndarray, int]:
         try:
             example = self.source[row]
-        except Exception as e:   # A damaged record fails inside TFDS's decoder, any type.
+        except Exception as e:  # A damaged record fails inside TFDS's decoder, any type.
             raise CorruptImageError(
                 f'Cannot decode {self.describe(row)}: {type(e).__name__}: {e}. Prepare the '
-                'dataset again (python -m ghostnet_jax.prepare_data).') from e
+                'dataset again (python -m ghostnet_jax.prepare_data).'
+            ) from e
         image = np.asarray(example['image'], np.uint8)
         return (image[..., None] if image.ndim == 2 else image), int(example['label'])
 
@@ -104,9 +105,10 @@ class View:
             return images_lib.resize(image, self.size)
         if image.shape != self.shape:
             raise MixedImageSizeError(
-                f'{what} is {image.shape} (H, W, C), but the split\'s first image is '
+                f"{what} is {image.shape} (H, W, C), but the split's first image is "
                 f'{self.shape}: images have different sizes. Set data.image_size to resize '
-                'them all to one square size (or data.stream.random_resized_crop=True to crop).')
+                'them all to one square size (or data.stream.random_resized_crop=True to crop).'
+            )
         return image
 
 
@@ -126,10 +128,16 @@ class ReadExample:
     def __call__(self, i: int) -> dict[str, np.ndarray]:
         row = int(self.order[i])
         if row < 0:
-            return {'image': np.zeros(self.view.shape, np.uint8), 'label': np.int32(0),
-                    'mask': np.bool_(False)}
+            return {
+                'image': np.zeros(self.view.shape, np.uint8),
+                'label': np.int32(0),
+                'mask': np.bool_(False),
+            }
         image, label = self.rows.read(row)
-        rng = (np.random.default_rng((self.seed, self.epoch, row))
-               if self.view.mode == 'random_resized_crop' else None)
+        rng = (
+            np.random.default_rng((self.seed, self.epoch, row))
+            if self.view.mode == 'random_resized_crop'
+            else None
+        )
         image = self.view.apply(image, rng, self.rows.describe(row))
         return {'image': image, 'label': np.int32(label), 'mask': np.bool_(True)}

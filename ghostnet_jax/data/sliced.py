@@ -54,17 +54,24 @@ class LazySplit:
     reading the whole split decodes every row exactly once.
     """
 
-    def __init__(self, name: str, num_examples: int, class_names: Sequence[str],
-                 image_shape: tuple[int, ...] | Callable[[], tuple[int, ...]] | None,
-                 _decode: Callable[[Ranges], ArraySplit], rows: Rows | None = None):
+    def __init__(
+        self,
+        name: str,
+        num_examples: int,
+        class_names: Sequence[str],
+        image_shape: tuple[int, ...] | Callable[[], tuple[int, ...]] | None,
+        _decode: Callable[[Ranges], ArraySplit],
+        rows: Rows | None = None,
+    ):
         self.name = name
-        self.rows = rows   # single undecoded rows, for the streamed pipeline
+        self.rows = rows  # single undecoded rows, for the streamed pipeline
         self.num_examples = num_examples
         self.class_names = tuple(class_names)
         self._decode = _decode
         self._first_shape = image_shape if callable(image_shape) else None
         self._image_shape: tuple[int, ...] | None = (
-            None if callable(image_shape) or image_shape is None else tuple(image_shape))
+            None if callable(image_shape) or image_shape is None else tuple(image_shape)
+        )
         if not num_examples:
             self._image_shape = (0, 0, 3)
 
@@ -95,8 +102,12 @@ class LazySplit:
         if any(a < 0 or b > self.num_examples for a, b in ranges):
             raise IndexError(f'rows {ranges} out of range for {self.name} ({self.num_examples}).')
         if not ranges:  # A process may hold only padding rows: nothing to decode.
-            return ArraySplit(np.zeros((0,) + self.image_shape, np.uint8), np.zeros(0, np.int32),
-                              self.class_names, self.name)
+            return ArraySplit(
+                np.zeros((0,) + self.image_shape, np.uint8),
+                np.zeros(0, np.int32),
+                self.class_names,
+                self.name,
+            )
         split = self._decode(ranges)
         if self._image_shape is None and ranges[0][0] == 0:
             self._image_shape = split.image_shape  # Row 0 was just decoded: no second decode.
@@ -105,19 +116,28 @@ class LazySplit:
             raise MixedImageSizeError(
                 f'{self.name}: images have different sizes, e.g. row 0 is {self.image_shape} but '
                 f'rows {ranges[:3]}... are {split.image_shape} (H, W, C). Pass image_size=... to '
-                'resize all images to a square size.')
+                'resize all images to a square size.'
+            )
         return split
 
 
-def _cached(cache_dir: Path, key_parts: dict | None, name: str, n: int,
-            decode: Callable[[np.ndarray, str], ArraySplit]) -> Callable[[Ranges], ArraySplit]:
+def _cached(
+    cache_dir: Path,
+    key_parts: dict | None,
+    name: str,
+    n: int,
+    decode: Callable[[np.ndarray, str], ArraySplit],
+) -> Callable[[Ranges], ArraySplit]:
     """Wraps ``decode(indices, name)`` with a cache keyed by the split and the row ranges."""
 
     def read(ranges: Ranges) -> ArraySplit:
         rows = _indices(ranges)
         whole = ranges == ((0, n),)
-        slice_name = name if whole else (
-            f'{name} rows {ranges[0][0]}..{ranges[-1][1]} ({len(ranges)} ranges)')
+        slice_name = (
+            name
+            if whole
+            else (f'{name} rows {ranges[0][0]}..{ranges[-1][1]} ({len(ranges)} ranges)')
+        )
         key = cache_lib.cache_key(**key_parts, rows=ranges) if key_parts is not None else None
         split = cache_lib.load(cache_dir, key, rows.size) if key is not None else None
         how = 'from cache'
@@ -138,9 +158,15 @@ def _without(key_parts: dict, skipped: Sequence[str]) -> dict:
     return {**key_parts, 'skipped': sorted(skipped)} if skipped else key_parts
 
 
-def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
-                     key_parts: dict, image_size: int | None, num_threads: int | None,
-                     keep_decoded: bool = True) -> tuple[folder_source.FolderPlan, list[str]]:
+def _skip_unreadable(
+    plan: folder_source.FolderPlan,
+    name: str,
+    cache_dir: Path,
+    key_parts: dict,
+    image_size: int | None,
+    num_threads: int | None,
+    keep_decoded: bool = True,
+) -> tuple[folder_source.FolderPlan, list[str]]:
     """The plan without its unreadable files, which are logged by name with their count.
 
     Finding them means decoding every planned file once; the list is cached (keyed by the
@@ -158,13 +184,19 @@ def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
         pass  # No list yet (or a damaged one): scan the files.
     if skipped is None:
         if keep_decoded:
-            readable, images, skipped = folder_source.decode_readable(plan, image_size,
-                                                                      num_threads)
-            whole = ArraySplit(images_lib.stack(images, readable.files, context=name),
-                               readable.labels, readable.class_names, name)
+            readable, images, skipped = folder_source.decode_readable(plan, image_size, num_threads)
+            whole = ArraySplit(
+                images_lib.stack(images, readable.files, context=name),
+                readable.labels,
+                readable.class_names,
+                name,
+            )
             if len(whole):
-                cache_lib.save(cache_dir, cache_lib.cache_key(**_without(key_parts, skipped),
-                                                              rows=((0, len(whole)),)), whole)
+                cache_lib.save(
+                    cache_dir,
+                    cache_lib.cache_key(**_without(key_parts, skipped), rows=((0, len(whole)),)),
+                    whole,
+                )
         else:
             skipped = folder_source.unreadable_files(plan, num_threads)
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -173,14 +205,21 @@ def _skip_unreadable(plan: folder_source.FolderPlan, name: str, cache_dir: Path,
         os.replace(tmp, list_path)  # Whole or absent, like the .npz entries.
     if skipped and len(skipped) == len(plan.files):
         # Skipping everything would only fail later, as an empty split, far from the cause.
-        raise CorruptImageError(f'{name}: none of its {len(skipped)} files can be decoded as an '
-                                f'image (e.g. {skipped[0]}); check the folder.')
+        raise CorruptImageError(
+            f'{name}: none of its {len(skipped)} files can be decoded as an '
+            f'image (e.g. {skipped[0]}); check the folder.'
+        )
     if skipped:
-        log.warning('%s: skipped %d unreadable image file(s) (data.skip_corrupt_images=True): %s',
-                    name, len(skipped), ', '.join(skipped))
+        log.warning(
+            '%s: skipped %d unreadable image file(s) (data.skip_corrupt_images=True): %s',
+            name,
+            len(skipped),
+            ', '.join(skipped),
+        )
     bad = set(skipped)
-    return folder_source.subset(plan, [i for i, f in enumerate(plan.files) if f not in bad]), \
-        skipped
+    return folder_source.subset(
+        plan, [i for i, f in enumerate(plan.files) if f not in bad]
+    ), skipped
 
 
 def open_lazy_split(
@@ -210,40 +249,55 @@ def open_lazy_split(
         root = os.path.abspath(os.path.expanduser(arg))
         name = f'folder:{root} {split}'
         plan = folder_source.plan(root, split)
-        key_parts = dict(source=f'folder:{root}', split=split, image_size=image_size,
-                         files=cache_lib.file_fingerprints(plan.files),
-                         class_names=plan.class_names)
+        key_parts = dict(
+            source=f'folder:{root}',
+            split=split,
+            image_size=image_size,
+            files=cache_lib.file_fingerprints(plan.files),
+            class_names=plan.class_names,
+        )
         if skip_corrupt_images:
-            plan, skipped = _skip_unreadable(plan, name, cache_dir, key_parts, image_size,
-                                             num_threads, keep_decoded=not streamed)
+            plan, skipped = _skip_unreadable(
+                plan, name, cache_dir, key_parts, image_size, num_threads, keep_decoded=not streamed
+            )
             # The rows are now those of the readable files: key the entries by what was left out.
             key_parts = _without(key_parts, skipped)
 
         def decode(rows: np.ndarray, slice_name: str) -> ArraySplit:
-            return folder_source.decode(folder_source.subset(plan, rows), slice_name, image_size,
-                                        num_threads)
+            return folder_source.decode(
+                folder_source.subset(plan, rows), slice_name, image_size, num_threads
+            )
 
         n, class_names = len(plan.files), plan.class_names
         first = (lambda: images_lib.decode_file(plan.files[0], image_size).shape) if n else None
         rows = FolderRows(plan.files, plan.labels)
     else:
         name = f'tfds:{arg} {split}'
-        handle = tfds_source.open_split(arg, split, data_dir, download=download,
-                                        download_timeout=download_timeout)
+        handle = tfds_source.open_split(
+            arg, split, data_dir, download=download, download_timeout=download_timeout
+        )
         key_parts = None  # No files (e.g. under tfds.testing.mock_data): nothing to key on.
         if handle.files:
-            key_parts = dict(source=f'tfds:{arg}', split=split, image_size=image_size,
-                             version=handle.version, data_dir=handle.data_dir,
-                             files=cache_lib.file_fingerprints(handle.files))
+            key_parts = dict(
+                source=f'tfds:{arg}',
+                split=split,
+                image_size=image_size,
+                version=handle.version,
+                data_dir=handle.data_dir,
+                files=cache_lib.file_fingerprints(handle.files),
+            )
 
         def decode(rows: np.ndarray, slice_name: str) -> ArraySplit:
             return tfds_source.read(handle, slice_name, image_size, indices=[int(i) for i in rows])
 
         n, class_names = len(handle.source), handle.class_names
-        first = (lambda: tfds_source.read(handle, name, image_size, indices=[0]).image_shape) \
-            if n else None
+        first = (
+            (lambda: tfds_source.read(handle, name, image_size, indices=[0]).image_shape)
+            if n
+            else None
+        )
         rows = TfdsRows(handle.source, name)
 
-    return LazySplit(name, n, class_names, first, _cached(cache_dir, key_parts, name, n, decode),
-                     rows)
-
+    return LazySplit(
+        name, n, class_names, first, _cached(cache_dir, key_parts, name, n, decode), rows
+    )

@@ -1,4 +1,5 @@
-"""The ``source`` string (``tfds:NAME`` / ``folder:PATH``) and the arguments every split reader checks."""
+"""The ``source`` string (``tfds:NAME`` / ``folder:PATH``) and the arguments every split reader
+checks."""
 
 from __future__ import annotations
 

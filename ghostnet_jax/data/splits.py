@@ -20,8 +20,10 @@ def split_names(spec: str) -> list[str]:
         tfds_splits.AbstractSplit.from_spec(spec)  # Validates the syntax with TFDS's parser.
     except ValueError as e:
         raise InvalidSplitSpecError(
-            f"Invalid split spec {spec!r}: {' '.join(str(e).split())} Use TFDS slicing syntax, e.g. 'train', "
-            "'train[:90%]', 'train[90%:]', 'train[10:20]', 'train[:100]+test'.") from e
+            f'Invalid split spec {spec!r}: {" ".join(str(e).split())} Use TFDS slicing syntax, '
+            "e.g. 'train', "
+            "'train[:90%]', 'train[90%:]', 'train[10:20]', 'train[:100]+test'."
+        ) from e
     names: list[str] = []
     for part in str(spec).split('+'):
         name = part.strip().split('[')[0]
@@ -44,8 +46,7 @@ def absolute_ranges(spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int,
     for name in split_names(spec):
         if name not in infos:
             raise SplitNotFoundError(
-                f'Split {name!r} (from spec {spec!r}) not found; available: '
-                f'{_describe(sizes)}.'
+                f'Split {name!r} (from spec {spec!r}) not found; available: {_describe(sizes)}.'
             )
     try:
         instructions = tfds_splits.AbstractSplit.from_spec(spec).to_absolute(infos)
@@ -65,5 +66,7 @@ def absolute_ranges(spec: str, sizes: Mapping[str, int]) -> list[tuple[str, int,
 
 def _describe(sizes: Mapping[str, int]) -> str:
     """``'train' has 48 examples, 'test' has 10 examples`` (what a user needs to fix a spec)."""
-    return ', '.join(f'{name!r} has {int(n)} examples' for name, n in sorted(sizes.items())) or \
-        'no splits'
+    return (
+        ', '.join(f'{name!r} has {int(n)} examples' for name, n in sorted(sizes.items()))
+        or 'no splits'
+    )

@@ -43,11 +43,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ghostnet_jax.data.arrays import ArraySplit, ChannelSums, channel_sums
 from ghostnet_jax.data.augment import AugmentConfig, normalize
-from ghostnet_jax.data.device import AXIS, check_batch, batch_transform, epoch_keys
+from ghostnet_jax.data.device import AXIS, batch_transform, check_batch, epoch_keys
 from ghostnet_jax.data.errors import BatchConfigError, DataError
 from ghostnet_jax.data.placement import global_channel_stats
 from ghostnet_jax.data.rows import ReadExample, Rows, View
@@ -67,9 +68,9 @@ class DataWorkerError(DataError):
 class StreamOptions:
     """How a split is streamed (config.data.stream, plus data.image_size)."""
 
-    workers: int = 2              # decode processes (0: threads of this process)
-    threads: int = 2              # batches read in parallel by each worker
-    prefetch: int = 2             # batches placed on the devices ahead of the step
+    workers: int = 2  # decode processes (0: threads of this process)
+    threads: int = 2  # batches read in parallel by each worker
+    prefetch: int = 2  # batches placed on the devices ahead of the step
     image_size: int | None = None
     random_resized_crop: bool = False
     eval_crop_pct: float = 0.875
@@ -82,11 +83,13 @@ class StreamOptions:
         if self.prefetch < 1:
             raise ValueError(f'data.stream.prefetch must be >= 1, got {self.prefetch}.')
         if self.random_resized_crop and not self.image_size:
-            raise ValueError('data.stream.random_resized_crop needs data.image_size (the crop '
-                             'side), e.g. 224.')
+            raise ValueError(
+                'data.stream.random_resized_crop needs data.image_size (the crop side), e.g. 224.'
+            )
         if not 0 < self.eval_crop_pct <= 1:
-            raise ValueError(f'data.stream.eval_crop_pct must be in (0, 1], got '
-                             f'{self.eval_crop_pct}.')
+            raise ValueError(
+                f'data.stream.eval_crop_pct must be in (0, 1], got {self.eval_crop_pct}.'
+            )
 
     def shape(self, split: LazySplit) -> tuple[int, int, int]:
         """(H, W, C) of every streamed image."""
@@ -111,12 +114,19 @@ def process_columns(mesh: Mesh, global_batch_size: int) -> tuple[int, int]:
     if hi - lo != len(held):
         raise BatchConfigError(
             f'this process holds batch positions {held}, not one contiguous block: the streamed '
-            "pipeline needs the 'data' mesh axis ordered by process (jax.devices() order).")
+            "pipeline needs the 'data' mesh axis ordered by process (jax.devices() order)."
+        )
     return lo, hi
 
 
-def epoch_order(num_examples: int, global_batch_size: int, steps: int, seed: int, epoch: int,
-                columns: tuple[int, int]) -> np.ndarray:
+def epoch_order(
+    num_examples: int,
+    global_batch_size: int,
+    steps: int,
+    seed: int,
+    epoch: int,
+    columns: tuple[int, int],
+) -> np.ndarray:
     """(steps, hi - lo) rows this process reads in epoch ``epoch``: its columns of the
     device pipeline's permutation, reshaped to (steps, B)."""
     perm_key, _ = epoch_keys(seed, epoch)
@@ -126,24 +136,29 @@ def epoch_order(num_examples: int, global_batch_size: int, steps: int, seed: int
     return perm[: steps * global_batch_size].reshape(steps, global_batch_size)[:, lo:hi]
 
 
-def grain_batches(rows: Rows, view: View, order: np.ndarray, options: StreamOptions,
-                   seed: int = 0, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+def grain_batches(
+    rows: Rows, view: View, order: np.ndarray, options: StreamOptions, seed: int = 0, epoch: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
     """A Grain iterator over ``order`` (steps, L): batches of L decoded examples."""
-    import grain   # a core dependency, imported where it is used (~0.2 s)
+    import grain  # a core dependency, imported where it is used (~0.2 s)
 
     steps, local = order.shape
     ds = grain.MapDataset.range(steps * local).map(
-        ReadExample(rows, view, order.reshape(-1), seed, epoch))
+        ReadExample(rows, view, order.reshape(-1), seed, epoch)
+    )
     ds = ds.batch(local, drop_remainder=True).to_iter_dataset(
-        grain.ReadOptions(num_threads=options.threads, prefetch_buffer_size=options.threads))
+        grain.ReadOptions(num_threads=options.threads, prefetch_buffer_size=options.threads)
+    )
     if options.workers:
         from absl import flags
+
         if not flags.FLAGS.is_parsed():
             # Grain's workers read absl flags; a program that parses its own arguments
             # (the CLIs use argparse) leaves them unparsed, which Grain refuses.
             flags.FLAGS.mark_as_parsed()
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=options.workers,
-                                                         per_worker_buffer_size=1))
+        ds = ds.mp_prefetch(
+            grain.MultiprocessingOptions(num_workers=options.workers, per_worker_buffer_size=1)
+        )
     return iter(ds)
 
 
@@ -152,15 +167,24 @@ class _Placed:
     as global arrays and queues ``prefetch`` of them ahead; ``get(k)`` returns batch k
     with the iterator's state after it."""
 
-    def __init__(self, iterator, first: int, stop: int, mesh: Mesh, global_batch_size: int,
-                 prefetch: int, describe):
+    def __init__(
+        self,
+        iterator,
+        first: int,
+        stop: int,
+        mesh: Mesh,
+        global_batch_size: int,
+        prefetch: int,
+        describe,
+    ):
         self._iterator, self._describe = iterator, describe
         self._sharding = NamedSharding(mesh, P(AXIS))
         self._global_batch = global_batch_size
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(first, stop), daemon=True,
-                                        name='ghostnet_jax stream')
+        self._thread = threading.Thread(
+            target=self._run, args=(first, stop), daemon=True, name='ghostnet_jax stream'
+        )
         self._thread.start()
 
     def _global(self, local: np.ndarray) -> jax.Array:
@@ -183,22 +207,28 @@ class _Placed:
                 state = self._iterator.get_state()
                 # Copied out of Grain's shared memory first: a CPU device may alias host
                 # memory, and the segment is unlinked as soon as `local` is released.
-                placed = {key: self._global(np.array(local[key]))
-                          for key in ('image', 'label', 'mask')}
+                placed = {
+                    key: self._global(np.array(local[key])) for key in ('image', 'label', 'mask')
+                }
                 item = (k, placed, state)
                 del local
             except RuntimeError as e:
                 if 'Worker process was terminated' not in str(e):
                     item = (k, e, None)
                 else:
-                    item = (k, DataWorkerError(
-                        f'A data worker process died ({e}) while preparing batch {k} (or a later '
-                        f'one of its share); it reads {self._describe(k)}. A crash while '
-                        'decoding usually means a damaged file or too little memory: check '
-                        'those files, or lower data.stream.workers / data.stream.threads. '
-                        'Nothing saved is lost: rerun to resume from the last checkpoint.'),
-                        None)
-            except BaseException as e:   # reported to the consumer, which raises it
+                    item = (
+                        k,
+                        DataWorkerError(
+                            f'A data worker process died ({e}) while preparing batch {k} (or a '
+                            'later '
+                            f'one of its share); it reads {self._describe(k)}. A crash while '
+                            'decoding usually means a damaged file or too little memory: check '
+                            'those files, or lower data.stream.workers / data.stream.threads. '
+                            'Nothing saved is lost: rerun to resume from the last checkpoint.'
+                        ),
+                        None,
+                    )
+            except BaseException as e:  # reported to the consumer, which raises it
                 item = (k, e, None)
             if not self._put(item) or isinstance(item[1], BaseException):
                 return
@@ -208,8 +238,9 @@ class _Placed:
         if isinstance(placed, BaseException):
             raise placed
         if got != k:
-            raise RuntimeError(f'the streamed batches are read in order: asked for {k}, '
-                               f'next is {got}.')
+            raise RuntimeError(
+                f'the streamed batches are read in order: asked for {k}, next is {got}.'
+            )
         return placed, state
 
     def close(self) -> None:
@@ -217,40 +248,63 @@ class _Placed:
         self._thread.join(timeout=30)
         close = getattr(self._iterator, 'close', None)
         if close:
-            close()   # stops Grain's worker processes
+            close()  # stops Grain's worker processes
 
 
 class StreamEpoch:
     """One epoch of streamed batches from step ``first`` on; read in order, then closed."""
 
-    def __init__(self, data: 'StreamTrainData', epoch: int, first: int,
-                 saved: dict | None):
+    def __init__(self, data: 'StreamTrainData', epoch: int, first: int, saved: dict | None):
         self.epoch, self.first = epoch, first
         self._data = data
-        order = epoch_order(data.num_examples, data.global_batch_size, data.steps_per_epoch,
-                            data.seed, epoch, data.columns)
+        order = epoch_order(
+            data.num_examples,
+            data.global_batch_size,
+            data.steps_per_epoch,
+            data.seed,
+            epoch,
+            data.columns,
+        )
         _, self.key = epoch_keys(data.seed, epoch)
         # The iterator covers the epoch from `start` (where the run's first process of this
         # epoch began it): a saved Grain state is a position in that iterator.
         start = saved['first'] if saved else first
-        iterator = grain_batches(data.rows, data.view, order[start:], data.options,
-                                  data.seed, epoch)
+        iterator = grain_batches(
+            data.rows, data.view, order[start:], data.options, data.seed, epoch
+        )
         grain_state = None
         if saved:
             iterator.set_state(saved['grain'])
             grain_state = saved['grain']
-            log.info('Streamed epoch %d resumes at step %d from its saved Grain iterator state.',
-                     epoch + 1, first)
+            log.info(
+                'Streamed epoch %d resumes at step %d from its saved Grain iterator state.',
+                epoch + 1,
+                first,
+            )
         lo, hi = data.columns
         # Shows (and tests check) that each process reads only its share of every batch.
-        log.info('Streamed epoch %d from step %d: this process reads columns %d..%d of every '
-                 'batch of %d (%d rows).', epoch + 1, first, lo, hi, data.global_batch_size,
-                 (data.steps_per_epoch - first) * (hi - lo))
+        log.info(
+            'Streamed epoch %d from step %d: this process reads columns %d..%d of every '
+            'batch of %d (%d rows).',
+            epoch + 1,
+            first,
+            lo,
+            hi,
+            data.global_batch_size,
+            (data.steps_per_epoch - first) * (hi - lo),
+        )
         self._start = start
         self._state = self._describe_state(first, grain_state)
         self._order = order
-        self._placed = _Placed(iterator, first, data.steps_per_epoch, data.mesh,
-                               data.global_batch_size, data.options.prefetch, self._files)
+        self._placed = _Placed(
+            iterator,
+            first,
+            data.steps_per_epoch,
+            data.mesh,
+            data.global_batch_size,
+            data.options.prefetch,
+            self._files,
+        )
 
     @property
     def steps(self) -> int:
@@ -264,10 +318,17 @@ class StreamEpoch:
 
     def _describe_state(self, step: int, grain_state: Any) -> dict:
         d = self._data
-        return {'version': _STATE_VERSION, 'epoch': self.epoch, 'first': self._start,
-                'step': step, 'workers': d.options.workers, 'num_examples': d.num_examples,
-                'global_batch_size': d.global_batch_size, 'columns': list(d.columns),
-                'grain': grain_state}
+        return {
+            'version': _STATE_VERSION,
+            'epoch': self.epoch,
+            'first': self._start,
+            'step': step,
+            'workers': d.options.workers,
+            'num_examples': d.num_examples,
+            'global_batch_size': d.global_batch_size,
+            'columns': list(d.columns),
+            'grain': grain_state,
+        }
 
     def next_batch(self, step: int) -> dict[str, jax.Array]:
         placed, state = self._placed.get(step)
@@ -294,18 +355,29 @@ class StreamTrainData:
     """Shuffled, augmented training batches streamed from a split (same interface and,
     where both apply, same batches as ``DeviceTrainData``)."""
 
-    def __init__(self, split: LazySplit, mesh: Mesh, global_batch_size: int, seed: int,
-                 augment: AugmentConfig, mean=None, std=None, dtype=jnp.float32,
-                 options: StreamOptions = StreamOptions()):
+    def __init__(
+        self,
+        split: LazySplit,
+        mesh: Mesh,
+        global_batch_size: int,
+        seed: int,
+        augment: AugmentConfig,
+        mean=None,
+        std=None,
+        dtype=jnp.float32,
+        options: StreamOptions = StreamOptions(),
+    ):
         check_batch(mesh, global_batch_size, f'training data {split.name}')
         n = len(split)
         if n < global_batch_size:
             raise BatchConfigError(
                 f'training split {split.name} has {n} examples, fewer than one global batch of '
-                f'{global_batch_size}; use a smaller batch size or a larger split.')
+                f'{global_batch_size}; use a smaller batch size or a larger split.'
+            )
         if split.rows is None:
-            raise DataError(f'{split.name} cannot be streamed (no row reader); use '
-                            "data.pipeline='device'.")
+            raise DataError(
+                f"{split.name} cannot be streamed (no row reader); use data.pipeline='device'."
+            )
         self.mesh, self.global_batch_size, self.num_examples = mesh, global_batch_size, n
         self.steps_per_epoch = n // global_batch_size
         self.seed, self.augment, self.options = seed, augment, options
@@ -319,23 +391,34 @@ class StreamTrainData:
         self.mean = np.asarray(mean, np.float32)
         self.std = np.asarray(std, np.float32)
         finish = batch_transform(augment, self.mean, self.std, dtype, len(self.class_names))
-        self._finish = jax.jit(finish, out_shardings=NamedSharding(mesh, P(AXIS)),
-                               static_argnames='size')
+        self._finish = jax.jit(
+            finish, out_shardings=NamedSharding(mesh, P(AXIS)), static_argnames='size'
+        )
 
     def epoch(self, epoch: int, first: int = 0, state: dict | None = None) -> StreamEpoch:
         """Epoch ``epoch``'s batches from step ``first``; ``state``: the iterator state a
         checkpoint saved, used when it is this epoch's at this step."""
-        expected = {'epoch': epoch, 'step': first, 'workers': self.options.workers,
-                    'num_examples': self.num_examples,
-                    'global_batch_size': self.global_batch_size, 'columns': list(self.columns)}
+        expected = {
+            'epoch': epoch,
+            'step': first,
+            'workers': self.options.workers,
+            'num_examples': self.num_examples,
+            'global_batch_size': self.global_batch_size,
+            'columns': list(self.columns),
+        }
         saved = state if usable_state(state, expected) else None
         if state and not saved and first:
-            log.info('Streamed epoch %d resumes at step %d by position (the saved iterator '
-                     'state is for another epoch, step or worker count).', epoch + 1, first)
+            log.info(
+                'Streamed epoch %d resumes at step %d by position (the saved iterator '
+                'state is for another epoch, step or worker count).',
+                epoch + 1,
+                first,
+            )
         return StreamEpoch(self, epoch, first, saved)
 
-    def batch(self, epoch_batches: StreamEpoch, step: int, size: int | None = None
-              ) -> dict[str, jax.Array]:
+    def batch(
+        self, epoch_batches: StreamEpoch, step: int, size: int | None = None
+    ) -> dict[str, jax.Array]:
         """Batch ``step`` of the epoch, augmented and normalized on the devices; the steps
         of an epoch are read in order."""
         if not 0 <= step < epoch_batches.steps:
@@ -343,16 +426,25 @@ class StreamTrainData:
         if size is not None and not 0 < size <= min(self.image_shape[:2]):
             raise ValueError(f'size {size} must be in [1, {min(self.image_shape[:2])}].')
         placed = epoch_batches.next_batch(step)
-        return self._finish(placed['image'], placed['label'], epoch_batches.key,
-                            jnp.int32(step), size=size)
+        return self._finish(
+            placed['image'], placed['label'], epoch_batches.key, jnp.int32(step), size=size
+        )
 
 
 class StreamEvalData:
     """Unaugmented eval batches streamed in split order, padded to whole batches with
     ``mask`` False on the padding (the interface of ``DeviceEvalData``)."""
 
-    def __init__(self, split: LazySplit, mesh: Mesh, global_batch_size: int, mean, std,
-                 dtype=jnp.float32, options: StreamOptions = StreamOptions()):
+    def __init__(
+        self,
+        split: LazySplit,
+        mesh: Mesh,
+        global_batch_size: int,
+        mean,
+        std,
+        dtype=jnp.float32,
+        options: StreamOptions = StreamOptions(),
+    ):
         check_batch(mesh, global_batch_size, f'eval data {split.name}')
         n, b = len(split), global_batch_size
         self.mesh, self.global_batch_size, self.num_examples = mesh, b, n
@@ -376,8 +468,15 @@ class StreamEvalData:
 
     def __iter__(self) -> Iterator[dict[str, jax.Array]]:
         iterator = grain_batches(self.rows, self.view, self._order, self.options)
-        placed = _Placed(iterator, 0, self.num_batches, self.mesh, self.global_batch_size,
-                         self.options.prefetch, self._files)
+        placed = _Placed(
+            iterator,
+            0,
+            self.num_batches,
+            self.mesh,
+            self.global_batch_size,
+            self.options.prefetch,
+            self._files,
+        )
         try:
             for k in range(self.num_batches):
                 batch, _ = placed.get(k)
@@ -393,23 +492,31 @@ def stats_rows(num_examples: int, limit: int) -> np.ndarray:
     return np.unique(np.linspace(0, num_examples - 1, limit).round().astype(np.int64))
 
 
-def stream_channel_stats(split: LazySplit, options: StreamOptions,
-                         mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+def stream_channel_stats(
+    split: LazySplit, options: StreamOptions, mesh: Mesh
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean/std of the split as the network sees it (the eval view), from
     ``stats_rows``, each process summing its share: with every row taken (a split of at
     most ``options.stats_examples``), exactly the device pipeline's statistics."""
     rows = stats_rows(len(split), options.stats_examples)
     if len(rows) < len(split):
-        log.info('%s: channel mean/std from %d evenly spaced of its %d examples '
-                 '(data.stream.stats_examples; set data.mean/data.std to skip this).',
-                 split.name, len(rows), len(split))
-    mine = rows[jax.process_index()::jax.process_count()]
+        log.info(
+            '%s: channel mean/std from %d evenly spaced of its %d examples '
+            '(data.stream.stats_examples; set data.mean/data.std to skip this).',
+            split.name,
+            len(rows),
+            len(split),
+        )
+    mine = rows[jax.process_index() :: jax.process_count()]
     chunk = 64
     padded = np.full(math.ceil(len(mine) / chunk) * chunk, -1, np.int64)
     padded[: len(mine)] = mine
     order = padded.reshape(-1, chunk)
-    sums = ChannelSums(np.zeros(options.shape(split)[-1], np.int64),
-                       np.zeros(options.shape(split)[-1], np.int64), 0)
+    sums = ChannelSums(
+        np.zeros(options.shape(split)[-1], np.int64),
+        np.zeros(options.shape(split)[-1], np.int64),
+        0,
+    )
     iterator = grain_batches(split.rows, options.view(split, train=False), order, options)
     try:
         for batch in iterator:

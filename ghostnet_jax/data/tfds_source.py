@@ -49,8 +49,11 @@ class _NoVariantFolderWarning(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith('Variant folder')
-                    and 'has no' in record.msg)
+        return not (
+            isinstance(record.msg, str)
+            and record.msg.startswith('Variant folder')
+            and 'has no' in record.msg
+        )
 
 
 logging.getLogger('absl').addFilter(_NoVariantFolderWarning())
@@ -59,7 +62,8 @@ _FILE_FORMAT = 'array_record'  # The only random-access format readable without 
 
 
 def resolve_data_dir(data_dir: str | None) -> str:
-    """``data_dir`` argument, else ``$TFDS_DATA_DIR`` (read now, not at TFDS import), else TFDS's default."""
+    """``data_dir`` argument, else ``$TFDS_DATA_DIR`` (read now, not at TFDS import), else TFDS's
+    default."""
     if data_dir:
         return os.fspath(data_dir)
     if os.environ.get('TFDS_DATA_DIR'):
@@ -80,15 +84,17 @@ def _unavailable_message(name: str, data_dir: str, why: str) -> str:
     return (
         f'TFDS dataset {name!r} is not available: {why.rstrip(".")}. Searched data_dir={data_dir} '
         '(set by data.data_dir or $TFDS_DATA_DIR). Either prepare it there once, with TensorFlow '
-        f'installed (pip install -e \'.[prepare]\'): python -m ghostnet_jax.prepare_data '
-        f'--dataset {name} --data-dir {data_dir} (online, or offline with the downloaded archive in '
+        f"installed (pip install -e '.[prepare]'): python -m ghostnet_jax.prepare_data "
+        f'--dataset {name} --data-dir {data_dir} (online, or offline with the downloaded archive '
+        'in '
         "--manual-dir DIR); or use an image folder instead: source='folder:PATH' with "
         'PATH/<split>/<class_name>/*.jpg|png.'
     )
 
 
 def _downloads_reachable(urls: Sequence[str], timeout: float) -> tuple[bool, str]:
-    """Whether each download URL answers an HTTP HEAD (proxies from the environment) within ``timeout``.
+    """Whether each download URL answers an HTTP HEAD within ``timeout`` (proxies from the
+    environment).
 
     A TCP connect is not enough: intercepting proxies accept every connection and
     only fail the request (e.g. "426 Upgrade Required"), which TFDS retries for minutes.
@@ -140,8 +146,7 @@ def _check_spec(name: str, spec: str, builder: Any) -> None:
             raise type(e)(f'tfds:{name}: {e}') from e
 
 
-def _missing_downloads(builder: Any, download_dir: str | None,
-                       manual_dir: str | None) -> list[str]:
+def _missing_downloads(builder: Any, download_dir: str | None, manual_dir: str | None) -> list[str]:
     """URLs of the builder's registered downloads that are not already on this machine.
 
     A file counts as present in TFDS's manual dir (under its registered file name) or in
@@ -187,21 +192,30 @@ def prepare(
     missing = _missing_downloads(builder, download_dir, manual_dir)
     ok, why = _downloads_reachable(missing, download_timeout)
     if not ok:
-        raise DatasetNotAvailableError(_unavailable_message(
-            name, data_dir, f'it is not prepared and the download failed: {why}'))
+        raise DatasetNotAvailableError(
+            _unavailable_message(
+                name, data_dir, f'it is not prepared and the download failed: {why}'
+            )
+        )
     if importlib.util.find_spec('tensorflow') is None:
-        raise DatasetNotAvailableError(_unavailable_message(
-            name, data_dir,
-            'it is not prepared, and preparing it (a one-time download and conversion) needs '
-            "TensorFlow: pip install 'ghostnet_jax[prepare]'"))
+        raise DatasetNotAvailableError(
+            _unavailable_message(
+                name,
+                data_dir,
+                'it is not prepared, and preparing it (a one-time download and conversion) needs '
+                "TensorFlow: pip install 'ghostnet_jax[prepare]'",
+            )
+        )
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
     log.info('Preparing tfds:%s in %s (array_record)', name, builder.data_dir)
     try:
         builder.download_and_prepare(download_dir=download_dir, download_config=config)
     except Exception as e:  # Network, archive and disk failures all mean "not available".
-        raise DatasetNotAvailableError(_unavailable_message(
-            name, data_dir,
-            f'download/preparation failed: {type(e).__name__}: {e}')) from e
+        raise DatasetNotAvailableError(
+            _unavailable_message(
+                name, data_dir, f'download/preparation failed: {type(e).__name__}: {e}'
+            )
+        ) from e
     return os.fspath(builder.data_path)
 
 
@@ -214,8 +228,9 @@ def prepare_and_describe(name: str, data_dir: str | None = None, **kwargs: Any) 
     return f'Prepared tfds:{name} in {path} ({sizes}).'
 
 
-def _ensure_prepared(name: str, data_dir: str, open_: Any, *, download: bool,
-                     download_timeout: float) -> Any:
+def _ensure_prepared(
+    name: str, data_dir: str, open_: Any, *, download: bool, download_timeout: float
+) -> Any:
     """``open_()`` (the data source), preparing the dataset first if needed and allowed.
 
     One process: prepare if it cannot be opened. Several processes (a pod): process 0
@@ -260,12 +275,17 @@ def _ensure_prepared(name: str, data_dir: str, open_: Any, *, download: bool,
         raise error
     if not ok:
         raise not_available(
-            'process 0 of this multi-process run could not prepare it (its log says why)')
+            'process 0 of this multi-process run could not prepare it (its log says why)'
+        )
     source, cause = try_open()
     if source is None:
-        log.warning('tfds:%s: data_dir %s is not shared with process 0, which prepared its own '
-                    'copy; this process prepares another. Use one shared data_dir (e.g. '
-                    'gs://BUCKET/tensorflow_datasets) to prepare once.', name, data_dir)
+        log.warning(
+            'tfds:%s: data_dir %s is not shared with process 0, which prepared its own '
+            'copy; this process prepares another. Use one shared data_dir (e.g. '
+            'gs://BUCKET/tensorflow_datasets) to prepare once.',
+            name,
+            data_dir,
+        )
         prepare(name, data_dir, download_timeout=download_timeout)
         source = open_()
     return source
@@ -301,8 +321,9 @@ def open_split(
         )
 
     try:
-        source = _ensure_prepared(name, data_dir, open_, download=download,
-                                  download_timeout=download_timeout)
+        source = _ensure_prepared(
+            name, data_dir, open_, download=download, download_timeout=download_timeout
+        )
     except NotImplementedError as e:  # Prepared, but as TFRecord: unreadable without TensorFlow.
         raise DatasetNotAvailableError(
             _unavailable_message(
@@ -310,9 +331,12 @@ def open_split(
             )
         ) from e
     except RuntimeError as e:  # array_record's reader failed to open a file.
-        hint = (' array_record cannot open gs:// files yet (google/array_record#120): copy the '
-                'prepared dataset folder to local disk and point data_dir there.'
-                if '://' in data_dir else '')
+        hint = (
+            ' array_record cannot open gs:// files yet (google/array_record#120): copy the '
+            'prepared dataset folder to local disk and point data_dir there.'
+            if '://' in data_dir
+            else ''
+        )
         raise DatasetNotAvailableError(
             _unavailable_message(name, data_dir, f'its files cannot be opened ({e}).{hint}')
         ) from e

@@ -25,9 +25,20 @@ import numpy as np
 from ghostnet_jax.data.sharded_random import batch_like
 
 OPS = (
-    'identity', 'shear_x', 'shear_y', 'translate_x', 'translate_y', 'rotate',
-    'brightness', 'color', 'contrast', 'sharpness',
-    'posterize', 'solarize', 'autocontrast', 'equalize',
+    'identity',
+    'shear_x',
+    'shear_y',
+    'translate_x',
+    'translate_y',
+    'rotate',
+    'brightness',
+    'color',
+    'contrast',
+    'sharpness',
+    'posterize',
+    'solarize',
+    'autocontrast',
+    'equalize',
 )
 OP = {name: i for i, name in enumerate(OPS)}
 NUM_BINS = 31
@@ -43,10 +54,19 @@ def _wide_table() -> tuple[np.ndarray, np.ndarray]:
     table[OP['translate_x']] = table[OP['translate_y']] = up(32.0)
     table[OP['rotate']] = up(135.0)
     table[OP['posterize']] = 8 - np.round(bins / ((NUM_BINS - 1) / 6))  # bits kept, 8..2
-    table[OP['solarize']] = np.linspace(255.0, 0.0, NUM_BINS)            # threshold
+    table[OP['solarize']] = np.linspace(255.0, 0.0, NUM_BINS)  # threshold
     signed = np.zeros(len(OPS), bool)
-    for name in ('shear_x', 'shear_y', 'translate_x', 'translate_y', 'rotate',
-                 'brightness', 'color', 'contrast', 'sharpness'):
+    for name in (
+        'shear_x',
+        'shear_y',
+        'translate_x',
+        'translate_y',
+        'rotate',
+        'brightness',
+        'color',
+        'contrast',
+        'sharpness',
+    ):
         signed[OP[name]] = True
     return table.astype(np.float32), signed
 
@@ -61,6 +81,7 @@ def wide_magnitudes(ops: jax.Array, bins: jax.Array, negate: jax.Array) -> jax.A
 
 
 # ---- stage 1: geometry -------------------------------------------------------------------
+
 
 def affine_nearest(images: jax.Array, matrix: jax.Array, fill: jax.Array | int = 0) -> jax.Array:
     """PIL ``Image.transform(size, AFFINE, matrix, NEAREST, fillcolor=fill)`` per image.
@@ -87,8 +108,9 @@ def rotate_matrix(degrees: jax.Array, height: int, width: int) -> jax.Array:
     a = -jnp.deg2rad(degrees.astype(jnp.float32))
     cos, sin = jnp.cos(a), jnp.sin(a)
     cx, cy = width / 2, height / 2
-    return jnp.stack([cos, sin, cx - cos * cx - sin * cy,
-                      -sin, cos, cy + sin * cx - cos * cy], axis=-1)
+    return jnp.stack(
+        [cos, sin, cx - cos * cx - sin * cy, -sin, cos, cy + sin * cx - cos * cy], axis=-1
+    )
 
 
 def _geometry_matrix(ops: jax.Array, m: jax.Array, height: int, width: int) -> jax.Array:
@@ -108,6 +130,7 @@ def _geometry_matrix(ops: jax.Array, m: jax.Array, height: int, width: int) -> j
 
 # ---- stage 2: ImageEnhance blends --------------------------------------------------------
 
+
 def blend(degenerate: jax.Array, images: jax.Array, factor: jax.Array) -> jax.Array:
     """PIL ``Image.blend(degenerate, image, factor)``: float32, truncated, clipped to uint8.
 
@@ -120,7 +143,8 @@ def blend(degenerate: jax.Array, images: jax.Array, factor: jax.Array) -> jax.Ar
 
 
 def grayscale(images: jax.Array) -> jax.Array:
-    """PIL's RGB -> L conversion (ITU-R 601-2 luma, 16-bit fixed point), shape (B, H, W, 1) int32."""
+    """PIL's RGB -> L conversion (ITU-R 601-2 luma, 16-bit fixed point), shape (B, H, W, 1)
+    int32."""
     x = images.astype(jnp.int32)
     return (x[..., 0:1] * 19595 + x[..., 1:2] * 38470 + x[..., 2:3] * 7471 + 0x8000) >> 16
 
@@ -131,7 +155,7 @@ def smooth(images: jax.Array) -> jax.Array:
     x = images.astype(jnp.int32)
     _, h, w, _ = x.shape
     padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    total = sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)) + 4 * x
+    total = sum(padded[:, i : i + h, j : j + w] for i in range(3) for j in range(3)) + 4 * x
     out = (2 * total + 13) // 26  # round(total / 13); never exactly halfway
     border = jnp.zeros((h, w), bool).at[1:-1, 1:-1].set(True)
     return jnp.where(border[None, :, :, None], out, x)
@@ -151,6 +175,7 @@ def _degenerate(images: jax.Array, ops: jax.Array) -> jax.Array:
 
 
 # ---- stage 3: ImageOps lookup tables -----------------------------------------------------
+
 
 def apply_lut(images: jax.Array, lut: jax.Array) -> jax.Array:
     """``out[b, y, x, c] = lut[b, c, images[b, y, x, c]]`` for a (B, C, 256) table."""
@@ -176,7 +201,7 @@ def autocontrast_lut(images: jax.Array) -> jax.Array:
     Exact integer form floor((i - lo) * 255 / (hi - lo)); PIL computes it in doubles and
     lands one lower on some exact integers (e.g. when hi - lo divides (i - lo) * 255).
     """
-    lo = jnp.min(images, axis=(1, 2)).astype(jnp.int32)[..., None]   # (B, C, 1)
+    lo = jnp.min(images, axis=(1, 2)).astype(jnp.int32)[..., None]  # (B, C, 1)
     hi = jnp.max(images, axis=(1, 2)).astype(jnp.int32)[..., None]
     i = jnp.arange(256, dtype=jnp.int32)
     stretched = jnp.clip(jnp.maximum(i - lo, 0) * 255 // jnp.maximum(hi - lo, 1), 0, 255)
@@ -197,7 +222,7 @@ def equalize_lut(images: jax.Array) -> jax.Array:
         identity = (jnp.min(v) == top) | (step == 0)
         return jnp.where(identity, jnp.arange(256, dtype=jnp.int32), lut)
 
-    per_image = jax.vmap(one_channel, in_axes=-1)           # (H, W, C) -> (C, 256)
+    per_image = jax.vmap(one_channel, in_axes=-1)  # (H, W, C) -> (C, 256)
     return jax.vmap(per_image)(images)
 
 
@@ -213,8 +238,9 @@ def _lookup(images: jax.Array, ops: jax.Array, m: jax.Array) -> jax.Array:
     return apply_lut(images, lut.astype(jnp.uint8))
 
 
-def apply_ops(images: jax.Array, ops: jax.Array, magnitudes: jax.Array,
-              fill: jax.Array | int = 0) -> jax.Array:
+def apply_ops(
+    images: jax.Array, ops: jax.Array, magnitudes: jax.Array, fill: jax.Array | int = 0
+) -> jax.Array:
     """Applies op ``ops[i]`` (an index into ``OPS``) at signed magnitude ``magnitudes[i]``
     to image i of a uint8 (B, H, W, C) batch; ``fill`` fills pixels the geometry uncovers.
 

@@ -7,6 +7,7 @@ VGG-16 is the CIFAR variant of Li et al. (ICLR 2017) that the paper compares aga
 ResNet-56 is He et al.'s CIFAR ResNet (16/32/64 widths, 9 basic blocks a stage) with the
 parameter-free "option A" shortcut (stride-2 subsampling + zero channel padding).
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,13 +21,32 @@ from ghostnet_jax.models.ghost_blocks import ConvBnAct, GhostModule
 from ghostnet_jax.models.layers import Dtype, layer_defs
 from ghostnet_jax.models.registry import register_model
 
-VGG16_LAYOUT = (64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M',
-                512, 512, 512, 'M', 512, 512, 512, 'M')
+VGG16_LAYOUT = (
+    64,
+    64,
+    'M',
+    128,
+    128,
+    'M',
+    256,
+    256,
+    256,
+    'M',
+    512,
+    512,
+    512,
+    'M',
+    512,
+    512,
+    512,
+    'M',
+)
 RESNET56_STAGES = ((16, 9, 1), (32, 9, 2), (64, 9, 2))  # (width, blocks, first stride)
 
 
 class _ConvOrGhost(nn.Module):
     """A 3x3 conv-BN[-ReLU], or the Ghost module that replaces it."""
+
     features: int
     stride: int
     relu: bool
@@ -39,20 +59,36 @@ class _ConvOrGhost(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         if self.ghost:
-            return GhostModule(self.features, self.ratio, kernel_size=3, dw_size=self.dw_size,
-                               stride=self.stride, relu=self.relu, conv=self.conv,
-                               norm=self.norm, name='ghost')(x, train)
-        return ConvBnAct(self.features, 3, self.stride, relu=self.relu, conv=self.conv,
-                         norm=self.norm, name='conv_bn')(x, train)
+            return GhostModule(
+                self.features,
+                self.ratio,
+                kernel_size=3,
+                dw_size=self.dw_size,
+                stride=self.stride,
+                relu=self.relu,
+                conv=self.conv,
+                norm=self.norm,
+                name='ghost',
+            )(x, train)
+        return ConvBnAct(
+            self.features,
+            3,
+            self.stride,
+            relu=self.relu,
+            conv=self.conv,
+            norm=self.norm,
+            name='conv_bn',
+        )(x, train)
 
 
 class _CifarNet(nn.Module):
     """Fields shared by the Table 3 networks; `ghost` swaps their convs for Ghost modules."""
+
     num_classes: int = 10
     ghost: bool = False
     ratio: int = 2
     dw_size: int = 3
-    dropout_rate: float = 0.0      # before the classifier; the paper's nets use none
+    dropout_rate: float = 0.0  # before the classifier; the paper's nets use none
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
@@ -60,7 +96,6 @@ class _CifarNet(nn.Module):
 
 
 class VGG16(_CifarNet):
-
     def parameter_group(self, name: str) -> str:
         """stage<k>: the convs before the k-th max-pool; head: the classifier layers."""
         if not name.startswith('features_'):
@@ -84,8 +119,17 @@ class VGG16(_CifarNet):
             if item == 'M':
                 x = nn.max_pool(x, (2, 2), (2, 2))
                 continue
-            x = _ConvOrGhost(item, 1, True, self.ghost and conv_index > 0, self.ratio,
-                             self.dw_size, conv, norm, name=f'features_{conv_index}')(x, train)
+            x = _ConvOrGhost(
+                item,
+                1,
+                True,
+                self.ghost and conv_index > 0,
+                self.ratio,
+                self.dw_size,
+                conv,
+                norm,
+                name=f'features_{conv_index}',
+            )(x, train)
             conv_index += 1
         x = x.reshape(x.shape[0], -1)
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
@@ -102,6 +146,7 @@ class ResNet56(_CifarNet):
     logits large enough that the loss at init is 2x ln(10) (4.7-4.9 on CIFAR-10 images,
     `python -m ghostnet_jax.sanity`), and a constant learning rate of 0.1 barely fits a
     fixed batch. Parameter counts are the same either way."""
+
     zero_init_last: bool = True
 
     def parameter_group(self, name: str) -> str:
@@ -113,17 +158,22 @@ class ResNet56(_CifarNet):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         conv, norm = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)
         x = ConvBnAct(16, 3, conv=conv, norm=norm, name='stem')(x, train)
-        layer = dict(ghost=self.ghost, ratio=self.ratio, dw_size=self.dw_size, conv=conv,
-                     norm=norm)
+        layer = dict(ghost=self.ghost, ratio=self.ratio, dw_size=self.dw_size, conv=conv, norm=norm)
         for stage, (width, blocks, first_stride) in enumerate(RESNET56_STAGES):
             for block in range(blocks):
                 stride = first_stride if block == 0 else 1
-                y = _ConvOrGhost(width, stride, True, **layer,
-                                 name=f'stage{stage}_{block}_conv1')(x, train)
-                last = dict(layer, norm=functools.partial(norm, scale_init=nn.initializers.zeros)
-                            if self.zero_init_last else norm)
-                y = _ConvOrGhost(width, 1, False, **last,
-                                 name=f'stage{stage}_{block}_conv2')(y, train)
+                y = _ConvOrGhost(width, stride, True, **layer, name=f'stage{stage}_{block}_conv1')(
+                    x, train
+                )
+                last = dict(
+                    layer,
+                    norm=functools.partial(norm, scale_init=nn.initializers.zeros)
+                    if self.zero_init_last
+                    else norm,
+                )
+                y = _ConvOrGhost(width, 1, False, **last, name=f'stage{stage}_{block}_conv2')(
+                    y, train
+                )
                 if stride != 1 or x.shape[-1] != width:
                     # Option A: subsample and zero-pad the new channels; no parameters.
                     x = x[:, ::stride, ::stride, :]
@@ -132,8 +182,9 @@ class ResNet56(_CifarNet):
                 x = nn.relu(x + y)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name='classifier')(x)
+        return nn.Dense(
+            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name='classifier'
+        )(x)
 
 
 @register_model

@@ -11,6 +11,7 @@ with the additions of its successors (both also in timm):
 Submodule names mirror the official state_dict keys (primary_conv, cheap_operation, conv_dw,
 se.conv_reduce, shortcut, ...) so that weight import is a mechanical rename.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,6 +35,7 @@ REP_CONVS = {
 
 class ConvBnAct(nn.Module):
     """conv -> BatchNorm -> optional ReLU (official key layout: conv, bn1)."""
+
     features: int
     kernel_size: int = 1
     stride: int = 1
@@ -44,15 +46,26 @@ class ConvBnAct(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        x = self.conv(self.features, self.kernel_size, self.stride, groups=self.groups,
-                      name='conv')(x)
+        x = self.conv(
+            self.features, self.kernel_size, self.stride, groups=self.groups, name='conv'
+        )(x)
         x = self.norm(use_running_average=not train, name='bn1')(x)
         return nn.relu(x) if self.relu else x
 
 
-def conv_bn(x: jax.Array, prefix: str, features: int, kernel: int, stride: int, groups: int,
-            branches: int, reparameterized: bool, conv: ModuleDef, norm: ModuleDef,
-            train: bool) -> jax.Array:
+def conv_bn(
+    x: jax.Array,
+    prefix: str,
+    features: int,
+    kernel: int,
+    stride: int,
+    groups: int,
+    branches: int,
+    reparameterized: bool,
+    conv: ModuleDef,
+    norm: ModuleDef,
+    train: bool,
+) -> jax.Array:
     """conv -> BN, in one of three forms; call it inside a compact method (the layers it
     makes belong to the caller, named as the official code names them).
 
@@ -70,8 +83,10 @@ def conv_bn(x: jax.Array, prefix: str, features: int, kernel: int, stride: int, 
     if reparameterized:
         return conv(features, kernel, stride, groups=groups, use_bias=True, name=conv_name)(x)
     branch = dict(relu=False, conv=conv, norm=norm, groups=groups)
-    out = sum(ConvBnAct(features, kernel, stride, **branch, name=f'{prefix}_rpr_conv_{i}')(x, train)
-              for i in range(branches))
+    out = sum(
+        ConvBnAct(features, kernel, stride, **branch, name=f'{prefix}_rpr_conv_{i}')(x, train)
+        for i in range(branches)
+    )
     if kernel > 1:
         # A 1x1 stride-s conv with no padding sees exactly the centre tap of a kxk stride-s
         # conv padded k // 2, so folding pads its kernel to kxk.
@@ -109,6 +124,7 @@ class DFCAttention(nn.Module):
     `out_hw`. The long 1x5 / 5x1 kernels on the half-size map give every output pixel a
     receptive field of 10 rows and 10 columns at the cost of 10 MACs per pixel and channel.
     """
+
     features: int
     kernel_size: int = 1
     stride: int = 1
@@ -123,8 +139,11 @@ class DFCAttention(nn.Module):
                 f'DFC attention average-pools its input by 2, but gets a {h}x{w} map: the '
                 'input image is too small for this network (GhostNetV2/V3 with ImageNet '
                 'strides need at least 33x33; for 32x32 images use a CIFAR variant such as '
-                'ghostnetv2_cifar_100).')
-        pooled = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+                'ghostnetv2_cifar_100).'
+            )
+        pooled = (
+            x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+        )
         dw = dict(groups=self.features)
         y = self.conv(self.features, self.kernel_size, self.stride, name='conv')(pooled)
         y = self.norm(use_running_average=not train, name='bn')(y)
@@ -144,6 +163,7 @@ class GhostModule(nn.Module):
     multiplied by `DFCAttention` of the input; with `branches` > 0 (v3) each conv-BN is a
     sum of re-parameterizable branches (`conv_bn`).
     """
+
     features: int
     ratio: int = 2
     kernel_size: int = 1
@@ -162,22 +182,39 @@ class GhostModule(nn.Module):
             raise ValueError(f'GhostModule ratio must be >= 2, got {self.ratio}.')
         act = nn.relu if self.relu else (lambda y: y)
         init_features = math.ceil(self.features / self.ratio)
-        layers = dict(branches=self.branches, reparameterized=self.reparameterized,
-                      conv=self.conv, norm=self.norm, train=train)
-        primary = act(conv_bn(x, 'primary', init_features, self.kernel_size, self.stride, 1,
-                              **layers))
-        cheap = act(conv_bn(primary, 'cheap', init_features * (self.ratio - 1), self.dw_size,
-                            1, init_features, **layers))
-        out = jnp.concatenate([primary, cheap], axis=-1)[..., :self.features]
+        layers = dict(
+            branches=self.branches,
+            reparameterized=self.reparameterized,
+            conv=self.conv,
+            norm=self.norm,
+            train=train,
+        )
+        primary = act(
+            conv_bn(x, 'primary', init_features, self.kernel_size, self.stride, 1, **layers)
+        )
+        cheap = act(
+            conv_bn(
+                primary,
+                'cheap',
+                init_features * (self.ratio - 1),
+                self.dw_size,
+                1,
+                init_features,
+                **layers,
+            )
+        )
+        out = jnp.concatenate([primary, cheap], axis=-1)[..., : self.features]
         if not self.dfc:
             return out
-        gate = DFCAttention(self.features, self.kernel_size, self.stride, conv=self.conv,
-                            norm=self.norm, name='dfc')(x, out.shape[1:3], train)
+        gate = DFCAttention(
+            self.features, self.kernel_size, self.stride, conv=self.conv, norm=self.norm, name='dfc'
+        )(x, out.shape[1:3], train)
         return out * gate.astype(out.dtype)
 
 
 class SqueezeExcite(nn.Module):
     """Channel gate: mean -> 1x1 conv (bias) -> ReLU -> 1x1 conv (bias) -> hard sigmoid."""
+
     se_ratio: float = 0.25
     divisor: int = 4
     conv: ModuleDef = Conv
@@ -200,6 +237,7 @@ class GhostBottleneck(nn.Module):
     attention on ghost1 (v2, v3); `branches` > 0 makes ghost1, ghost2 and the stride-2
     depthwise conv re-parameterizable (v3; the shortcut and squeeze-excite stay plain).
     """
+
     mid_features: int
     out_features: int
     dw_kernel: int = 3
@@ -214,21 +252,35 @@ class GhostBottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         in_features = x.shape[-1]
-        ghost = dict(conv=self.conv, norm=self.norm, branches=self.branches,
-                     reparameterized=self.reparameterized)
-        y = GhostModule(self.mid_features, relu=True, dfc=self.dfc, name='ghost1',
-                        **ghost)(x, train)
+        ghost = dict(
+            conv=self.conv,
+            norm=self.norm,
+            branches=self.branches,
+            reparameterized=self.reparameterized,
+        )
+        y = GhostModule(self.mid_features, relu=True, dfc=self.dfc, name='ghost1', **ghost)(
+            x, train
+        )
         if self.stride > 1:
-            y = conv_bn(y, 'dw', self.mid_features, self.dw_kernel, self.stride,
-                        self.mid_features, train=train, **ghost)
+            y = conv_bn(
+                y,
+                'dw',
+                self.mid_features,
+                self.dw_kernel,
+                self.stride,
+                self.mid_features,
+                train=train,
+                **ghost,
+            )
         if self.se_ratio:
             y = SqueezeExcite(self.se_ratio, conv=self.conv, name='se')(y)
         y = GhostModule(self.out_features, relu=False, name='ghost2', **ghost)(y, train)
 
         if in_features == self.out_features and self.stride == 1:
             return y + x
-        s = self.conv(in_features, self.dw_kernel, self.stride, groups=in_features,
-                      name='shortcut_dw')(x)
+        s = self.conv(
+            in_features, self.dw_kernel, self.stride, groups=in_features, name='shortcut_dw'
+        )(x)
         s = self.norm(use_running_average=not train, name='shortcut_dw_bn')(s)
         s = self.conv(self.out_features, 1, name='shortcut_pw')(s)
         s = self.norm(use_running_average=not train, name='shortcut_pw_bn')(s)

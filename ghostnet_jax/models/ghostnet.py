@@ -4,6 +4,7 @@ GhostNetV3 (re-parameterizable branches), faithful to the official PyTorch code 
 All three share the table below, the stem and the head; width scaling, the CIFAR strides and
 the version's block options (ghost_blocks.py) are the only other decisions.
 """
+
 from __future__ import annotations
 
 from typing import Any, NamedTuple
@@ -18,33 +19,34 @@ from ghostnet_jax.models.registry import ModelInputError, register_model
 
 
 class BlockSpec(NamedTuple):
-    kernel: int      # depthwise kernel of the stride-2 conv and of the shortcut
-    hidden: int      # width of ghost1's output ("expansion size")
-    out: int         # block output width
+    kernel: int  # depthwise kernel of the stride-2 conv and of the shortcut
+    hidden: int  # width of ghost1's output ("expansion size")
+    out: int  # block output width
     se_ratio: float  # 0 = no squeeze-excite
     stride: int
 
 
 # One inner tuple per stage (official `cfgs`); 16 bottlenecks in all.
 GHOSTNET_STAGES: tuple[tuple[BlockSpec, ...], ...] = tuple(
-    tuple(BlockSpec(*row) for row in stage) for stage in (
+    tuple(BlockSpec(*row) for row in stage)
+    for stage in (
         ((3, 16, 16, 0, 1),),
         ((3, 48, 24, 0, 2),),
         ((3, 72, 24, 0, 1),),
         ((5, 72, 40, 0.25, 2),),
         ((5, 120, 40, 0.25, 1),),
         ((3, 240, 80, 0, 2),),
-        ((3, 200, 80, 0, 1),
-         (3, 184, 80, 0, 1),
-         (3, 184, 80, 0, 1),
-         (3, 480, 112, 0.25, 1),
-         (3, 672, 112, 0.25, 1)),
+        (
+            (3, 200, 80, 0, 1),
+            (3, 184, 80, 0, 1),
+            (3, 184, 80, 0, 1),
+            (3, 480, 112, 0.25, 1),
+            (3, 672, 112, 0.25, 1),
+        ),
         ((5, 672, 160, 0.25, 2),),
-        ((5, 960, 160, 0, 1),
-         (5, 960, 160, 0.25, 1),
-         (5, 960, 160, 0, 1),
-         (5, 960, 160, 0.25, 1)),
-    ))
+        ((5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1), (5, 960, 160, 0, 1), (5, 960, 160, 0.25, 1)),
+    )
+)
 STEM_FEATURES = 16
 HEAD_FEATURES = 1280
 VERSIONS = ('v1', 'v2', 'v3')
@@ -61,6 +63,7 @@ class GhostNet(nn.Module):
     branches per conv (timm and the official code use 3); `reparameterized` is v3's folded
     inference form (`ghostnet_jax.models.reparameterize` makes its variables).
     """
+
     num_classes: int = 1000
     width: float = 1.0
     dropout_rate: float = 0.2
@@ -78,8 +81,10 @@ class GhostNet(nn.Module):
     def _block_strides(self) -> list[tuple[BlockSpec, int]]:
         """(spec, stride actually used) of every bottleneck, in order."""
         specs = [spec for stage in self.stages for spec in stage]
-        return [(spec, 1 if i in self.stride_one_blocks else spec.stride)
-                for i, spec in enumerate(specs)]
+        return [
+            (spec, 1 if i in self.stride_one_blocks else spec.stride)
+            for i, spec in enumerate(specs)
+        ]
 
     def _smallest_dfc_input(self, size: int) -> int | None:
         """The side of the smallest map a DFC attention sees for a size x size image (None
@@ -107,8 +112,10 @@ class GhostNet(nn.Module):
         if self.version == 'v3' and self.num_branches < 1:
             raise ValueError(f'num_branches must be >= 1 for GhostNetV3, got {self.num_branches}.')
         if self.reparameterized and self.version != 'v3':
-            raise ValueError('reparameterized=True is the folded form of GhostNetV3 only '
-                             f'(version={self.version!r} has no branches to fold).')
+            raise ValueError(
+                'reparameterized=True is the folded form of GhostNetV3 only '
+                f'(version={self.version!r} has no branches to fold).'
+            )
         smallest = self._smallest_dfc_input(min(x.shape[1:3]))
         if smallest is not None and smallest < 2:
             raise ModelInputError(
@@ -116,7 +123,8 @@ class GhostNet(nn.Module):
                 f' with these strides: its DFC attention would average-pool a {smallest}x'
                 f'{smallest} map by 2. It needs at least {self.min_input_size()}x'
                 f'{self.min_input_size()}; for 32x32 images use a CIFAR variant (e.g. '
-                f'ghostnet{self.version}_cifar_100).')
+                f'ghostnet{self.version}_cifar_100).'
+            )
 
     def parameter_group(self, name: str) -> str:
         """The stage a top-level submodule belongs to (per-stage gradient norms): the stem,
@@ -129,8 +137,9 @@ class GhostNet(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         self._check(x)
         conv, norm = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)
-        x = conv(make_divisible(STEM_FEATURES * self.width), 3, self.stem_stride,
-                 name='conv_stem')(x)
+        x = conv(make_divisible(STEM_FEATURES * self.width), 3, self.stem_stride, name='conv_stem')(
+            x
+        )
         x = nn.relu(norm(use_running_average=not train, name='bn1')(x))
 
         blocks = enumerate(self._block_strides())
@@ -138,23 +147,34 @@ class GhostNet(nn.Module):
             for layer_index in range(len(stage)):
                 block_index, (spec, stride) = next(blocks)
                 x = GhostBottleneck(
-                    make_divisible(spec.hidden * self.width), make_divisible(spec.out * self.width),
-                    spec.kernel, stride, spec.se_ratio, conv=conv, norm=norm,
+                    make_divisible(spec.hidden * self.width),
+                    make_divisible(spec.out * self.width),
+                    spec.kernel,
+                    stride,
+                    spec.se_ratio,
+                    conv=conv,
+                    norm=norm,
                     dfc=self.version != 'v1' and block_index >= FIRST_DFC_BLOCK,
                     branches=self.num_branches if self.version == 'v3' else 0,
                     reparameterized=self.reparameterized,
-                    name=f'blocks_{stage_index}_{layer_index}')(x, train)
+                    name=f'blocks_{stage_index}_{layer_index}',
+                )(x, train)
         last_hidden = self.stages[-1][-1].hidden
-        x = ConvBnAct(make_divisible(last_hidden * self.width), conv=conv, norm=norm,
-                      name=f'blocks_{len(self.stages)}_0')(x, train)
+        x = ConvBnAct(
+            make_divisible(last_hidden * self.width),
+            conv=conv,
+            norm=norm,
+            name=f'blocks_{len(self.stages)}_0',
+        )(x, train)
 
         x = jnp.mean(x, axis=(1, 2), keepdims=True)
         # conv_head is a 1x1 conv with bias and no BN, applied after pooling (official order).
         x = nn.relu(conv(HEAD_FEATURES, use_bias=True, name='conv_head')(x))
         x = x.reshape(x.shape[0], -1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                        name='classifier')(x)
+        return nn.Dense(
+            self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name='classifier'
+        )(x)
 
 
 def _ghostnet(width: float, **overrides: Any) -> GhostNet:
@@ -207,15 +227,24 @@ def ghostnet_cifar_130(**overrides: Any) -> GhostNet:
 
 # Three bottlenecks covering every block kind (identity, stride-2 + projection shortcut,
 # 5x5 with SE): the smallest network that exercises all the code, for tests and smoke runs.
-TINY_STAGES = tuple(tuple(BlockSpec(*row) for row in stage) for stage in (
-    ((3, 16, 16, 0, 1),), ((3, 48, 24, 0, 2),), ((5, 72, 40, 0.25, 2),)))
+TINY_STAGES = tuple(
+    tuple(BlockSpec(*row) for row in stage)
+    for stage in (((3, 16, 16, 0, 1),), ((3, 48, 24, 0, 2),), ((5, 72, 40, 0.25, 2),))
+)
 
 
 @register_model
 def ghostnet_cifar_tiny(**overrides: Any) -> GhostNet:
     """Not from the paper: 3 bottlenecks at 0.25x for tests and smoke runs (CIFAR strides)."""
-    return GhostNet(**{'width': 0.25, 'stages': TINY_STAGES, **CIFAR_OVERRIDES,
-                       'stride_one_blocks': (), **overrides})
+    return GhostNet(
+        **{
+            'width': 0.25,
+            'stages': TINY_STAGES,
+            **CIFAR_OVERRIDES,
+            'stride_one_blocks': (),
+            **overrides,
+        }
+    )
 
 
 # GhostNetV2 and V3: timm's names and widths (ghostnetv2_100/130/160, ghostnetv3_050/100/

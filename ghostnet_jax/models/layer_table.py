@@ -3,6 +3,7 @@
 Collected by intercepting every leaf module call during an abstract (shape-only) forward
 pass, so it costs no FLOPs and works for any registered model at any input size.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -66,11 +67,16 @@ def layer_table(model: nn.Module, input_size: int, channels: int = 3) -> LayerTa
             return out
         x = args[0]
         variables = module.variables
-        rows.append(LayerRow(
-            path='/'.join(module.scope.path), kind=type(module).__name__,
-            input_shape=tuple(x.shape), output_shape=tuple(out.shape),
-            params=_size(variables.get('params', {})),
-            macs=_macs(module, x.shape, out.shape)))
+        rows.append(
+            LayerRow(
+                path='/'.join(module.scope.path),
+                kind=type(module).__name__,
+                input_shape=tuple(x.shape),
+                output_shape=tuple(out.shape),
+                params=_size(variables.get('params', {})),
+                macs=_macs(module, x.shape, out.shape),
+            )
+        )
         return out
 
     images = jnp.zeros((1, input_size, input_size, channels), jnp.float32)
@@ -78,8 +84,11 @@ def layer_table(model: nn.Module, input_size: int, channels: int = 3) -> LayerTa
     with nn.intercept_methods(record):
         jax.eval_shape(lambda v: model.apply(v, images, train=False), variables)
     return LayerTable(
-        rows=tuple(rows), trainable_params=_size(variables['params']),
-        bn_buffers=_size(variables.get('batch_stats', {})), macs=sum(r.macs for r in rows))
+        rows=tuple(rows),
+        trainable_params=_size(variables['params']),
+        bn_buffers=_size(variables.get('batch_stats', {})),
+        macs=sum(r.macs for r in rows),
+    )
 
 
 def _has_children(module: nn.Module) -> bool:
@@ -90,13 +99,25 @@ def _has_children(module: nn.Module) -> bool:
 def format_table(table: LayerTable, fmt: str = 'text') -> str:
     """Renders the rows and totals as 'text' (aligned), 'markdown' or 'csv'."""
     header = ('layer', 'type', 'input', 'output', 'params', 'MACs')
-    body = [(r.path, r.kind, 'x'.join(map(str, r.input_shape[1:])),
-             'x'.join(map(str, r.output_shape[1:])), f'{r.params:,}', f'{r.macs:,}')
-            for r in table.rows]
-    totals = [('trainable params', f'{table.trainable_params:,}'),
-              ('BatchNorm buffers (mean+var, not trained)', f'{table.bn_buffers:,}'),
-              ('MACs per image (convs + dense, no bias/BN/activations)', f'{table.macs:,}'
-               f' ({table.macs / 1e6:.2f}M)')]
+    body = [
+        (
+            r.path,
+            r.kind,
+            'x'.join(map(str, r.input_shape[1:])),
+            'x'.join(map(str, r.output_shape[1:])),
+            f'{r.params:,}',
+            f'{r.macs:,}',
+        )
+        for r in table.rows
+    ]
+    totals = [
+        ('trainable params', f'{table.trainable_params:,}'),
+        ('BatchNorm buffers (mean+var, not trained)', f'{table.bn_buffers:,}'),
+        (
+            'MACs per image (convs + dense, no bias/BN/activations)',
+            f'{table.macs:,} ({table.macs / 1e6:.2f}M)',
+        ),
+    ]
     if fmt == 'csv':
         lines = [','.join(header)] + [','.join(c.replace(',', '') for c in row) for row in body]
         lines += [f'# {k},{v.replace(",", "")}' for k, v in totals]
@@ -109,9 +130,13 @@ def format_table(table: LayerTable, fmt: str = 'text') -> str:
     if fmt != 'text':
         raise ValueError(f'Unknown format {fmt!r}: use text, markdown or csv.')
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
+
     def line(row):
-        return '  '.join(str(c).rjust(w) if i >= 4 else str(c).ljust(w)
-                         for i, (c, w) in enumerate(zip(row, widths)))
+        return '  '.join(
+            str(c).rjust(w) if i >= 4 else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths))
+        )
+
     lines = [line(header), '-' * (sum(widths) + 2 * (len(widths) - 1))]
     lines += [line(row) for row in body]
     lines += [''] + [f'{k}: {v}' for k, v in totals]
@@ -119,9 +144,12 @@ def format_table(table: LayerTable, fmt: str = 'text') -> str:
 
 
 def stats_summary(table: LayerTable) -> dict[str, int]:
-    return {'trainable_params': table.trainable_params, 'bn_buffers': table.bn_buffers,
-            'macs': table.macs, 'layers': len(table.rows)}
-
+    return {
+        'trainable_params': table.trainable_params,
+        'bn_buffers': table.bn_buffers,
+        'macs': table.macs,
+        'layers': len(table.rows),
+    }
 
 
 def native_input_size(model_name: str) -> int:
@@ -130,13 +158,18 @@ def native_input_size(model_name: str) -> int:
     return 224 if model_name.startswith('ghostnet') and 'cifar' not in model_name else 32
 
 
-def model_summary(model_name: str, input_size: int | None = None,
-                  num_classes: int | None = None, fmt: str = 'text',
-                  reparameterized: bool = False) -> str:
+def model_summary(
+    model_name: str,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    fmt: str = 'text',
+    reparameterized: bool = False,
+) -> str:
     """The per-layer table of a registered model, rendered (`python -m ghostnet_jax.summary`).
 
     `reparameterized`: a GhostNetV3's folded inference form instead of its training form."""
     from ghostnet_jax.models.registry import create_model
+
     overrides = {} if num_classes is None else {'num_classes': num_classes}
     if reparameterized:
         overrides['reparameterized'] = True

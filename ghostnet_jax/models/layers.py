@@ -7,6 +7,7 @@ multiply-adds, a 1x1 ~15x slower than an einsum), so on CPU `Conv` computes the 
 with slices + multiply-adds / one matmul; on GPU/TPU it calls `lax.conv_general_dilated`.
 Both read the same `kernel` (HWIO, PyTorch's grouped-channel order), so checkpoints move freely.
 """
+
 from __future__ import annotations
 
 import functools
@@ -60,7 +61,8 @@ def conv_native(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> ja
     """
     kh, kw = kernel.shape[:2]
     return lax.conv_general_dilated(
-        x, kernel,
+        x,
+        kernel,
         window_strides=(stride, stride),
         padding=((kh // 2, kh // 2), (kw // 2, kw // 2)),
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
@@ -78,17 +80,23 @@ def _windows(xp: jax.Array, kh: int, kw: int, stride: int, ho: int, wo: int):
     n, _, _, c = xp.shape
     for i in range(kh):
         for j in range(kw):
-            yield (i, j), lax.slice(
-                xp, (0, i, j, 0),
-                (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
-                (1, stride, stride, 1))
+            yield (
+                (i, j),
+                lax.slice(
+                    xp,
+                    (0, i, j, 0),
+                    (n, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, c),
+                    (1, stride, stride, 1),
+                ),
+            )
 
 
 def _shifted_windows(x: jax.Array, kh: int, kw: int, stride: int):
     """Yields ((i, j), the input window that kernel tap (i, j) multiplies), each (N, Ho, Wo, C)."""
     h, w = x.shape[1:3]
-    yield from _windows(_pad_same(x, kh, kw), kh, kw, stride,
-                        output_size(h, kh, stride), output_size(w, kw, stride))
+    yield from _windows(
+        _pad_same(x, kh, kw), kh, kw, stride, output_size(h, kh, stride), output_size(w, kw, stride)
+    )
 
 
 def _multiply_add_taps(windows, kernel: jax.Array) -> jax.Array:
@@ -111,8 +119,7 @@ def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array
     GhostNet-CIFAR 1.0x (2-core AVX-512, batch 128, in one process): train step 1.16-1.29x
     faster, compile ~7 s shorter.
     """
-    return _multiply_add_taps(_shifted_windows(x, kernel.shape[0], kernel.shape[1], stride),
-                              kernel)
+    return _multiply_add_taps(_shifted_windows(x, kernel.shape[0], kernel.shape[1], stride), kernel)
 
 
 def _depthwise_forward(x, kernel, stride):
@@ -125,22 +132,38 @@ def _depthwise_backward(stride, residuals, g):
     n, h, w, c = x.shape
     ho, wo = g.shape[1:3]
     ph, pw = kh // 2, kw // 2
-    kernel_grad = jnp.stack([
-        jnp.sum(win * g, axis=(0, 1, 2))
-        for _, win in _windows(_pad_same(x, kh, kw), kh, kw, stride, ho, wo)
-    ]).reshape(kernel.shape)
+    kernel_grad = jnp.stack(
+        [
+            jnp.sum(win * g, axis=(0, 1, 2))
+            for _, win in _windows(_pad_same(x, kh, kw), kh, kw, stride, ho, wo)
+        ]
+    ).reshape(kernel.shape)
     # Padded-input row a receives sum_i g_dilated[a - i] * k[i]. With g_dilated padded by
     # kh - 1 in front (gp), that is sum_i gp[a + kh - 1 - i] * k[i]; only rows a in
     # [ph, ph + h) are input rows. The high padding makes gp exactly long enough.
     dilated_h, dilated_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
-    gp = lax.pad(g, jnp.zeros((), g.dtype), (
-        (0, 0, 0),
-        (kh - 1, ph + h - dilated_h, stride - 1),
-        (kw - 1, pw + w - dilated_w, stride - 1),
-        (0, 0, 0)))
-    taps = (((i, j), lax.slice(gp, (0, ph + kh - 1 - i, pw + kw - 1 - j, 0),
-                               (n, ph + kh - 1 - i + h, pw + kw - 1 - j + w, c)))
-            for i in range(kh) for j in range(kw))
+    gp = lax.pad(
+        g,
+        jnp.zeros((), g.dtype),
+        (
+            (0, 0, 0),
+            (kh - 1, ph + h - dilated_h, stride - 1),
+            (kw - 1, pw + w - dilated_w, stride - 1),
+            (0, 0, 0),
+        ),
+    )
+    taps = (
+        (
+            (i, j),
+            lax.slice(
+                gp,
+                (0, ph + kh - 1 - i, pw + kw - 1 - j, 0),
+                (n, ph + kh - 1 - i + h, pw + kw - 1 - j + w, c),
+            ),
+        )
+        for i in range(kh)
+        for j in range(kw)
+    )
     return _multiply_add_taps(taps, kernel), kernel_grad
 
 
@@ -161,8 +184,9 @@ def conv_shifted(x: jax.Array, kernel: jax.Array, stride: int, groups: int) -> j
         windows = [win for _, win in _shifted_windows(x, kh, kw, stride)]
         patches = windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
         # (i, j, c) order of the concatenation matches kernel.reshape's row-major order.
-        return jnp.einsum('nhwk,kd->nhwd', patches,
-                          kernel.reshape(kh * kw * in_per_group, out_features))
+        return jnp.einsum(
+            'nhwk,kd->nhwd', patches, kernel.reshape(kh * kw * in_per_group, out_features)
+        )
     if groups == in_features and in_per_group == 1:
         multiplier = out_features // in_features
         if multiplier > 1:
@@ -194,6 +218,7 @@ class Conv(nn.Module):
     `kernel_size` is an int (square) or (kh, kw): GhostNetV2's DFC attention uses 1x5 and
     5x1 depthwise kernels, padded (0, 2) and (2, 0) as PyTorch pads them.
     """
+
     features: int
     kernel_size: int | tuple[int, int] = 1
     stride: int = 1
@@ -208,11 +233,16 @@ class Conv(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         in_features = x.shape[-1]
         if in_features % self.groups or self.features % self.groups:
-            raise ValueError(f'{self.groups} groups must divide both {in_features} input and '
-                             f'{self.features} output channels.')
-        kernel = self.param('kernel', self.kernel_init,
-                            (*kernel_hw(self.kernel_size), in_features // self.groups,
-                             self.features), self.param_dtype)
+            raise ValueError(
+                f'{self.groups} groups must divide both {in_features} input and '
+                f'{self.features} output channels.'
+            )
+        kernel = self.param(
+            'kernel',
+            self.kernel_init,
+            (*kernel_hw(self.kernel_size), in_features // self.groups, self.features),
+            self.param_dtype,
+        )
         dtype = self.dtype or x.dtype
         x, kernel = x.astype(dtype), kernel.astype(dtype)
         conv = conv_shifted if resolve_conv_impl(self.impl) == 'shifted' else conv_native
@@ -223,10 +253,12 @@ class Conv(nn.Module):
         return y
 
 
-def layer_defs(dtype: Dtype, param_dtype: Dtype, conv_impl: str,
-               bn_axis_name: str | None) -> tuple[ModuleDef, ModuleDef]:
+def layer_defs(
+    dtype: Dtype, param_dtype: Dtype, conv_impl: str, bn_axis_name: str | None
+) -> tuple[ModuleDef, ModuleDef]:
     """The (conv, norm) constructors a network passes down to its blocks."""
     conv = functools.partial(Conv, impl=conv_impl, dtype=dtype, param_dtype=param_dtype)
-    norm = functools.partial(BatchNorm, dtype=dtype, param_dtype=param_dtype,
-                             axis_name=bn_axis_name)
+    norm = functools.partial(
+        BatchNorm, dtype=dtype, param_dtype=param_dtype, axis_name=bn_axis_name
+    )
     return conv, norm

@@ -4,7 +4,7 @@
     module = to_nnx(trained.model, trained.variables)               # converted / trained ones
     logits = module(images, train=False)
     logits = module(images, train=True, mutable=['batch_stats'])   # BN statistics update in place
-    variables = linen_variables(module)                             # back to {'params', 'batch_stats'}
+    variables = linen_variables(module)                 # back to {'params', 'batch_stats'}
 
 The models are written in Linen; `flax.nnx.bridge.ToNNX` wraps one as an `nnx.Module` whose
 state is the Linen tree itself (`nnx.state(module, nnx.Param)` has the paths of
@@ -12,6 +12,7 @@ variables['params'], BatchNorm statistics are `nnx.BatchStat`), so checkpoints a
 weights move both ways unchanged, and `nnx.Optimizer`, `nnx.jit` and `nnx.value_and_grad`
 work as on any NNX module (docs/serving.md has a training step).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -20,9 +21,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, traverse_util
 from flax.nnx import bridge
-from flax import traverse_util
 
 # The NNX variable type of each Linen collection the models have (as ToNNX maps them).
 _VARIABLE_TYPES = {'params': nnx.Param, 'batch_stats': nnx.BatchStat}
@@ -37,15 +37,21 @@ def _nnx_attributes(variables: Mapping[str, Any]) -> dict[str, Any]:
     for collection, tree in variables.items():
         kind = _VARIABLE_TYPES.get(collection)
         if kind is None:
-            raise ValueError(f'to_nnx holds {sorted(_VARIABLE_TYPES)}; got a {collection!r} '
-                             'collection.')
+            raise ValueError(
+                f'to_nnx holds {sorted(_VARIABLE_TYPES)}; got a {collection!r} collection.'
+            )
         for path, leaf in traverse_util.flatten_dict(dict(tree)).items():
             merged[path] = kind(leaf)
     return traverse_util.unflatten_dict(merged)
 
 
-def to_nnx(model: nn.Module, variables: Mapping[str, Any] | None = None, *,
-           seed: int = 0, input_shape: tuple[int, ...] | None = None) -> nnx.Module:
+def to_nnx(
+    model: nn.Module,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    input_shape: tuple[int, ...] | None = None,
+) -> nnx.Module:
     """`model` (a Linen module from `create_model`) as an `nnx.Module`.
 
     `variables`: {'params', 'batch_stats'} to hold (a checkpoint's, converted weights);
@@ -68,5 +74,7 @@ def to_nnx(model: nn.Module, variables: Mapping[str, Any] | None = None, *,
 def linen_variables(module: nnx.Module) -> dict[str, Any]:
     """{'params', 'batch_stats'} of a `to_nnx` module, as the Linen model (and every
     checkpoint, `ghostnet_jax.load`, export) holds them."""
-    return {'params': nnx.to_pure_dict(nnx.state(module, nnx.Param)),
-            'batch_stats': nnx.to_pure_dict(nnx.state(module, nnx.BatchStat))}
+    return {
+        'params': nnx.to_pure_dict(nnx.state(module, nnx.Param)),
+        'batch_stats': nnx.to_pure_dict(nnx.state(module, nnx.BatchStat)),
+    }

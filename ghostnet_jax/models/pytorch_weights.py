@@ -8,6 +8,7 @@ PyTorch state_dict), so the expected key set always matches the model that will 
 it. Writing and reading a converted directory (`python -m ghostnet_jax.convert`) is
 `ghostnet_jax.serving.converted` (reading it: `ghostnet_jax.training.pretrained`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ from ghostnet_jax.models.ghostnet import GhostNet
 from ghostnet_jax.models.registry import create_model
 from ghostnet_jax.optional import require
 
-TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.tar')   # .tar: the old `.pth.tar` convention
+TORCH_SUFFIXES = ('.pth', '.pt', '.bin', '.tar')  # .tar: the old `.pth.tar` convention
 SAFETENSORS_SUFFIXES = ('.safetensors',)
 
 # Flax submodule name -> PyTorch state_dict path segment, where they differ. The official code
@@ -41,7 +42,7 @@ _MODULE_TO_TORCH = {
     'shortcut_dw_bn': 'shortcut.1',
     'shortcut_pw': 'shortcut.2',
     'shortcut_pw_bn': 'shortcut.3',
-    'dfc': 'short_conv',        # GhostNetV2/V3's DFC attention, an nn.Sequential there too
+    'dfc': 'short_conv',  # GhostNetV2/V3's DFC attention, an nn.Sequential there too
 }
 # The layers of DFC attention (ghost_blocks.DFCAttention) -> their position in short_conv.
 _DFC_TO_TORCH = {'conv': '0', 'bn': '1', 'conv_h': '2', 'bn_h': '3', 'conv_v': '4', 'bn_v': '5'}
@@ -58,7 +59,8 @@ _LEAF_TO_TORCH = {
 _BLOCK_NAME = re.compile(r'^blocks_(\d+)_(\d+)$')
 # The official checkpoint names the final ConvBnAct's norm `bn`; timm (and we) call it `bn1`.
 _OFFICIAL_BN_ALIAS = re.compile(
-    r'^(blocks\.\d+\.0\.)bn\.(weight|bias|running_mean|running_var|num_batches_tracked)$')
+    r'^(blocks\.\d+\.0\.)bn\.(weight|bias|running_mean|running_var|num_batches_tracked)$'
+)
 # The official GhostNetV3 code names each branch's norm `bn` (timm: `bn1`).
 _OFFICIAL_BRANCH_BN_ALIAS = re.compile(r'(_rpr_(?:conv\.\d+|scale)\.)bn\.')
 # A BatchNorm step counter, and the counters the `thop` profiler registers on every module
@@ -74,24 +76,36 @@ class PyTorchWeightsError(ValueError):
 class StateDictMismatchError(PyTorchWeightsError):
     """The state_dict does not fit the model; lists every missing, unexpected and misshapen key."""
 
-    def __init__(self, model_name: str, missing: Sequence[str], unexpected: Sequence[str],
-                 wrong_shapes: Sequence[str]):
+    def __init__(
+        self,
+        model_name: str,
+        missing: Sequence[str],
+        unexpected: Sequence[str],
+        wrong_shapes: Sequence[str],
+    ):
         self.missing = list(missing)
         self.unexpected = list(unexpected)
         self.wrong_shapes = list(wrong_shapes)
         lines = [f'The state_dict does not match {model_name!r}.']
-        for title, items in (('Missing keys', self.missing),
-                             ('Unexpected keys', self.unexpected),
-                             ('Wrong shapes (PyTorch layout)', self.wrong_shapes)):
+        for title, items in (
+            ('Missing keys', self.missing),
+            ('Unexpected keys', self.unexpected),
+            ('Wrong shapes (PyTorch layout)', self.wrong_shapes),
+        ):
             if items:
                 lines.append(f'{title} ({len(items)}):')
                 lines.extend(f'  {item}' for item in items)
-        lines.append('Check the model name (version v1/v2/v3, width, ImageNet vs CIFAR variant) '
-                     'and --num-classes.')
+        lines.append(
+            'Check the model name (version v1/v2/v3, width, ImageNet vs CIFAR variant) '
+            'and --num-classes.'
+        )
         if any('_rpr_' in key for key in self.missing) and any(
-                key.endswith(('primary_conv.0.bias', 'conv_dw.bias')) for key in self.unexpected):
-            lines.append('This looks like a re-parameterized (deploy) GhostNetV3 state_dict: '
-                         'convert it with the model override reparameterized=True.')
+            key.endswith(('primary_conv.0.bias', 'conv_dw.bias')) for key in self.unexpected
+        ):
+            lines.append(
+                'This looks like a re-parameterized (deploy) GhostNetV3 state_dict: '
+                'convert it with the model override reparameterized=True.'
+            )
         super().__init__('\n'.join(lines))
 
 
@@ -163,8 +177,9 @@ def _abstract_variables(model: GhostNet) -> dict[str, Any]:
     # asks for the same model's shapes several times. Linen modules hash by their fields.
     init = functools.partial(model.init, train=False)
     size = max(32, model.min_input_size())
-    return jax.eval_shape(init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    return jax.eval_shape(
+        init, jax.random.key(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    )
 
 
 def _expected(model: GhostNet) -> dict[str, tuple[tuple[str, ...], jax.ShapeDtypeStruct]]:
@@ -192,7 +207,7 @@ def _normalize_keys(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list
     renamed: dict[str, Any] = {}
     duplicates = []
     for key, value in state_dict.items():
-        new = key[len(prefix):]
+        new = key[len(prefix) :]
         new = _OFFICIAL_BN_ALIAS.sub(r'\1bn1.\2', new)
         new = _OFFICIAL_BRANCH_BN_ALIAS.sub(r'\1bn1.', new)
         if new in renamed:
@@ -202,8 +217,9 @@ def _normalize_keys(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list
     return renamed, duplicates
 
 
-def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str,
-                          **model_overrides: Any) -> dict[str, Any]:
+def from_torch_state_dict(
+    state_dict: Mapping[str, Any], model_name: str, **model_overrides: Any
+) -> dict[str, Any]:
     """Converts a timm/official GhostNet/V2/V3 state_dict into Flax variables for `model_name`.
 
     `state_dict` maps PyTorch keys to arrays (numpy, or anything `np.asarray` accepts) in
@@ -245,8 +261,9 @@ def from_torch_state_dict(state_dict: Mapping[str, Any], model_name: str,
 def _unwrap(obj: Any) -> Any:
     # Training scripts save {'state_dict': ..., 'epoch': ...} or {'model': ...}.
     while isinstance(obj, Mapping):
-        inner = next((obj[k] for k in ('state_dict', 'model')
-                      if isinstance(obj.get(k), Mapping)), None)
+        inner = next(
+            (obj[k] for k in ('state_dict', 'model') if isinstance(obj.get(k), Mapping)), None
+        )
         if inner is None:
             break
         obj = inner
@@ -267,7 +284,8 @@ def _load_torch_file(path: Path) -> dict[str, Any]:
             f'could rebuild ({detail[0] if detail else type(e).__name__}), and full unpickling '
             'can run arbitrary code from the file. If you trust the file, re-save only its '
             "weights where it was made: torch.save(model.state_dict(), 'plain.pth'), or "
-            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors').") from e
+            "safetensors.torch.save_file(model.state_dict(), 'model.safetensors')."
+        ) from e
     obj = _unwrap(obj)
     if not isinstance(obj, Mapping):
         raise PyTorchWeightsError(f'{path} holds a {type(obj).__name__}, not a state_dict.')
@@ -301,5 +319,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, Any]:
         return _load_safetensors_file(path)
     if suffix in TORCH_SUFFIXES:
         return _load_torch_file(path)
-    raise PyTorchWeightsError(f'Unknown checkpoint type {path.name!r}: expected one of '
-                     f'{", ".join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)}.')
+    raise PyTorchWeightsError(
+        f'Unknown checkpoint type {path.name!r}: expected one of '
+        f'{", ".join(TORCH_SUFFIXES + SAFETENSORS_SUFFIXES)}.'
+    )

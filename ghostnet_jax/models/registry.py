@@ -1,4 +1,5 @@
 """Model registry: one name -> one constructor, as in timm."""
+
 from __future__ import annotations
 
 from typing import Any, Callable

@@ -16,6 +16,7 @@ The folded network (`reparameterized=True`, the layer names of timm's deploy for
 the same eval-mode function with fewer parameters and MACs; `ghostnet_jax.load` folds, so
 predict and every export use it. Training always uses the branches.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -30,9 +31,14 @@ from ghostnet_jax.models.layers import BatchNorm
 BN_EPSILON = BatchNorm.keywords['epsilon']
 
 
-def fold_batchnorm(kernel: np.ndarray | float, scale: np.ndarray, bias: np.ndarray,
-                   mean: np.ndarray, var: np.ndarray,
-                   eps: float = BN_EPSILON) -> tuple[np.ndarray, np.ndarray]:
+def fold_batchnorm(
+    kernel: np.ndarray | float,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    eps: float = BN_EPSILON,
+) -> tuple[np.ndarray, np.ndarray]:
     """(kernel, bias) of the conv that equals `kernel`'s conv followed by an eval-mode BN."""
     s = np.asarray(scale, np.float64) / np.sqrt(np.asarray(var, np.float64) + eps)
     return np.asarray(kernel, np.float64) * s, np.asarray(bias, np.float64) - mean * s
@@ -56,8 +62,9 @@ def _fold_branches(params: dict, stats: dict, prefix: str) -> dict[str, np.ndarr
 
     def add(name: str, branch_kernel: np.ndarray, bn_params: Mapping, bn_stats: Mapping) -> None:
         nonlocal kernel, bias
-        k, b = fold_batchnorm(branch_kernel, bn_params['scale'], bn_params['bias'],
-                              bn_stats['mean'], bn_stats['var'])
+        k, b = fold_batchnorm(
+            branch_kernel, bn_params['scale'], bn_params['bias'], bn_stats['mean'], bn_stats['var']
+        )
         kernel, bias = kernel + k, bias + b
         params.pop(name)
         stats.pop(name)

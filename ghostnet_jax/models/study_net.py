@@ -29,6 +29,7 @@ Parameters: 453,322 with 'add', 361,002 with 'concat'. Neither is "about 300,000
 512 on 512 pooled channels alone has 262,656, so that estimate cannot hold for any
 reading with 512 channels before it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -48,6 +49,7 @@ MERGES = ('add', 'concat')
 class StudyGhostModule(nn.Module):
     """The study's Ghost module: 1x1 primary conv (bias, ReLU), 3x3 depthwise cheap conv on
     it (bias, ReLU), merged by 'add' (both `features` wide) or 'concat' (half each)."""
+
     features: int
     merge: str = 'add'
     conv: Any = None
@@ -56,8 +58,11 @@ class StudyGhostModule(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         primary_features = self.features if self.merge == 'add' else self.features // 2
         primary = nn.relu(self.conv(primary_features, 1, use_bias=True, name='primary_conv')(x))
-        cheap = nn.relu(self.conv(primary_features, 3, groups=primary_features, use_bias=True,
-                                  name='cheap_operation')(primary))
+        cheap = nn.relu(
+            self.conv(
+                primary_features, 3, groups=primary_features, use_bias=True, name='cheap_operation'
+            )(primary)
+        )
         if self.merge == 'add':
             return primary + cheap
         return jnp.concatenate([primary, cheap], axis=-1)
@@ -65,6 +70,7 @@ class StudyGhostModule(nn.Module):
 
 class GhostStudyNet(nn.Module):
     """Stem conv -> four `StudyGhostModule`s at full resolution -> mean -> Dense 512 -> Dense."""
+
     num_classes: int = 10
     merge: str = 'add'
     widths: tuple[int, ...] = STUDY_WIDTHS
@@ -72,7 +78,7 @@ class GhostStudyNet(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
-    bn_axis_name: str | None = None      # accepted like every model's; there is no BN
+    bn_axis_name: str | None = None  # accepted like every model's; there is no BN
 
     def parameter_group(self, name: str) -> str:
         """stem, stage<k> for the k-th Ghost module, head for the dense layers."""

@@ -6,6 +6,7 @@ Each image is decoded, converted to the model's channels and resized as the mode
 trained (`ghostnet_jax.serving.preprocessing`); folders are searched recursively for image
 files, in a stable order.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -22,8 +23,9 @@ import numpy as np
 from ghostnet_jax.data.errors import CorruptImageError, DataError
 from ghostnet_jax.serving.loading import TrainedModel, load
 
-IMAGE_SUFFIXES = frozenset({'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff',
-                            '.ppm', '.pgm'})
+IMAGE_SUFFIXES = frozenset(
+    {'.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm'}
+)
 
 
 class NoImagesError(DataError):
@@ -37,12 +39,18 @@ def find_images(inputs: Sequence[str]) -> list[Path]:
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            found = sorted(p for p in path.rglob('*')
-                           if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                           and not any(part.startswith('.') for part in p.relative_to(path).parts))
+            found = sorted(
+                p
+                for p in path.rglob('*')
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not any(part.startswith('.') for part in p.relative_to(path).parts)
+            )
             if not found:
-                raise NoImagesError(f'{path} contains no image files (looked for '
-                                    f'{", ".join(sorted(IMAGE_SUFFIXES))}, recursively).')
+                raise NoImagesError(
+                    f'{path} contains no image files (looked for '
+                    f'{", ".join(sorted(IMAGE_SUFFIXES))}, recursively).'
+                )
             files.extend(found)
         elif path.is_file():
             files.append(path)
@@ -61,7 +69,7 @@ class Progress:
         self.total, self.stream, self.done = total, stream, 0
         self.enabled = stream.isatty() if enabled is None else enabled
         self.start = time.perf_counter()
-        self._drawn = 0   # length of the bar on screen, to erase it before results
+        self._drawn = 0  # length of the bar on screen, to erase it before results
 
     def clear(self) -> None:
         """Erases the bar so that results printed to the same terminal start on a clean
@@ -78,8 +86,10 @@ class Progress:
         width = 30
         filled = int(width * self.done / max(1, self.total))
         rate = self.done / max(1e-9, time.perf_counter() - self.start)
-        text = (f'[{"#" * filled}{"." * (width - filled)}] {self.done}/{self.total} images, '
-                f'{rate:.1f} img/s')
+        text = (
+            f'[{"#" * filled}{"." * (width - filled)}] {self.done}/{self.total} images, '
+            f'{rate:.1f} img/s'
+        )
         self.stream.write('\r' + text)
         self.stream.flush()
         self._drawn = len(text)
@@ -90,9 +100,11 @@ class Progress:
             self.stream.flush()
 
 
-def _decode_batch(model: TrainedModel, paths: Sequence[Path], skip: bool,
-                  pool: concurrent.futures.Executor) -> tuple[list, list, list]:
+def _decode_batch(
+    model: TrainedModel, paths: Sequence[Path], skip: bool, pool: concurrent.futures.Executor
+) -> tuple[list, list, list]:
     """(paths, images, skipped (path, reason)) of one batch."""
+
     def one(p: Path):
         try:
             return model.preprocessing.load_image(p)
@@ -100,6 +112,7 @@ def _decode_batch(model: TrainedModel, paths: Sequence[Path], skip: bool,
             if not skip:
                 raise
             return e
+
     kept, images, skipped = [], [], []
     for path, result in zip(paths, pool.map(one, paths)):
         if isinstance(result, Exception):
@@ -110,14 +123,22 @@ def _decode_batch(model: TrainedModel, paths: Sequence[Path], skip: bool,
     return kept, images, skipped
 
 
-def predict_files(model: TrainedModel, files: Sequence[Path], batch_size: int, top_k: int,
-                  skip: bool, progress: Progress) -> Iterator[tuple[str, object]]:
+def predict_files(
+    model: TrainedModel,
+    files: Sequence[Path],
+    batch_size: int,
+    top_k: int,
+    skip: bool,
+    progress: Progress,
+) -> Iterator[tuple[str, object]]:
     """Yields ('prediction', (path, [(index, name, p), ...])) and ('skipped', (path, why)).
     Decoding the next batch overlaps with predicting the current one."""
-    batches = [files[i:i + batch_size] for i in range(0, len(files), batch_size)]
+    batches = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     threads = min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool, \
-            concurrent.futures.ThreadPoolExecutor(1) as reader:
+    with (
+        concurrent.futures.ThreadPoolExecutor(threads) as pool,
+        concurrent.futures.ThreadPoolExecutor(1) as reader,
+    ):
         pending = reader.submit(_decode_batch, model, batches[0], skip, pool) if batches else None
         for i in range(len(batches)):
             kept, images, skipped = pending.result()
@@ -132,8 +153,9 @@ def predict_files(model: TrainedModel, files: Sequence[Path], batch_size: int, t
             progress.update(len(batches[i]))
 
 
-def _write(fmt: str, model: TrainedModel, events: Iterator, out: TextIO,
-           err: TextIO, progress: Progress) -> tuple[int, int]:
+def _write(
+    fmt: str, model: TrainedModel, events: Iterator, out: TextIO, err: TextIO, progress: Progress
+) -> tuple[int, int]:
     """Streams text/csv rows as they come; json is one document at the end."""
     n_ok = n_skipped = 0
     records, skipped = [], []
@@ -157,21 +179,45 @@ def _write(fmt: str, model: TrainedModel, events: Iterator, out: TextIO,
             for rank, (index, name, p) in enumerate(top, 1):
                 writer.writerow([str(path), rank, index, name, f'{p:.6g}'])
         else:
-            records.append({'path': str(path), 'top_k': [
-                {'class_index': index, 'class_name': name, 'probability': p}
-                for index, name, p in top]})
+            records.append(
+                {
+                    'path': str(path),
+                    'top_k': [
+                        {'class_index': index, 'class_name': name, 'probability': p}
+                        for index, name, p in top
+                    ],
+                }
+            )
     if fmt == 'json':
-        json.dump({'model': model.spec.model_name, 'source': model.source, 'step': model.step,
-                   'class_names': list(model.class_names), 'predictions': records,
-                   'skipped': skipped}, out, indent=2)
+        json.dump(
+            {
+                'model': model.spec.model_name,
+                'source': model.source,
+                'step': model.step,
+                'class_names': list(model.class_names),
+                'predictions': records,
+                'skipped': skipped,
+            },
+            out,
+            indent=2,
+        )
         out.write('\n')
     return n_ok, n_skipped
 
 
-def classify_files(path: str | os.PathLike, inputs: Sequence[str], which: str | int = 'best',
-                   *, top_k: int = 5, fmt: str = 'text', batch_size: int = 32,
-                   skip_unreadable: bool = False, progress: bool | None = None,
-                   out: TextIO | None = None, err: TextIO | None = None) -> int:
+def classify_files(
+    path: str | os.PathLike,
+    inputs: Sequence[str],
+    which: str | int = 'best',
+    *,
+    top_k: int = 5,
+    fmt: str = 'text',
+    batch_size: int = 32,
+    skip_unreadable: bool = False,
+    progress: bool | None = None,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """Classifies the image files and folders `inputs` with the model at `path` (see
     `load`), writing `fmt` rows to `out` (default stdout); returns how many images were
     classified. NoImagesError (a DataError) when there is nothing to classify; an
@@ -185,8 +231,14 @@ def classify_files(path: str | os.PathLike, inputs: Sequence[str], which: str | 
     model = load(path, which, max_batch=1 << (batch_size - 1).bit_length())
     bar = Progress(len(files), enabled=progress)
     try:
-        n_ok, _ = _write(fmt, model, predict_files(model, files, batch_size, top_k,
-                                                   skip_unreadable, bar), out, err, bar)
+        n_ok, _ = _write(
+            fmt,
+            model,
+            predict_files(model, files, batch_size, top_k, skip_unreadable, bar),
+            out,
+            err,
+            bar,
+        )
     finally:
         bar.close()
     out.flush()

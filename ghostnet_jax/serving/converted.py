@@ -4,6 +4,7 @@ are ghostnet_jax/training/pretrained.py; what is recorded for serving: a ModelSp
 (ImageNet class names and normalization for 1000-class ImageNet models) and the host-side
 preprocessing (timm's eval transform: resize 256, centre crop 224).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -13,8 +14,12 @@ import json
 import os
 from pathlib import Path
 
-from ghostnet_jax.models.pytorch_weights import (build_ghostnet, from_torch_state_dict,
-                                                 load_state_dict)
+from ghostnet_jax.models.pytorch_weights import (
+    build_ghostnet,
+    from_torch_state_dict,
+    load_state_dict,
+)
+
 # The directory's layout and its reader belong to what reads it back (init_from, load).
 from ghostnet_jax.training.pretrained import INFO_FILE, INFO_FORMAT, VARIABLES_SUBDIR
 
@@ -29,16 +34,24 @@ def _sha256(path: Path) -> str:
 
 def _refuse_non_empty(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(errno.EEXIST, f'{out_dir} already exists and is not an empty '
-                              'directory; refusing to write there (nothing saved is ever '
-                              'overwritten)', str(out_dir))
+        raise FileExistsError(
+            errno.EEXIST,
+            f'{out_dir} already exists and is not an empty '
+            'directory; refusing to write there (nothing saved is ever '
+            'overwritten)',
+            str(out_dir),
+        )
 
 
-def convert_checkpoint(checkpoint: str | os.PathLike, model_name: str,
-                       out_dir: str | os.PathLike, num_classes: int | None = None) -> Path:
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    model_name: str,
+    out_dir: str | os.PathLike,
+    num_classes: int | None = None,
+) -> Path:
     """Converts a PyTorch checkpoint file into an Orbax checkpoint directory; returns it."""
     checkpoint, out_dir = Path(checkpoint), Path(out_dir).absolute()  # Orbax wants absolute.
-    _refuse_non_empty(out_dir)   # Fail before the slow part, and again just before writing.
+    _refuse_non_empty(out_dir)  # Fail before the slow part, and again just before writing.
     overrides = {} if num_classes is None else {'num_classes': num_classes}
     variables = from_torch_state_dict(load_state_dict(checkpoint), model_name, **overrides)
     num_classes = int(variables['params']['classifier']['kernel'].shape[1])
@@ -58,6 +71,7 @@ def convert_checkpoint(checkpoint: str | os.PathLike, model_name: str,
     }
 
     import orbax.checkpoint as ocp  # Deferred: slow to import, and only writing needs it.
+
     _refuse_non_empty(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Orbax writes into a temporary directory and renames it, and never replaces an existing
@@ -75,6 +89,11 @@ def convert_checkpoint(checkpoint: str | os.PathLike, model_name: str,
 def serving_metadata(model_name: str, num_classes: int):
     """(ModelSpec, Preprocessing, guessed) recorded with converted weights."""
     from ghostnet_jax.serving.imagenet import converted_spec
+
     model = build_ghostnet(model_name, num_classes=num_classes)
-    return converted_spec(model_name, num_classes, is_cifar=model.stem_stride == 1,
-                          source='converted PyTorch weights (timm/official)')
+    return converted_spec(
+        model_name,
+        num_classes,
+        is_cifar=model.stem_stride == 1,
+        source='converted PyTorch weights (timm/official)',
+    )

@@ -24,6 +24,7 @@ multiply-adds and matmuls): XLA's CPU convolutions are slow, 395 ms vs 14.5 ms f
 224x224 ghostnet_100 image measured here. On GPU/TPU, where training uses 'native', the
 difference is not measured: pass conv_impl='native' for an export meant for those.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,9 +44,9 @@ from ghostnet_jax.serving.loading import TrainedModel, load
 FORMATS = ('stablehlo', 'onnx', 'tflite')
 SUFFIXES = {'stablehlo': '.stablehlo', 'onnx': '.onnx', 'tflite': '.tflite'}
 STABLEHLO_PLATFORMS = ('cpu', 'cuda', 'tpu')
-ONNX_OPSET = 18          # onnxruntime >= 1.14 and most other runtimes read it
+ONNX_OPSET = 18  # onnxruntime >= 1.14 and most other runtimes read it
 INPUT_NAME, OUTPUT_NAME = 'images', 'probabilities'
-TOLERANCE = 1e-4         # float32 probabilities: max abs difference to predict
+TOLERANCE = 1e-4  # float32 probabilities: max abs difference to predict
 DEFAULT_BATCH: dict[str, int | None] = {'stablehlo': None, 'onnx': None, 'tflite': 1}
 DEFAULT_CONV_IMPL = {'stablehlo': 'shifted', 'onnx': 'native', 'tflite': 'native'}
 
@@ -62,8 +63,13 @@ def metadata_path(out: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------ exporting
 
 
-def export_model(model: TrainedModel, fmt: str, out: str | os.PathLike,
-                 batch_size: int | None | str = 'default', conv_impl: str | None = None) -> Path:
+def export_model(
+    model: TrainedModel,
+    fmt: str,
+    out: str | os.PathLike,
+    batch_size: int | None | str = 'default',
+    conv_impl: str | None = None,
+) -> Path:
     """Writes `model` as `fmt` to `out` (plus out.json metadata); returns the path.
     `batch_size`: N, None (dynamic) or 'default' (DEFAULT_BATCH); `conv_impl` None: the
     format's default (DEFAULT_CONV_IMPL)."""
@@ -86,11 +92,18 @@ def export_model(model: TrainedModel, fmt: str, out: str | os.PathLike,
     metadata = {
         'format': fmt,
         'file': out.name,
-        'input': {'name': INPUT_NAME, 'dtype': 'uint8', 'layout': 'NHWC',
-                  'shape': [batch_size if batch_size else None, h, w, c]},
-        'output': {'name': OUTPUT_NAME, 'dtype': 'float32',
-                   'shape': [batch_size or None, model.num_classes],
-                   'meaning': 'class probabilities (softmax)'},
+        'input': {
+            'name': INPUT_NAME,
+            'dtype': 'uint8',
+            'layout': 'NHWC',
+            'shape': [batch_size if batch_size else None, h, w, c],
+        },
+        'output': {
+            'name': OUTPUT_NAME,
+            'dtype': 'float32',
+            'shape': [batch_size or None, model.num_classes],
+            'meaning': 'class probabilities (softmax)',
+        },
         'class_names': list(model.class_names),
         'preprocessing': model.preprocessing.to_json(),
         'preprocessing_text': model.preprocessing.describe(),
@@ -109,7 +122,8 @@ def export_model(model: TrainedModel, fmt: str, out: str | os.PathLike,
 def _export_stablehlo(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
     shape = (jax.export.symbolic_shape('batch')[0] if batch_size is None else batch_size, *hwc)
     exported = jax.export.export(jax.jit(fn), platforms=STABLEHLO_PLATFORMS)(
-        jax.ShapeDtypeStruct(shape, jnp.uint8))
+        jax.ShapeDtypeStruct(shape, jnp.uint8)
+    )
     return bytes(exported.serialize())
 
 
@@ -118,22 +132,35 @@ def _export_onnx(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]
     # jax2onnx's IR serializer warns about every shape-only constant it skips: noise.
     logging.getLogger('onnx_ir.serde').setLevel(logging.ERROR)
     batch = jax.export.symbolic_shape('batch')[0] if batch_size is None else batch_size
-    proto = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct((batch, *hwc), jnp.uint8)],
-                             model_name='ghostnet_jax', opset=ONNX_OPSET,
-                             input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
+    proto = jax2onnx.to_onnx(
+        fn,
+        [jax.ShapeDtypeStruct((batch, *hwc), jnp.uint8)],
+        model_name='ghostnet_jax',
+        opset=ONNX_OPSET,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+    )
     return proto.SerializeToString()
 
 
 def _export_tflite(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
     tf = require('tensorflow', 'export-tflite', 'The TFLite export (TensorFlow)')
     from jax.experimental import jax2tf
+
     dynamic = batch_size is None
-    converted = jax2tf.convert(fn, polymorphic_shapes=['(b, ...)'] if dynamic else None,
-                               with_gradient=False)
-    tf_fn = tf.function(converted, autograph=False, input_signature=[
-        tf.TensorSpec([None if dynamic else batch_size, *hwc], tf.uint8, name=INPUT_NAME)])
+    converted = jax2tf.convert(
+        fn, polymorphic_shapes=['(b, ...)'] if dynamic else None, with_gradient=False
+    )
+    tf_fn = tf.function(
+        converted,
+        autograph=False,
+        input_signature=[
+            tf.TensorSpec([None if dynamic else batch_size, *hwc], tf.uint8, name=INPUT_NAME)
+        ],
+    )
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [tf_fn.get_concrete_function()], tf_fn)
+        [tf_fn.get_concrete_function()], tf_fn
+    )
     # Built-in ops only: the file must run in the plain LiteRT interpreter, no TF ops.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
@@ -159,29 +186,34 @@ def run_onnx(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def run_tflite(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
-    litert = require('ai_edge_litert.interpreter', 'export-tflite',
-                     'Checking a TFLite export (the LiteRT interpreter)')
+    litert = require(
+        'ai_edge_litert.interpreter',
+        'export-tflite',
+        'Checking a TFLite export (the LiteRT interpreter)',
+    )
     interpreter = litert.Interpreter(model_path=str(path))
     inp = interpreter.get_input_details()[0]
     out = interpreter.get_output_details()[0]
     shape = [None]
 
     def run(images: np.ndarray) -> np.ndarray:
-        if shape[0] != images.shape:   # re-plan only when the batch size changes
+        if shape[0] != images.shape:  # re-plan only when the batch size changes
             interpreter.resize_tensor_input(inp['index'], images.shape)
             interpreter.allocate_tensors()
             shape[0] = images.shape
         interpreter.set_tensor(inp['index'], images)
         interpreter.invoke()
         return interpreter.get_tensor(out['index']).copy()
+
     return run
 
 
 RUNNERS = {'stablehlo': run_stablehlo, 'onnx': run_onnx, 'tflite': run_tflite}
 
 
-def compare_with_predict(model: TrainedModel, fmt: str, path: str | os.PathLike,
-                         images: np.ndarray) -> float:
+def compare_with_predict(
+    model: TrainedModel, fmt: str, path: str | os.PathLike, images: np.ndarray
+) -> float:
     """Max abs difference between the export, run in its own runtime, and predict. A
     fixed-batch export (per its metadata) is fed `images` in chunks of its batch size."""
     images = np.ascontiguousarray(images, np.uint8)
@@ -189,9 +221,9 @@ def compare_with_predict(model: TrainedModel, fmt: str, path: str | os.PathLike,
     batch = read_metadata(path)['input']['shape'][0] or len(images)
     outputs = []
     for start in range(0, len(images), batch):
-        chunk = images[start:start + batch]
+        chunk = images[start : start + batch]
         n = len(chunk)
-        if n < batch:   # pad the last chunk with copies of its last image
+        if n < batch:  # pad the last chunk with copies of its last image
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
         outputs.append(np.asarray(run(chunk))[:n])
     got = np.concatenate(outputs)
@@ -215,10 +247,14 @@ def sample_images(n: int, shape: Sequence[int], seed: int = 0) -> np.ndarray:
         cols = np.linspace(0, 3, w)
         r0, c0 = np.floor(rows).astype(int).clip(0, 2), np.floor(cols).astype(int).clip(0, 2)
         fr, fc = (rows - r0)[:, None, None], (cols - c0)[None, :, None]
-        smooth = ((1 - fr) * (1 - fc) * coarse[r0][:, c0] + fr * (1 - fc) * coarse[r0 + 1][:, c0]
-                  + (1 - fr) * fc * coarse[r0][:, c0 + 1] + fr * fc * coarse[r0 + 1][:, c0 + 1])
+        smooth = (
+            (1 - fr) * (1 - fc) * coarse[r0][:, c0]
+            + fr * (1 - fc) * coarse[r0 + 1][:, c0]
+            + (1 - fr) * fc * coarse[r0][:, c0 + 1]
+            + fr * fc * coarse[r0 + 1][:, c0 + 1]
+        )
         gradient = 60 * (rng.uniform(-1, 1) * yy + rng.uniform(-1, 1) * xx)[..., None]
-        edge = (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1) > rng.uniform(-0.5, 0.5))
+        edge = xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1) > rng.uniform(-0.5, 0.5)
         img = smooth + gradient + 50 * edge[..., None] + rng.normal(0, 8, (h, w, c))
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
     return out
@@ -233,10 +269,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
 CHECK_IMAGES = 8
 
 
-def export_and_check(path: str | os.PathLike, fmt: str, out: str | os.PathLike,
-                     batch_size: int | None | str = 'default', which: str | int = 'best',
-                     conv_impl: str | None = None, check_files: Sequence[Path] | None = None,
-                     check: bool = True) -> dict[str, Any]:
+def export_and_check(
+    path: str | os.PathLike,
+    fmt: str,
+    out: str | os.PathLike,
+    batch_size: int | None | str = 'default',
+    which: str | int = 'best',
+    conv_impl: str | None = None,
+    check_files: Sequence[Path] | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
     """Loads the model at `path` (see `load`), exports it and, unless `check` is False,
     runs the export in its own runtime against predict on up to CHECK_IMAGES of
     `check_files` (default: generated photo-like images). Returns what was written and
@@ -245,20 +287,27 @@ def export_and_check(path: str | os.PathLike, fmt: str, out: str | os.PathLike,
     model = load(path, which)
     written = export_model(model, fmt, out, batch_size, conv_impl)
     report: dict[str, Any] = {
-        'path': written, 'metadata': metadata_path(written), 'bytes': written.stat().st_size,
+        'path': written,
+        'metadata': metadata_path(written),
+        'bytes': written.stat().st_size,
         'batch_size': read_metadata(written)['input']['shape'][0],
-        'image_shape': model.image_shape, 'max_abs_difference': None, 'checked_on': None}
+        'image_shape': model.image_shape,
+        'max_abs_difference': None,
+        'checked_on': None,
+    }
     if not check:
         return report
     if check_files:
         images = model.load_images(list(check_files)[:CHECK_IMAGES])
         report['checked_on'] = f'{len(images)} of the given images'
-    else:   # 7: not a power of two, so a dynamic batch is really exercised
+    else:  # 7: not a power of two, so a dynamic batch is really exercised
         images = sample_images(CHECK_IMAGES - 1, model.image_shape)
         report['checked_on'] = f'{len(images)} generated photo-like images'
     diff = compare_with_predict(model, fmt, written, images)
     report['max_abs_difference'] = diff
     if not diff <= TOLERANCE:
-        raise ExportMismatchError(f'{written} differs from predict by {diff:.3g} > '
-                                  f'{TOLERANCE:g}; the file was kept for inspection.')
+        raise ExportMismatchError(
+            f'{written} differs from predict by {diff:.3g} > '
+            f'{TOLERANCE:g}; the file was kept for inspection.'
+        )
     return report

@@ -14,6 +14,7 @@ Batch sizes: `predict` pads each batch to the next power of two (1, 2, 4, ...,
 `max_batch`) and splits larger ones into chunks of `max_batch`, so at most
 log2(max_batch) + 1 programs are ever compiled, whatever batch sizes callers use.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -30,10 +31,10 @@ import numpy as np
 from etils import epath
 
 from ghostnet_jax.models.reparameterize import reparameterize
-from ghostnet_jax.training.pretrained import INFO_FILE as CONVERT_INFO
 from ghostnet_jax.serving.preprocessing import Preprocessing
 from ghostnet_jax.training.checkpoints import STATE, Checkpointer, CheckpointError
 from ghostnet_jax.training.model_spec import SPEC_KEY, ModelSpec, ModelSpecError
+from ghostnet_jax.training.pretrained import INFO_FILE as CONVERT_INFO
 from ghostnet_jax.training.steps import eval_logits
 
 PREPROCESSING_KEY = 'preprocessing'
@@ -43,12 +44,13 @@ DEFAULT_MAX_BATCH = 64
 @dataclasses.dataclass
 class TrainedModel:
     """A network with its weights and everything needed to feed it images."""
+
     spec: ModelSpec
     preprocessing: Preprocessing
     model: nn.Module
-    variables: dict[str, Any]        # {'params', 'batch_stats'}: what the trainer evaluates
-    source: str                      # the directory the weights were read from
-    step: int | None = None          # training step of the checkpoint (None: converted)
+    variables: dict[str, Any]  # {'params', 'batch_stats'}: what the trainer evaluates
+    source: str  # the directory the weights were read from
+    step: int | None = None  # training step of the checkpoint (None: converted)
     max_batch: int = DEFAULT_MAX_BATCH
 
     def __post_init__(self):
@@ -73,8 +75,9 @@ class TrainedModel:
 
     # ------------------------------------------------------------------ the function
     def _probabilities(self, variables: dict, images: jax.Array) -> jax.Array:
-        return probabilities(self.model, self.preprocessing, variables, images,
-                             flip=self.spec.eval_flip)
+        return probabilities(
+            self.model, self.preprocessing, variables, images, flip=self.spec.eval_flip
+        )
 
     def serving_function(self, model: nn.Module | None = None) -> Callable[[jax.Array], jax.Array]:
         """images (uint8 NHWC, pixel units) -> probabilities, weights baked in: the exact
@@ -101,13 +104,13 @@ class TrainedModel:
             return np.zeros((0, self.num_classes), np.float32)
         out = []
         for start in range(0, n, self.max_batch):
-            chunk = x[start:start + self.max_batch]
+            chunk = x[start : start + self.max_batch]
             bucket = bucket_size(len(chunk), self.max_batch)
-            if bucket > len(chunk):   # pad with copies of the last image: always valid input
+            if bucket > len(chunk):  # pad with copies of the last image: always valid input
                 pad = np.repeat(chunk[-1:], bucket - len(chunk), axis=0)
                 chunk = np.concatenate([chunk, pad])
             probs = self._jitted(self.variables, chunk)
-            out.append(np.asarray(probs)[:min(self.max_batch, n - start)])
+            out.append(np.asarray(probs)[: min(self.max_batch, n - start)])
         result = np.concatenate(out)
         return result[0] if single else result
 
@@ -116,12 +119,14 @@ class TrainedModel:
             raise ValueError(
                 f'predict takes (N, {", ".join(map(str, self.image_shape))}) NHWC images, got '
                 f'shape {x.shape}; use model.load_images(paths) or model.prepare(image) to '
-                'resize as trained.')
+                'resize as trained.'
+            )
         if np.issubdtype(x.dtype, np.floating):
             if x.size and (np.nanmin(x) < -1e-3 or np.nanmax(x) > 1 + 1e-3):
                 raise ValueError(
                     f'float images must be in [0, 1], got values in [{np.nanmin(x):.3g}, '
-                    f'{np.nanmax(x):.3g}]; pass uint8 for pixels in [0, 255].')
+                    f'{np.nanmax(x):.3g}]; pass uint8 for pixels in [0, 255].'
+                )
         elif x.dtype != np.uint8:
             raise ValueError(f'images must be uint8 (0..255) or float in [0, 1], got {x.dtype}.')
 
@@ -130,8 +135,9 @@ class TrainedModel:
         """One PIL image or HWC array -> (H, W, C) uint8 input, resized as trained."""
         return self.preprocessing.prepare(image)
 
-    def load_images(self, paths: Sequence[str | os.PathLike],
-                    num_threads: int | None = None) -> np.ndarray:
+    def load_images(
+        self, paths: Sequence[str | os.PathLike], num_threads: int | None = None
+    ) -> np.ndarray:
         """Decodes files (in threads: PIL releases the GIL) into an (N, H, W, C) uint8 batch."""
         if not paths:
             return np.zeros((0, *self.image_shape), np.uint8)
@@ -145,17 +151,23 @@ class TrainedModel:
         k = min(k, self.num_classes)
         # stable sort on -p: ties keep class order, so the output is deterministic
         order = np.argsort(-probs, axis=-1, kind='stable')[:, :k]
-        return [[(int(i), self.class_names[i], float(row[i])) for i in idx]
-                for row, idx in zip(probs, order)]
+        return [
+            [(int(i), self.class_names[i], float(row[i])) for i in idx]
+            for row, idx in zip(probs, order)
+        ]
 
 
-def probabilities(module: nn.Module, preprocessing: Preprocessing, variables: dict,
-                  images: jax.Array, flip: bool = False) -> jax.Array:
+def probabilities(
+    module: nn.Module,
+    preprocessing: Preprocessing,
+    variables: dict,
+    images: jax.Array,
+    flip: bool = False,
+) -> jax.Array:
     """The one function predict and every export compute: normalize, classify, softmax;
     with `flip` (a run evaluated with eval_flip) the mean of the probabilities of each
     image and its mirror, as the trainer's evaluator computes them (`steps.eval_logits`)."""
-    logits = eval_logits(variables, preprocessing.to_model_input(images), model=module,
-                         flip=flip)
+    logits = eval_logits(variables, preprocessing.to_model_input(images), model=module, flip=flip)
     return jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
 
 
@@ -167,9 +179,14 @@ def bucket_size(n: int, max_batch: int) -> int:
 # ------------------------------------------------------------------------ loading
 
 
-def load(path: str | os.PathLike, which: str | int = 'best', *,
-         max_batch: int = DEFAULT_MAX_BATCH, conv_impl: str | None = None,
-         fallback_spec: Callable[[], ModelSpec] | None = None) -> TrainedModel:
+def load(
+    path: str | os.PathLike,
+    which: str | int = 'best',
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    conv_impl: str | None = None,
+    fallback_spec: Callable[[], ModelSpec] | None = None,
+) -> TrainedModel:
     """The trained model at `path`, ready for `predict`.
 
     `path`: a training workdir (uses its checkpoints/), a checkpoints/ directory, one
@@ -202,19 +219,28 @@ def load(path: str | os.PathLike, which: str | int = 'best', *,
     # A GhostNetV3 serves folded: one conv per branch group, the same function (to float
     # rounding) at a fraction of the MACs. Every other model comes back unchanged.
     model, variables = reparameterize(model, variables)
-    return TrainedModel(spec=spec, preprocessing=prep, model=model, variables=variables,
-                        source=str(path), step=step, max_batch=max_batch)
+    return TrainedModel(
+        spec=spec,
+        preprocessing=prep,
+        model=model,
+        variables=variables,
+        source=str(path),
+        step=step,
+        max_batch=max_batch,
+    )
 
 
-def _stored_spec(step_dir: Path, host: dict, workdir: Path | None,
-                 fallback: Callable[[], ModelSpec] | None) -> ModelSpec:
+def _stored_spec(
+    step_dir: Path, host: dict, workdir: Path | None, fallback: Callable[[], ModelSpec] | None
+) -> ModelSpec:
     if SPEC_KEY not in host:
         if fallback is not None:
             return fallback()
         raise CheckpointError(
             f'{step_dir} has no stored model spec (it predates them): evaluate it with '
             'python -m ghostnet_jax.evaluate, which can rebuild the spec from the training '
-            'data, or retrain.')
+            'data, or retrain.'
+        )
     try:
         spec = ModelSpec.from_json(host[SPEC_KEY])
     except (ModelSpecError, TypeError, ValueError) as e:
@@ -228,12 +254,13 @@ def _stored_spec(step_dir: Path, host: dict, workdir: Path | None,
 def _resolve_checkpoint(path: Path, which: str | int) -> tuple[Path, int, dict, Path | None]:
     """(step directory, step, host JSON, the run's workdir or None) for a workdir,
     checkpoints dir or step dir."""
-    if (path / STATE).is_dir():      # one step directory
+    if (path / STATE).is_dir():  # one step directory
         if not path.name.isdigit():
-            raise CheckpointError(f'{path} has a {STATE}/ item but is not a numbered step '
-                                  'directory.')
+            raise CheckpointError(
+                f'{path} has a {STATE}/ item but is not a numbered step directory.'
+            )
         workdir, which = path.parent.parent, int(path.name)
-        if path.parent.name != 'checkpoints':   # copied out of its run: read it directly
+        if path.parent.name != 'checkpoints':  # copied out of its run: read it directly
             return path, int(path.name), _read_host_item(path), None
     elif path.name == 'checkpoints':
         workdir = path.parent
@@ -244,10 +271,11 @@ def _resolve_checkpoint(path: Path, which: str | int) -> tuple[Path, int, dict, 
         raise CheckpointError(
             f'No checkpoint at {path}: expected a training workdir (with checkpoints/), a '
             f'checkpoints/ directory, one step directory or a ghostnet_jax.convert output '
-            f'({CONVERT_INFO}); it contains {entries or "nothing"}.')
+            f'({CONVERT_INFO}); it contains {entries or "nothing"}.'
+        )
     with _checkpointer(workdir) as ckpt:
         if which == 'best' and ckpt.best_step() is None and ckpt.all_steps():
-            which = 'latest'   # e.g. a run stopped before any validation
+            which = 'latest'  # e.g. a run stopped before any validation
         step, host = ckpt.read_host(which)
         return ckpt.directory / str(step), step, host, workdir
 
@@ -272,12 +300,14 @@ def _checkpointer(workdir: Path) -> Checkpointer:
 
 def _read_host_item(step_dir: Path) -> dict:
     import orbax.checkpoint as ocp
+
     try:
         with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
             return dict(ckptr.restore(step_dir / 'host', args=ocp.args.JsonRestore()))
-    except Exception as e:   # orbax raises many types; all mean "unreadable"
-        raise CheckpointError(f'{step_dir} has no readable host state: '
-                              f'{type(e).__name__}: {str(e)[:300]}') from e
+    except Exception as e:  # orbax raises many types; all mean "unreadable"
+        raise CheckpointError(
+            f'{step_dir} has no readable host state: {type(e).__name__}: {str(e)[:300]}'
+        ) from e
 
 
 def read_eval_variables(step_dir: Path) -> dict[str, Any]:
@@ -285,6 +315,7 @@ def read_eval_variables(step_dir: Path) -> dict[str, Any]:
     (ema_params / ema_batch_stats) where the run kept them, else the live ones. Only
     those subtrees are read, never the optimizer state."""
     import orbax.checkpoint as ocp
+
     item = step_dir / STATE
     try:
         ckptr = ocp.PyTreeCheckpointer()
@@ -299,11 +330,16 @@ def read_eval_variables(step_dir: Path) -> dict[str, Any]:
                 raise KeyError(f'state item has no {name!r}; it has {sorted(tree)}')
         subset = {key: tree[key] for key in chosen.values()}
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), subset)
-        restored = ckptr.restore(item, args=ocp.args.PyTreeRestore(
-            item=subset, restore_args=restore_args, partial_restore=True))
+        restored = ckptr.restore(
+            item,
+            args=ocp.args.PyTreeRestore(
+                item=subset, restore_args=restore_args, partial_restore=True
+            ),
+        )
     except Exception as e:
-        raise CheckpointError(f'Cannot read the weights in {item}: {type(e).__name__}: '
-                              f'{str(e)[:500]}') from e
+        raise CheckpointError(
+            f'Cannot read the weights in {item}: {type(e).__name__}: {str(e)[:500]}'
+        ) from e
     return {name: restored[key] for name, key in chosen.items()}
 
 
@@ -314,19 +350,24 @@ def _has_arrays(tree: Any) -> bool:
 def _read_converted(path: Path) -> tuple[ModelSpec, Preprocessing, dict]:
     from ghostnet_jax.serving.converted import serving_metadata
     from ghostnet_jax.training.pretrained import converted_info, load_converted
+
     try:
         info = converted_info(path)
         if SPEC_KEY in info:
             spec = ModelSpec.from_json(info[SPEC_KEY])
             prep = Preprocessing.from_json(info[PREPROCESSING_KEY])
-        else:   # written before convert stored a spec: the defaults convert records now
+        else:  # written before convert stored a spec: the defaults convert records now
             spec, prep, _ = serving_metadata(info['model'], int(info['num_classes']))
         variables = load_converted(path)
-    except Exception as e:   # a damaged record or array store: one message, one exit code
-        raise CheckpointError(f'Cannot load the converted weights in {path}: '
-                              f'{type(e).__name__}: {str(e)[:500]}') from e
-    return spec, prep, {'params': variables['params'],
-                        'batch_stats': variables.get('batch_stats', {})}
+    except Exception as e:  # a damaged record or array store: one message, one exit code
+        raise CheckpointError(
+            f'Cannot load the converted weights in {path}: {type(e).__name__}: {str(e)[:500]}'
+        ) from e
+    return (
+        spec,
+        prep,
+        {'params': variables['params'], 'batch_stats': variables.get('batch_stats', {})},
+    )
 
 
 def _check_shapes(model: nn.Module, prep: Preprocessing, variables: dict, path: Path) -> None:
@@ -334,16 +375,24 @@ def _check_shapes(model: nn.Module, prep: Preprocessing, variables: dict, path: 
     not match its weights would otherwise fail later, or silently broadcast)."""
     images = jax.ShapeDtypeStruct((1, *prep.image_shape), jnp.float32)
     expected = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
-    want = {jax.tree_util.keystr(p): tuple(v.shape)
-            for p, v in jax.tree_util.tree_leaves_with_path(
-                {k: expected.get(k, {}) for k in ('params', 'batch_stats')})}
-    have = {jax.tree_util.keystr(p): tuple(np.shape(v))
-            for p, v in jax.tree_util.tree_leaves_with_path(variables)}
+    want = {
+        jax.tree_util.keystr(p): tuple(v.shape)
+        for p, v in jax.tree_util.tree_leaves_with_path(
+            {k: expected.get(k, {}) for k in ('params', 'batch_stats')}
+        )
+    }
+    have = {
+        jax.tree_util.keystr(p): tuple(np.shape(v))
+        for p, v in jax.tree_util.tree_leaves_with_path(variables)
+    }
     if want != have:
         missing = sorted(set(want) - set(have))[:5]
         extra = sorted(set(have) - set(want))[:5]
-        shapes = [f'{k}: {have[k]} vs {want[k]}'
-                  for k in want if k in have and have[k] != want[k]][:5]
-        raise CheckpointError(f'The weights in {path} do not fit the stored model spec '
-                              f'({model.__class__.__name__}): missing {missing}, unexpected '
-                              f'{extra}, misshapen {shapes}.')
+        shapes = [f'{k}: {have[k]} vs {want[k]}' for k in want if k in have and have[k] != want[k]][
+            :5
+        ]
+        raise CheckpointError(
+            f'The weights in {path} do not fit the stored model spec '
+            f'({model.__class__.__name__}): missing {missing}, unexpected '
+            f'{extra}, misshapen {shapes}.'
+        )

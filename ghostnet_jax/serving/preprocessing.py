@@ -16,6 +16,7 @@ Device half (`to_model_input`, traced into `predict` and into every export): uin
 normalization the network was trained with. Keeping it in the graph is what lets an
 exported model take raw uint8 pixels and serve without this package.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,8 +45,8 @@ _INTERPOLATIONS = {'bilinear': Image.Resampling.BILINEAR, 'bicubic': Image.Resam
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessing:
-    image_shape: tuple[int, int, int]   # (H, W, C) the network takes
-    mean: tuple[float, ...]             # per channel, [0, 255] units
+    image_shape: tuple[int, int, int]  # (H, W, C) the network takes
+    mean: tuple[float, ...]  # per channel, [0, 255] units
     std: tuple[float, ...]
     # 'resize': every image resized to (H, W) (training runs);
     # 'resize_shorter_crop': shorter side to `resize_shorter`, centre crop (H, W) (ImageNet).
@@ -59,56 +60,79 @@ class Preprocessing:
         if self.mode == 'resize_shorter_crop' and not self.resize_shorter:
             raise ValueError("mode 'resize_shorter_crop' needs resize_shorter")
         if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(f'interpolation must be one of {sorted(_INTERPOLATIONS)}, '
-                             f'got {self.interpolation!r}')
+            raise ValueError(
+                f'interpolation must be one of {sorted(_INTERPOLATIONS)}, '
+                f'got {self.interpolation!r}'
+            )
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def for_run(cls, spec: ModelSpec) -> 'Preprocessing':
         """A training run's: its decode-time square resize, if any, is a resize to
         image_shape (which then has that size), so one rule covers both cases."""
-        if spec.eval_crop_pct:   # trained on random-resized crops: evaluated on the centre
-            return cls(image_shape=spec.image_shape, mean=spec.mean, std=spec.std,
-                       mode='resize_shorter_crop', interpolation='bilinear',
-                       resize_shorter=int(math.floor(spec.image_shape[0] / spec.eval_crop_pct)))
-        return cls(image_shape=spec.image_shape, mean=spec.mean, std=spec.std, mode='resize',
-                   interpolation='bilinear')
+        if spec.eval_crop_pct:  # trained on random-resized crops: evaluated on the centre
+            return cls(
+                image_shape=spec.image_shape,
+                mean=spec.mean,
+                std=spec.std,
+                mode='resize_shorter_crop',
+                interpolation='bilinear',
+                resize_shorter=int(math.floor(spec.image_shape[0] / spec.eval_crop_pct)),
+            )
+        return cls(
+            image_shape=spec.image_shape,
+            mean=spec.mean,
+            std=spec.std,
+            mode='resize',
+            interpolation='bilinear',
+        )
 
     @classmethod
-    def imagenet(cls, input_size: int = IMAGENET_INPUT_SIZE,
-                 crop_pct: float = IMAGENET_CROP_PCT) -> 'Preprocessing':
-        return cls(image_shape=(input_size, input_size, 3),
-                   mean=tuple(255.0 * m for m in IMAGENET_MEAN),
-                   std=tuple(255.0 * s for s in IMAGENET_STD),
-                   mode='resize_shorter_crop',
-                   resize_shorter=int(math.floor(input_size / crop_pct)),
-                   interpolation='bicubic')
+    def imagenet(
+        cls, input_size: int = IMAGENET_INPUT_SIZE, crop_pct: float = IMAGENET_CROP_PCT
+    ) -> 'Preprocessing':
+        return cls(
+            image_shape=(input_size, input_size, 3),
+            mean=tuple(255.0 * m for m in IMAGENET_MEAN),
+            std=tuple(255.0 * s for s in IMAGENET_STD),
+            mode='resize_shorter_crop',
+            resize_shorter=int(math.floor(input_size / crop_pct)),
+            interpolation='bicubic',
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        d['image_shape'], d['mean'], d['std'] = (list(self.image_shape), list(self.mean),
-                                                 list(self.std))
+        d['image_shape'], d['mean'], d['std'] = (
+            list(self.image_shape),
+            list(self.mean),
+            list(self.std),
+        )
         return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> 'Preprocessing':
-        return cls(image_shape=tuple(int(x) for x in d['image_shape']),
-                   mean=tuple(float(x) for x in d['mean']),
-                   std=tuple(float(x) for x in d['std']),
-                   mode=d.get('mode', 'resize'), resize_shorter=d.get('resize_shorter'),
-                   interpolation=d.get('interpolation', 'bilinear'))
+        return cls(
+            image_shape=tuple(int(x) for x in d['image_shape']),
+            mean=tuple(float(x) for x in d['mean']),
+            std=tuple(float(x) for x in d['std']),
+            mode=d.get('mode', 'resize'),
+            resize_shorter=d.get('resize_shorter'),
+            interpolation=d.get('interpolation', 'bilinear'),
+        )
 
     def describe(self) -> str:
         h, w, c = self.image_shape
         if self.mode == 'resize_shorter_crop':
-            host = (f'shorter side to {self.resize_shorter} ({self.interpolation}), centre crop '
-                    f'{h}x{w}')
+            host = (
+                f'shorter side to {self.resize_shorter} ({self.interpolation}), centre crop {h}x{w}'
+            )
         else:
             host = f'resize to {h}x{w} ({self.interpolation}) unless already that size'
         mean = ', '.join(f'{m:.3f}' for m in self.mean)
         std = ', '.join(f'{s:.3f}' for s in self.std)
-        return (f'{host}; {c}-channel uint8 NHWC; in the graph: (x - [{mean}]) / [{std}] '
-                '(pixel units)')
+        return (
+            f'{host}; {c}-channel uint8 NHWC; in the graph: (x - [{mean}]) / [{std}] (pixel units)'
+        )
 
     # -------------------------------------------------------------------- host half
     def prepare(self, image: np.ndarray | Image.Image) -> np.ndarray:
@@ -130,7 +154,7 @@ class Preprocessing:
         (a DataError) naming it."""
         try:
             with Image.open(path) as img:
-                img.load()   # full decode now: truncated files fail here, not later
+                img.load()  # full decode now: truncated files fail here, not later
                 return self.prepare(img)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
             raise CorruptImageError(f'Cannot read image {path}: {type(e).__name__}: {e}') from e
@@ -140,7 +164,7 @@ class Preprocessing:
         """uint8 [0, 255] or float [0, 1] NHWC -> normalized float32 (traced, in the graph)."""
         x = images.astype(jnp.float32)
         if not jnp.issubdtype(images.dtype, jnp.integer):
-            x = x * 255.0    # floats come in [0, 1]; mean/std are in pixel units
+            x = x * 255.0  # floats come in [0, 1]; mean/std are in pixel units
         mean = jnp.asarray(self.mean, jnp.float32)
         std = jnp.asarray(self.std, jnp.float32)
         return (x - mean) / std

@@ -1,5 +1,6 @@
 """A sweep's grid: parsing `--grid FIELD=V1,V2,...`, one config and run folder per
 combination, and the results table (CSV, markdown, best row by validation accuracy)."""
+
 from __future__ import annotations
 
 import ast
@@ -30,8 +31,9 @@ def parse_grid(specs: list[str]) -> list[Axis]:
     for spec in specs:
         field, sep, values = spec.partition('=')
         if not sep or not field or not values:
-            raise ConfigError(f'--grid {spec!r}: expected FIELD=V1,V2,... (e.g. '
-                             'optimizer.learning_rate=0.01,0.1)')
+            raise ConfigError(
+                f'--grid {spec!r}: expected FIELD=V1,V2,... (e.g. optimizer.learning_rate=0.01,0.1)'
+            )
         if field in (a[0] for a in axes):
             raise ConfigError(f'--grid names {field} twice.')
         axes.append((field, [parse_value(v) for v in values.split(',')]))
@@ -45,8 +47,10 @@ def parse_variants(specs: list[str]) -> list[tuple[str, dict[str, Any]]]:
     for spec in specs:
         name, sep, rest = spec.partition(':')
         if not sep or not re.fullmatch(r'[A-Za-z0-9_.=+-]+', name):
-            raise ConfigError(f'--variant {spec!r}: expected NAME:FIELD=VALUE,... (NAME: letters, '
-                             'digits, _.=+-; NAME: alone is the config as is)')
+            raise ConfigError(
+                f'--variant {spec!r}: expected NAME:FIELD=VALUE,... (NAME: letters, '
+                'digits, _.=+-; NAME: alone is the config as is)'
+            )
         overrides = {}
         for item in filter(None, rest.split(',')):
             field, eq, value = item.partition('=')
@@ -78,8 +82,9 @@ def get_field(config: ml_collections.ConfigDict, field: str) -> Any:
     return node
 
 
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: dict[str, Any]
+) -> ml_collections.ConfigDict:
     """A copy of `config` with the combination's values; unknown fields are an error."""
     config = config.copy_and_resolve_references()
     for field, value in overrides.items():
@@ -92,7 +97,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
         if leaf not in node:
             raise ConfigError(f'--grid field {field!r} does not exist in the config.')
         if isinstance(node[leaf], float) and isinstance(value, int):
-            value = float(value)   # 1 for a float field means 1.0, as on the command line
+            value = float(value)  # 1 for a float field means 1.0, as on the command line
         node[leaf] = value
     return config
 
@@ -102,14 +107,19 @@ def apply_overrides(config: ml_collections.ConfigDict,
 COLUMNS = ('val_accuracy', 'val_loss', 'test_accuracy', 'epochs', 'wall_time_s', 'status')
 
 
-def result_row(name: str, overrides: dict[str, Any], results: dict | None,
-               status: str) -> dict[str, Any]:
+def result_row(
+    name: str, overrides: dict[str, Any], results: dict | None, status: str
+) -> dict[str, Any]:
     row = {'run': name, **overrides}
     val, test = (results or {}).get('val') or {}, (results or {}).get('test') or {}
-    row.update(val_accuracy=val.get('accuracy', math.nan), val_loss=val.get('loss', math.nan),
-               test_accuracy=test.get('accuracy', math.nan),
-               epochs=(results or {}).get('epochs_trained'),
-               wall_time_s=(results or {}).get('wall_time_s'), status=status)
+    row.update(
+        val_accuracy=val.get('accuracy', math.nan),
+        val_loss=val.get('loss', math.nan),
+        test_accuracy=test.get('accuracy', math.nan),
+        epochs=(results or {}).get('epochs_trained'),
+        wall_time_s=(results or {}).get('wall_time_s'),
+        status=status,
+    )
     return row
 
 
@@ -119,8 +129,13 @@ def best_row(rows: list[dict]) -> dict | None:
     scored = [r for r in rows if math.isfinite(r['val_accuracy'])]
     if not scored:
         return None
-    return min(scored, key=lambda r: (-r['val_accuracy'],
-                                      r['val_loss'] if math.isfinite(r['val_loss']) else math.inf))
+    return min(
+        scored,
+        key=lambda r: (
+            -r['val_accuracy'],
+            r['val_loss'] if math.isfinite(r['val_loss']) else math.inf,
+        ),
+    )
 
 
 def write_csv(rows: list[dict], fields: list[str], path: Path) -> Path:
@@ -142,6 +157,11 @@ def markdown(rows: list[dict], fields: list[str], best: dict | None) -> str:
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in rows:
         mark = '**best**' if best is not None and r['run'] == best['run'] else ''
-        lines.append('| ' + ' | '.join([mark, r['run'], *(_cell(r[f]) for f in fields),
-                                         *(_cell(r[c]) for c in COLUMNS)]) + ' |')
+        lines.append(
+            '| '
+            + ' | '.join(
+                [mark, r['run'], *(_cell(r[f]) for f in fields), *(_cell(r[c]) for c in COLUMNS)]
+            )
+            + ' |'
+        )
     return '\n'.join(lines)

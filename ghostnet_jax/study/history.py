@@ -1,4 +1,5 @@
 """A run's metrics.jsonl as series: per-step train records and per-epoch curves."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -12,8 +13,8 @@ from ghostnet_jax.training.checkpoints import CheckpointError
 
 @dataclasses.dataclass
 class RunHistory:
-    train: dict[int, dict]      # step -> train record with 'loss' (the last written wins:
-    val: dict[int, dict]        # epoch -> validation record    a resumed run may repeat steps)
+    train: dict[int, dict]  # step -> train record with 'loss' (the last written wins:
+    val: dict[int, dict]  # epoch -> validation record    a resumed run may repeat steps)
 
     def steps(self) -> list[int]:
         return sorted(self.train)
@@ -30,8 +31,10 @@ class RunHistory:
             if 'epoch' in record:
                 by_epoch.setdefault(record['epoch'], []).append(record)
         epochs = sorted(by_epoch)
-        return epochs, {k: [float(np.mean([r[k] for r in by_epoch[e]])) for e in epochs]
-                        for k in ('loss', 'accuracy')}
+        return epochs, {
+            k: [float(np.mean([r[k] for r in by_epoch[e]])) for e in epochs]
+            for k in ('loss', 'accuracy')
+        }
 
     def val_epochs(self) -> tuple[list[int], dict[str, list[float]]]:
         epochs = sorted(self.val)

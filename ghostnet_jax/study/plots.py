@@ -1,4 +1,5 @@
 """Every PNG the study commands write, drawn with matplotlib's Agg backend (no display)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -20,11 +21,17 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def overfit_curve(steps: Sequence[int], loss: Sequence[float], accuracy: Sequence[float],
-                  target: float, reached_step: int | None, path: Path) -> Path:
+def overfit_curve(
+    steps: Sequence[int],
+    loss: Sequence[float],
+    accuracy: Sequence[float],
+    target: float,
+    reached_step: int | None,
+    path: Path,
+) -> Path:
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     ax_loss.plot(steps, loss)
-    ax_loss.set_yscale('log')   # a healthy overfit drives the loss down by decades
+    ax_loss.set_yscale('log')  # a healthy overfit drives the loss down by decades
     ax_loss.set(xlabel='step', ylabel='training loss (log)', title='Overfitting a fixed sample')
     ax_acc.plot(steps, accuracy, label='accuracy over the sample')
     ax_acc.axhline(target, color='grey', ls='--', label=f'target {target:.0%}')
@@ -37,8 +44,14 @@ def overfit_curve(steps: Sequence[int], loss: Sequence[float], accuracy: Sequenc
     return _save(fig, path)
 
 
-def lr_range(lrs: Sequence[float], loss: Sequence[float], smoothed: Sequence[float],
-             suggestion: float | None, rule: str, path: Path) -> Path:
+def lr_range(
+    lrs: Sequence[float],
+    loss: Sequence[float],
+    smoothed: Sequence[float],
+    suggestion: float | None,
+    rule: str,
+    path: Path,
+) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(lrs, loss, color='lightgrey', label='loss per step')
     ax.plot(lrs, smoothed, color='C0', label='smoothed loss')
@@ -58,9 +71,16 @@ def lr_range(lrs: Sequence[float], loss: Sequence[float], smoothed: Sequence[flo
     return _save(fig, path)
 
 
-def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str],
-            row_name: str, col_name: str, title: str, path: Path,
-            best: tuple[int, int] | None = None) -> Path:
+def heatmap(
+    values: np.ndarray,
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    row_name: str,
+    col_name: str,
+    title: str,
+    path: Path,
+    best: tuple[int, int] | None = None,
+) -> Path:
     """`values` (rows x cols), NaN where a run is missing; numbers written in the cells."""
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(col_labels), 1.4 + 0.8 * len(row_labels)))
     im = ax.imshow(values, cmap='viridis', aspect='auto')
@@ -73,15 +93,25 @@ def heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[
         for j in range(values.shape[1]):
             v = values[i, j]
             text = '-' if not np.isfinite(v) else f'{v:.3f}' + (' *' if best == (i, j) else '')
-            ax.text(j, i, text, ha='center', va='center',
-                    color='black' if np.isfinite(v) and v > mid else 'white')
+            ax.text(
+                j,
+                i,
+                text,
+                ha='center',
+                va='center',
+                color='black' if np.isfinite(v) and v > mid else 'white',
+            )
     fig.colorbar(im, ax=ax)
     return _save(fig, path)
 
 
-def train_val_curves(epochs_train: Sequence[int], train: Mapping[str, Sequence[float]],
-                     epochs_val: Sequence[int], val: Mapping[str, Sequence[float]],
-                     path: Path) -> Path:
+def train_val_curves(
+    epochs_train: Sequence[int],
+    train: Mapping[str, Sequence[float]],
+    epochs_val: Sequence[int],
+    val: Mapping[str, Sequence[float]],
+    path: Path,
+) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key in zip(axes, ('loss', 'accuracy')):
         ax.plot(epochs_train, train[key], marker='o', label='train (mean over the epoch)')
@@ -101,12 +131,13 @@ def learning_rate(steps: Sequence[int], lr: Sequence[float], path: Path) -> Path
     return _save(fig, path)
 
 
-def gradient_norms(steps: Sequence[int], groups: Mapping[str, Sequence[float]],
-                   ratio: Sequence[float], path: Path) -> Path:
+def gradient_norms(
+    steps: Sequence[int], groups: Mapping[str, Sequence[float]], ratio: Sequence[float], path: Path
+) -> Path:
     fig, (ax_g, ax_r) = plt.subplots(1, 2, figsize=(12, 4))
     for name, values in groups.items():
         ax_g.plot(steps, values, label=name)
-    ax_g.set_yscale('log')   # the stages differ by orders of magnitude
+    ax_g.set_yscale('log')  # the stages differ by orders of magnitude
     ax_g.set(xlabel='step', ylabel='gradient norm (log)', title='Gradient norm per stage')
     ax_g.legend(fontsize='small', ncol=2)
     ax_r.plot(steps, ratio)
@@ -128,14 +159,22 @@ def confusion(matrix: np.ndarray, class_names: Sequence[str], title: str, path: 
     top = matrix.max() if matrix.size else 0
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(int(matrix[i, j])), ha='center', va='center', fontsize='small',
-                    color='white' if matrix[i, j] > top / 2 else 'black')
+            ax.text(
+                j,
+                i,
+                str(int(matrix[i, j])),
+                ha='center',
+                va='center',
+                fontsize='small',
+                color='white' if matrix[i, j] > top / 2 else 'black',
+            )
     fig.colorbar(im, ax=ax)
     return _save(fig, path)
 
 
-def image_grid(images: np.ndarray, captions: Sequence[str], title: str, path: Path,
-               columns: int = 6) -> Path:
+def image_grid(
+    images: np.ndarray, captions: Sequence[str], title: str, path: Path, columns: int = 6
+) -> Path:
     """uint8 images (N, H, W, C) with one caption each."""
     n = max(len(images), 1)
     rows = -(-n // columns)
@@ -143,8 +182,11 @@ def image_grid(images: np.ndarray, captions: Sequence[str], title: str, path: Pa
     for ax in axes.flat:
         ax.axis('off')
     for ax, image, caption in zip(axes.flat, images, captions):
-        ax.imshow(image.squeeze() if image.shape[-1] == 1 else image,
-                  cmap='gray' if image.shape[-1] == 1 else None, interpolation='nearest')
+        ax.imshow(
+            image.squeeze() if image.shape[-1] == 1 else image,
+            cmap='gray' if image.shape[-1] == 1 else None,
+            interpolation='nearest',
+        )
         ax.set_title(caption, fontsize='small')
     if not len(images):
         axes.flat[0].text(0.5, 0.5, 'no misclassified images', ha='center', va='center')

@@ -1,5 +1,6 @@
 """Per-example predictions of a run's best checkpoint on one of its splits, for the report's
 confusion matrix and misclassified images (the trainer's evaluator only keeps counts)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,13 +16,13 @@ from ghostnet_jax.training.checkpoints import CheckpointError
 
 @dataclasses.dataclass
 class Predictions:
-    split: str                  # 'test' or 'val'
-    spec: str                   # e.g. 'train[80%:]'
-    step: int                   # checkpoint step
-    checkpoint: str             # 'best' or 'latest'
-    images: np.ndarray          # (N, H, W, C) uint8, as stored
-    labels: np.ndarray          # (N,)
-    predicted: np.ndarray       # (N,)
+    split: str  # 'test' or 'val'
+    spec: str  # e.g. 'train[80%:]'
+    step: int  # checkpoint step
+    checkpoint: str  # 'best' or 'latest'
+    images: np.ndarray  # (N, H, W, C) uint8, as stored
+    labels: np.ndarray  # (N,)
+    predicted: np.ndarray  # (N,)
     class_names: tuple[str, ...]
 
     def confusion(self) -> np.ndarray:
@@ -45,24 +46,42 @@ def predict(workdir: str | Path) -> Predictions:
     through `ghostnet_jax.load`: the checkpoint's own spec gives the model, the input
     normalization and the class names."""
     from ghostnet_jax.serving.loading import load
+
     workdir = Path(workdir)
     config = load_run_config(workdir)
-    split, spec = ('test', config.data.test_split) if config.data.test_split else (
-        'val', config.data.val_split)
+    split, spec = (
+        ('test', config.data.test_split)
+        if config.data.test_split
+        else ('val', config.data.val_split)
+    )
     results_path = workdir / 'results.json'
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     which = results.get('step', 'best')
     trained = load(workdir, which)
-    kwargs = dict(data_dir=config.data.data_dir, cache_dir=config.data.cache_dir,
-                  image_size=trained.spec.resize,
-                  skip_corrupt_images=config.data.get('skip_corrupt_images', False))
-    if trained.spec.eval_crop_pct:   # evaluated on centre crops: the report shows those
+    kwargs = dict(
+        data_dir=config.data.data_dir,
+        cache_dir=config.data.cache_dir,
+        image_size=trained.spec.resize,
+        skip_corrupt_images=config.data.get('skip_corrupt_images', False),
+    )
+    if trained.spec.eval_crop_pct:  # evaluated on centre crops: the report shows those
         from ghostnet_jax.data.stream import read_eval_split
         from ghostnet_jax.training.experiment import stream_options
-        target = read_eval_split(open_lazy_split(config.data.source, spec, streamed=True,
-                                                 **kwargs), stream_options(config.data))
+
+        target = read_eval_split(
+            open_lazy_split(config.data.source, spec, streamed=True, **kwargs),
+            stream_options(config.data),
+        )
     else:
         target = load_split(config.data.source, spec, **kwargs)
     predicted = np.argmax(trained.predict(target.images), axis=-1)
-    return Predictions(split, spec, int(trained.step), results.get('checkpoint', 'best'),
-                       target.images, target.labels, predicted, trained.class_names)
+    return Predictions(
+        split,
+        spec,
+        int(trained.step),
+        results.get('checkpoint', 'best'),
+        target.images,
+        target.labels,
+        predicted,
+        trained.class_names,
+    )

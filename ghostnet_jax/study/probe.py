@@ -1,5 +1,6 @@
 """One compiled train step on an experiment's own data, driven outside the trainer loop:
 what the sanity checks and the LR range test run step by step."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,11 +36,23 @@ def build_probe(config: ml_collections.ConfigDict) -> Probe:
     steps_per_epoch = experiment.train_data.steps_per_epoch
 
     def step(state, batch, learning_rate):
-        tx, schedule = build_optimizer(config.optimizer, steps_per_epoch, config.num_epochs, state.params,
-                                       learning_rate=learning_rate)
-        return steps.train_step(state, batch, model=experiment.model, tx=tx, schedule=schedule,
-                                seed=config.seed, label_smoothing=config.label_smoothing,
-                                ema_decay=config.ema_decay)
+        tx, schedule = build_optimizer(
+            config.optimizer,
+            steps_per_epoch,
+            config.num_epochs,
+            state.params,
+            learning_rate=learning_rate,
+        )
+        return steps.train_step(
+            state,
+            batch,
+            model=experiment.model,
+            tx=tx,
+            schedule=schedule,
+            seed=config.seed,
+            label_smoothing=config.label_smoothing,
+            ema_decay=config.ema_decay,
+        )
 
     return Probe(config, experiment, jax.jit(step))
 

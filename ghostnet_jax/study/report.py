@@ -4,6 +4,7 @@ matrix, per-class accuracy and misclassified images, gathered in WORKDIR/report/
 Reads only the run folder (metrics.jsonl, results.json, config.json, the best checkpoint);
 never trains.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ import numpy as np
 
 from ghostnet_jax.study import plots
 from ghostnet_jax.study.diagnosis import diagnose
-from ghostnet_jax.training.grad_health import GradientHealth
 from ghostnet_jax.study.history import RunHistory, load_history
 from ghostnet_jax.study.predictions import Predictions, predict
+from ghostnet_jax.training.grad_health import GradientHealth
 
 MAX_MISCLASSIFIED = 24
 
@@ -43,8 +44,13 @@ def _curves(history: RunHistory, out: Path) -> tuple[dict, list[str]]:
     # Only epochs with both curves can be compared.
     common = [e for e in val_epochs if e in train_epochs]
     pick = lambda epochs, values: [values[epochs.index(e)] for e in common]
-    diagnosis = diagnose(pick(train_epochs, train['loss']), pick(train_epochs, train['accuracy']),
-                         pick(val_epochs, val['loss']), pick(val_epochs, val['accuracy']), common)
+    diagnosis = diagnose(
+        pick(train_epochs, train['loss']),
+        pick(train_epochs, train['accuracy']),
+        pick(val_epochs, val['loss']),
+        pick(val_epochs, val['accuracy']),
+        common,
+    )
     return diagnosis, figures
 
 
@@ -71,27 +77,52 @@ def _spread_over_classes(wrong: np.ndarray, labels: np.ndarray) -> np.ndarray:
 def _predictions_section(pred: Predictions, out: Path) -> list[str]:
     matrix = pred.confusion()
     names = pred.class_names
-    plots.confusion(matrix, names, f'Confusion matrix, {pred.split} ({pred.spec})\n'
-                    f'{pred.checkpoint} checkpoint, step {pred.step}', out / 'confusion.png')
+    plots.confusion(
+        matrix,
+        names,
+        f'Confusion matrix, {pred.split} ({pred.spec})\n'
+        f'{pred.checkpoint} checkpoint, step {pred.step}',
+        out / 'confusion.png',
+    )
     wrong = _spread_over_classes(np.flatnonzero(pred.labels != pred.predicted), pred.labels)
-    plots.image_grid(pred.images[wrong],
-                     [f'true {names[pred.labels[i]]}\npred {names[pred.predicted[i]]}' for i in wrong],
-                     f'Misclassified {pred.split} images ({len(wrong)} of '
-                     f'{int((pred.labels != pred.predicted).sum())})', out / 'misclassified.png')
+    plots.image_grid(
+        pred.images[wrong],
+        [f'true {names[pred.labels[i]]}\npred {names[pred.predicted[i]]}' for i in wrong],
+        f'Misclassified {pred.split} images ({len(wrong)} of '
+        f'{int((pred.labels != pred.predicted).sum())})',
+        out / 'misclassified.png',
+    )
     total = int(matrix.sum())
-    lines = [f'## Predictions on {pred.split} (`{pred.spec}`, {total} images, {pred.checkpoint} '
-             f'checkpoint, step {pred.step})', '',
-             f'Accuracy {np.trace(matrix) / max(total, 1):.4f}.', '',
-             '| class | images | correct | accuracy |', '|---|---|---|---|']
+    lines = [
+        f'## Predictions on {pred.split} (`{pred.spec}`, {total} images, {pred.checkpoint} '
+        f'checkpoint, step {pred.step})',
+        '',
+        f'Accuracy {np.trace(matrix) / max(total, 1):.4f}.',
+        '',
+        '| class | images | correct | accuracy |',
+        '|---|---|---|---|',
+    ]
     for i, name in enumerate(names):
         count = int(matrix[i].sum())
         acc = f'{matrix[i, i] / count:.4f}' if count else '-'
         lines.append(f'| {name} | {count} | {int(matrix[i, i])} | {acc} |')
-    lines += ['', '![confusion matrix](confusion.png)', '', '![misclassified](misclassified.png)', '']
-    summary = {'split': pred.split, 'spec': pred.spec, 'step': pred.step,
-               'checkpoint': pred.checkpoint, 'num_examples': total,
-               'class_names': list(names), 'confusion': matrix.tolist(),
-               'misclassified': int((pred.labels != pred.predicted).sum())}
+    lines += [
+        '',
+        '![confusion matrix](confusion.png)',
+        '',
+        '![misclassified](misclassified.png)',
+        '',
+    ]
+    summary = {
+        'split': pred.split,
+        'spec': pred.spec,
+        'step': pred.step,
+        'checkpoint': pred.checkpoint,
+        'num_examples': total,
+        'class_names': list(names),
+        'confusion': matrix.tolist(),
+        'misclassified': int((pred.labels != pred.predicted).sum()),
+    }
     (out / 'predictions.json').write_text(json.dumps(summary, indent=2))
     return lines
 
@@ -99,21 +130,26 @@ def _predictions_section(pred: Predictions, out: Path) -> list[str]:
 def _results_lines(results: dict | None) -> list[str]:
     if not results:
         return ['No results.json (the run has not finished): no final numbers.', '']
-    lines = [f'Stop: {results.get("stop_reason")}; {results.get("epochs_trained")} epochs; '
-             f'final evaluation of the {results.get("checkpoint")} checkpoint (step '
-             f'{results.get("step")}).', '']
+    lines = [
+        f'Stop: {results.get("stop_reason")}; {results.get("epochs_trained")} epochs; '
+        f'final evaluation of the {results.get("checkpoint")} checkpoint (step '
+        f'{results.get("step")}).',
+        '',
+    ]
     for role in ('val', 'test'):
         r = results.get(role)
         if r:
-            lines.append(f'- {role}: accuracy {r["accuracy"]:.4f}, loss {r["loss"]:.4f} '
-                         f'({r["num_examples"]} images)')
+            lines.append(
+                f'- {role}: accuracy {r["accuracy"]:.4f}, loss {r["loss"]:.4f} '
+                f'({r["num_examples"]} images)'
+            )
     return lines + ['']
 
 
 def write_report(workdir: str | Path) -> Path:
     """Writes WORKDIR/report/ (report.md, PNGs, predictions.json); returns report.md's path."""
     workdir = Path(workdir)
-    history = load_history(workdir)   # first: a wrong --workdir must not get a report/ folder
+    history = load_history(workdir)  # first: a wrong --workdir must not get a report/ folder
     out = workdir / 'report'
     out.mkdir(parents=True, exist_ok=True)
     results_path = workdir / 'results.json'
@@ -124,25 +160,35 @@ def write_report(workdir: str | Path) -> Path:
     lines = [f'# Run report: {workdir.name}', '']
     lines += _results_lines(results)
     lines += ['## Diagnosis', ''] + [f'- {f}' for f in diagnosis['findings']] + ['']
-    captions = {'curves.png': 'Train vs validation loss and accuracy per epoch',
-                'learning_rate.png': 'Learning rate per step',
-                'gradients.png': 'Gradient norm per stage and update/parameter ratio per step'}
+    captions = {
+        'curves.png': 'Train vs validation loss and accuracy per epoch',
+        'learning_rate.png': 'Learning rate per step',
+        'gradients.png': 'Gradient norm per stage and update/parameter ratio per step',
+    }
     lines += ['## Curves', '']
     for name in figures:
         lines += [f'![{captions[name]}]({name})', '']
     lines += ['## Gradient health', '']
-    lines += ([f'- {w}' for w in warnings] if warnings else
-              ['No stage\'s gradient norm vanished or exploded relative to its own history.'])
+    lines += (
+        [f'- {w}' for w in warnings]
+        if warnings
+        else ["No stage's gradient norm vanished or exploded relative to its own history."]
+    )
     lines.append('')
     has_checkpoint = (workdir / 'checkpoints').is_dir() and any(
-        p.name.isdigit() for p in (workdir / 'checkpoints').iterdir())
+        p.name.isdigit() for p in (workdir / 'checkpoints').iterdir()
+    )
     if has_checkpoint:
         lines += _predictions_section(predict(workdir), out)
     else:
         lines += ['No checkpoint: no confusion matrix.', '']
-    (out / 'diagnosis.json').write_text(json.dumps(
-        {**diagnosis, 'gradient_warnings': warnings}, indent=2,
-        default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+    (out / 'diagnosis.json').write_text(
+        json.dumps(
+            {**diagnosis, 'gradient_warnings': warnings},
+            indent=2,
+            default=lambda v: None if isinstance(v, float) and math.isnan(v) else v,
+        )
+    )
     path = out / 'report.md'
     path.write_text('\n'.join(lines))
     return path
@@ -153,6 +199,7 @@ def report_finished_run(workdir: str | Path) -> Path | None:
     first process only. A report that fails is a warning: the run and its results are
     complete without it. An up-to-date report (a rerun of a finished run) is kept."""
     import jax
+
     workdir = Path(workdir)
     report, results = workdir / 'report' / 'report.md', workdir / 'results.json'
     if jax.process_index() != 0 or not results.exists():
@@ -161,9 +208,14 @@ def report_finished_run(workdir: str | Path) -> Path | None:
         return report
     try:
         path = write_report(workdir)
-    except Exception as e:   # plots must never cost a finished run its exit status
-        log.warning('Could not write the run report (%s: %s); retry with python -m '
-                    'ghostnet_jax.report --workdir %s', type(e).__name__, e, workdir)
+    except Exception as e:  # plots must never cost a finished run its exit status
+        log.warning(
+            'Could not write the run report (%s: %s); retry with python -m '
+            'ghostnet_jax.report --workdir %s',
+            type(e).__name__,
+            e,
+            workdir,
+        )
         return None
     log.info('Report: %s', path)
     return path

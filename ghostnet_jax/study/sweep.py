@@ -6,6 +6,7 @@ Resumable: a run folder with results.json (or diverged.json) is finished and ski
 killed mid-way resumes from its checkpoints (one-by-one) or is retrained with its group
 (vectorized). The best row is chosen by validation accuracy, never test.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,13 @@ import numpy as np
 from ghostnet_jax.study import grid as G
 from ghostnet_jax.study import plots
 from ghostnet_jax.study.report import report_finished_run
+from ghostnet_jax.study.vectorized import (
+    train_vectorized,
+    why_not_vectorized,
+    without_vector_fields,
+    write_divergence,
+)
 from ghostnet_jax.training.config_checks import ConfigError
-from ghostnet_jax.study.vectorized import (train_vectorized, why_not_vectorized,
-                                           without_vector_fields, write_divergence)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +68,10 @@ def finished(run_dir: Path, config: ml_collections.ConfigDict) -> dict | None:
     saved = run_dir / 'config.json'
     planned = json.loads(_config_text(config))
     if saved.exists() and _comparable(json.loads(saved.read_text()), planned) != planned:
-        raise SweepError(f'{run_dir} was trained with a different config; use a new sweep '
-                         'workdir or delete that run folder.')
+        raise SweepError(
+            f'{run_dir} was trained with a different config; use a new sweep '
+            'workdir or delete that run folder.'
+        )
     return json.loads(done[0].read_text())
 
 
@@ -81,6 +88,7 @@ def _reported(config: ml_collections.ConfigDict, run_dir: Path, results: dict) -
 
 def _train_one(train_fn: TrainFn, config: ml_collections.ConfigDict, run_dir: Path) -> dict:
     from ghostnet_jax.training.loop_state import NonFiniteLossError
+
     try:
         return _reported(config, run_dir, train_fn(config, run_dir))
     except NonFiniteLossError as e:
@@ -90,14 +98,20 @@ def _train_one(train_fn: TrainFn, config: ml_collections.ConfigDict, run_dir: Pa
         return results
 
 
-def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: str | Path,
-              vectorize: bool = False, train_fn: TrainFn | None = None,
-              variants: list[tuple[str, dict]] | None = None) -> dict:
+def run_sweep(
+    config: ml_collections.ConfigDict,
+    axes: list[G.Axis],
+    workdir: str | Path,
+    vectorize: bool = False,
+    train_fn: TrainFn | None = None,
+    variants: list[tuple[str, dict]] | None = None,
+) -> dict:
     """Trains what is missing, writes results.csv / results.md / heatmap.png, returns
     {'rows', 'best', 'trained', 'skipped', 'table'}. `variants` (named override sets, see
     grid.parse_variants) replace the grid's product when given."""
     from ghostnet_jax.configs import default as default_config
     from ghostnet_jax.training.config_checks import validate_config
+
     if train_fn is None:
         from ghostnet_jax.training.trainer import train_and_evaluate as train_fn
     workdir = Path(workdir)
@@ -113,12 +127,21 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
     runs = []
     for name, overrides in named:
         run_config = G.apply_overrides(config, overrides)
-        validate_config(run_config, default_config.get_config())   # all before any training
+        validate_config(run_config, default_config.get_config())  # all before any training
         # The table shows every field any run changes, with this run's value of it.
         runs.append((name, {f: G.get_field(run_config, f) for f in fields}, run_config))
-    (workdir / 'sweep.json').write_text(json.dumps(
-        {'grid': {f: v for f, v in axes}, 'variants': dict(variants or []), 'vectorize': vectorize,
-         'runs': [name for name, _, _ in runs]}, indent=2, default=str))
+    (workdir / 'sweep.json').write_text(
+        json.dumps(
+            {
+                'grid': {f: v for f, v in axes},
+                'variants': dict(variants or []),
+                'vectorize': vectorize,
+                'runs': [name for name, _, _ in runs],
+            },
+            indent=2,
+            default=str,
+        )
+    )
     (workdir / 'base_config.json').write_text(_config_text(config))
 
     results: dict[str, dict] = {}
@@ -142,14 +165,14 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
             key = json.dumps(without_vector_fields(run[2]), sort_keys=True, default=str)
             groups.setdefault(key, []).append(run)
         for group in groups.values():
-            if len(group) == 1:    # nothing to share: the plain (resumable) trainer
+            if len(group) == 1:  # nothing to share: the plain (resumable) trainer
                 name, _, run_config = group[0]
                 results[name] = _train_one(train_fn, run_config, workdir / name)
                 trained.append(name)
                 continue
             dirs = [workdir / name for name, _, _ in group]
             for d in dirs:
-                if d.exists():   # partial output of a killed attempt; the group starts over
+                if d.exists():  # partial output of a killed attempt; the group starts over
                     log.info('Removing unfinished %s', d)
                     shutil.rmtree(d)
             start = time.time()
@@ -164,14 +187,17 @@ def run_sweep(config: ml_collections.ConfigDict, axes: list[G.Axis], workdir: st
             results[name] = _train_one(train_fn, run_config, workdir / name)
             trained.append(name)
 
-    rows = [G.result_row(name, overrides, results[name], _status(results[name]))
-            for name, overrides, _ in runs]
+    rows = [
+        G.result_row(name, overrides, results[name], _status(results[name]))
+        for name, overrides, _ in runs
+    ]
     best = G.best_row(rows)
     G.write_csv(rows, fields, workdir / 'results.csv')
     table = G.markdown(rows, fields, best)
     (workdir / 'results.md').write_text(
         table + '\n\nBest by validation accuracy (test accuracy is shown, never used to '
-        f'choose): {best["run"] if best else "none"}\n')
+        f'choose): {best["run"] if best else "none"}\n'
+    )
     if len(axes) == 2 and not variants:
         write_heatmap(rows, axes, best, workdir / 'heatmap.png')
     return {'rows': rows, 'best': best, 'trained': trained, 'skipped': skipped, 'table': table}
@@ -186,6 +212,13 @@ def write_heatmap(rows: list[dict], axes: list[G.Axis], best: dict | None, path:
         values[i, j] = r['val_accuracy']
         if best is not None and r['run'] == best['run']:
             where = (i, j)
-    return plots.heatmap(values, [str(v) for v in row_values], [str(v) for v in col_values],
-                         row_field, col_field, 'Validation accuracy (* = best)', path, where)
-
+    return plots.heatmap(
+        values,
+        [str(v) for v in row_values],
+        [str(v) for v in col_values],
+        row_field,
+        col_field,
+        'Validation accuracy (* = best)',
+        path,
+        where,
+    )

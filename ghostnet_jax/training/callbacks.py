@@ -45,27 +45,27 @@ import ml_collections
 
 def callbacks_from_config(
     cfg: ml_collections.ConfigDict,
-) -> tuple["EarlyStopping | None", "ReduceLROnPlateau | None"]:
+) -> tuple['EarlyStopping | None', 'ReduceLROnPlateau | None']:
     """Builds the enabled callbacks from `config.callbacks` (None for disabled ones)."""
     es = cfg.early_stopping.to_dict()
     rp = cfg.reduce_lr_on_plateau.to_dict()
-    es_on, rp_on = es.pop("enabled"), rp.pop("enabled")
+    es_on, rp_on = es.pop('enabled'), rp.pop('enabled')
     return (EarlyStopping(**es) if es_on else None, ReduceLROnPlateau(**rp) if rp_on else None)
 
 
 def _monitor_value(name: str, monitor: str, metrics: Mapping[str, Any]) -> float:
     if monitor not in metrics:
         raise KeyError(
-            f"{name} monitors {monitor!r}, which is not in the metrics passed to update(); "
-            f"available keys: {sorted(metrics)}"
+            f'{name} monitors {monitor!r}, which is not in the metrics passed to update(); '
+            f'available keys: {sorted(metrics)}'
         )
     return float(metrics[monitor])
 
 
 def _check_mode(mode: str, monitor: str) -> str:
-    if mode == "auto":
-        return "max" if "acc" in monitor else "min"
-    if mode not in ("min", "max"):
+    if mode == 'auto':
+        return 'max' if 'acc' in monitor else 'min'
+    if mode not in ('min', 'max'):
         raise ValueError(f"mode must be one of 'min', 'max', 'auto'; got {mode!r}")
     return mode
 
@@ -74,7 +74,9 @@ def _check_same(kind: str, state: Mapping[str, Any], **expected: Any) -> None:
     # best/wait are only meaningful for the metric and direction they were measured with.
     for key, value in expected.items():
         if key in state and state[key] != value:
-            raise ValueError(f"{kind} state was saved with {key}={state[key]!r}, but this run uses {value!r}")
+            raise ValueError(
+                f'{kind} state was saved with {key}={state[key]!r}, but this run uses {value!r}'
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +91,8 @@ class EarlyStoppingDecision:
 class EarlyStopping:
     def __init__(
         self,
-        monitor: str = "val_accuracy",
-        mode: str = "max",
+        monitor: str = 'val_accuracy',
+        mode: str = 'max',
         patience: int = 5,
         min_delta: float = 0.0,
         restore_best: bool = True,
@@ -108,12 +110,12 @@ class EarlyStopping:
     def _is_improvement(self, current: float) -> bool:
         if self.best is None:
             return not math.isnan(current)
-        if self.mode == "max":
+        if self.mode == 'max':
             return current - self.min_delta > self.best
         return current + self.min_delta < self.best
 
     def update(self, epoch: int, metrics: Mapping[str, Any]) -> EarlyStoppingDecision:
-        current = _monitor_value("EarlyStopping", self.monitor, metrics)
+        current = _monitor_value('EarlyStopping', self.monitor, metrics)
         self.wait += 1
         improved = self._is_improvement(current)
         stop = False
@@ -140,11 +142,11 @@ class EarlyStopping:
         )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _check_same("EarlyStopping", state, monitor=self.monitor, mode=self.mode)
-        self.wait = int(state["wait"])
-        self.best = None if state["best"] is None else float(state["best"])
-        self.best_epoch = state["best_epoch"]
-        self.stopped_epoch = state.get("stopped_epoch")
+        _check_same('EarlyStopping', state, monitor=self.monitor, mode=self.mode)
+        self.wait = int(state['wait'])
+        self.best = None if state['best'] is None else float(state['best'])
+        self.best_epoch = state['best_epoch']
+        self.stopped_epoch = state.get('stopped_epoch')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,8 +161,8 @@ class PlateauDecision:
 class ReduceLROnPlateau:
     def __init__(
         self,
-        monitor: str = "val_loss",
-        mode: str = "auto",
+        monitor: str = 'val_loss',
+        mode: str = 'auto',
         factor: float = 0.5,
         patience: int = 3,
         cooldown: int = 0,
@@ -169,7 +171,7 @@ class ReduceLROnPlateau:
         min_delta: float = 1e-4,
     ):
         if not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau factor must be in (0, 1); got {factor}")
+            raise ValueError(f'ReduceLROnPlateau factor must be in (0, 1); got {factor}')
         self.monitor = monitor
         self.mode = _check_mode(mode, monitor)
         self.factor = float(factor)
@@ -186,7 +188,7 @@ class ReduceLROnPlateau:
     def _is_improvement(self, current: float) -> bool:
         if self.best is None:
             return not math.isnan(current)
-        if self.mode == "min":
+        if self.mode == 'min':
             return current < self.best - self.min_delta
         return current > self.best + self.min_delta
 
@@ -195,13 +197,17 @@ class ReduceLROnPlateau:
         floor = self.min_scale
         if self.min_lr > 0:
             if base_lr is None or base_lr <= 0:
-                raise ValueError("ReduceLROnPlateau(min_lr > 0) needs update(..., base_lr=schedule(step)) > 0")
+                raise ValueError(
+                    'ReduceLROnPlateau(min_lr > 0) needs update(..., base_lr=schedule(step)) > 0'
+                )
             floor = max(floor, self.min_lr / base_lr)
         return floor
 
-    def update(self, epoch: int, metrics: Mapping[str, Any], base_lr: float | None = None) -> PlateauDecision:
+    def update(
+        self, epoch: int, metrics: Mapping[str, Any], base_lr: float | None = None
+    ) -> PlateauDecision:
         del epoch  # decisions depend only on the sequence of values, as in Keras
-        current = _monitor_value("ReduceLROnPlateau", self.monitor, metrics)
+        current = _monitor_value('ReduceLROnPlateau', self.monitor, metrics)
         reduced = False
         if self.cooldown_counter > 0:
             self.cooldown_counter -= 1
@@ -231,8 +237,8 @@ class ReduceLROnPlateau:
         )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        _check_same("ReduceLROnPlateau", state, monitor=self.monitor, mode=self.mode)
-        self.scale = float(state["scale"])
-        self.wait = int(state["wait"])
-        self.cooldown_counter = int(state["cooldown_counter"])
-        self.best = None if state["best"] is None else float(state["best"])
+        _check_same('ReduceLROnPlateau', state, monitor=self.monitor, mode=self.mode)
+        self.scale = float(state['scale'])
+        self.wait = int(state['wait'])
+        self.cooldown_counter = int(state['cooldown_counter'])
+        self.best = None if state['best'] is None else float(state['best'])

@@ -50,8 +50,8 @@ from orbax.checkpoint import checkpoint_managers as ocm
 
 log = logging.getLogger(__name__)
 
-STATE, HOST, DATA = "state", "host", "data"
-_TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+STATE, HOST, DATA = 'state', 'host', 'data'
+_TMP = re.compile(r'^(\d+)\.orbax-checkpoint-tmp')
 
 
 # A one-process run waits for its background save however long it takes: orbax's deadline
@@ -71,7 +71,7 @@ def save_deadline_s(save_timeout_s: float, process_count: int) -> int:
 
 # A save whose metrics hold BEST_MARK=1 is a new best by the caller's own rule (the
 # training loop's, which may differ from plain ranking, e.g. early stopping's min_delta).
-BEST_MARK = "is_new_best"
+BEST_MARK = 'is_new_best'
 
 
 @dataclasses.dataclass
@@ -83,7 +83,7 @@ class _LastMarkedBest:
 
     def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
         marked = [c.step for c in checkpoints if (c.metrics or {}).get(BEST_MARK)]
-        keep = set(sorted(marked)[-self.n:])
+        keep = set(sorted(marked)[-self.n :])
         return [c.step in keep for c in checkpoints]
 
 
@@ -96,8 +96,10 @@ def _listing(path: Path) -> str:
     p = path
     while not p.exists() and p != p.parent:
         p = p.parent
-    entries = sorted(x.name + ("/" if x.is_dir() else "") for x in p.iterdir()) if p.is_dir() else []
-    return f"{p} contains {entries if entries else 'nothing'}"
+    entries = (
+        sorted(x.name + ('/' if x.is_dir() else '') for x in p.iterdir()) if p.is_dir() else []
+    )
+    return f'{p} contains {entries if entries else "nothing"}'
 
 
 def _tmp_dirs(directory: Path) -> list[Path]:
@@ -109,9 +111,9 @@ def _tmp_dirs(directory: Path) -> list[Path]:
 def _warn_tmp(directory: Path, using: int | None) -> None:
     for p in _tmp_dirs(directory):
         log.warning(
-            "Ignoring half-written checkpoint %s (a save was interrupted); using %s instead.",
+            'Ignoring half-written checkpoint %s (a save was interrupted); using %s instead.',
             p,
-            f"step {using}" if using is not None else "no checkpoint",
+            f'step {using}' if using is not None else 'no checkpoint',
         )
 
 
@@ -121,12 +123,14 @@ def abstract_state(tree: Any, mesh: jax.sharding.Mesh | None = None) -> Any:
     With `mesh`, every leaf is replicated over it (NamedSharding(mesh, P())); otherwise a
     leaf keeps its own sharding (None lets orbax pick). Non-array leaves pass through.
     """
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh is not None else None
+    replicated = (
+        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()) if mesh is not None else None
+    )
 
     def one(x):
-        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        if not hasattr(x, 'shape') or not hasattr(x, 'dtype'):
             return x
-        sharding = replicated or getattr(x, "sharding", None)
+        sharding = replicated or getattr(x, 'sharding', None)
         return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)
 
     return jax.tree.map(one, tree)
@@ -153,8 +157,8 @@ class Checkpointer:
         every_epochs: int = 1,
         max_to_keep: int = 3,
         keep_best: int = 1,
-        best_metric: str = "val_accuracy",
-        best_mode: str = "max",
+        best_metric: str = 'val_accuracy',
+        best_mode: str = 'max',
         async_save: bool = True,
         every_steps: int = 0,
         save_timeout_s: float = 0,
@@ -164,17 +168,23 @@ class Checkpointer:
         """`every_steps` (> 0): the trainer also saves inside epochs, every that many steps
         (checkpoint.every_steps); `iterator_state`: steps may carry a `data/` item, the
         streamed pipeline's iterator state (Grain's own checkpoint handler writes it)."""
-        if best_mode not in ("max", "min"):
+        if best_mode not in ('max', 'min'):
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         # Orbax writes gs:// itself; epath keeps such paths intact (pathlib would mangle them).
-        base = epath.Path(workdir) if "://" in str(workdir) else Path(workdir).absolute()
-        self.directory = base / "checkpoints"
+        base = epath.Path(workdir) if '://' in str(workdir) else Path(workdir).absolute()
+        self.directory = base / 'checkpoints'
         if read_only and not self.directory.is_dir():
-            raise CheckpointError(f"No checkpoint directory {self.directory}; {_listing(self.directory)}")
-        self.every_epochs, self.best_metric, self.best_mode = int(every_epochs), best_metric, best_mode
+            raise CheckpointError(
+                f'No checkpoint directory {self.directory}; {_listing(self.directory)}'
+            )
+        self.every_epochs, self.best_metric, self.best_mode = (
+            int(every_epochs),
+            best_metric,
+            best_mode,
+        )
         self.every_steps = int(every_steps or 0)
         self._iterator_state = iterator_state
-        worst = -math.inf if best_mode == "max" else math.inf
+        worst = -math.inf if best_mode == 'max' else math.inf
 
         def metric_fn(metrics: Mapping[str, Any]) -> float:
             v = float(metrics.get(best_metric, worst))
@@ -184,15 +194,21 @@ class Checkpointer:
         if keep_best > 0:
             policies.append(_LastMarkedBest(n=keep_best))
             policies.append(
-                ocm.BestN(get_metric_fn=metric_fn, reverse=best_mode == "min", n=keep_best,
-                          keep_checkpoints_without_metrics=False)
+                ocm.BestN(
+                    get_metric_fn=metric_fn,
+                    reverse=best_mode == 'min',
+                    n=keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
             )
         options = ocp.CheckpointManagerOptions(
             preservation_policy=ocm.AnyPreservationPolicy(policies),
             best_fn=metric_fn,  # only for best_step(); retention is the policy above
             best_mode=best_mode,
             enable_async_checkpointing=async_save,
-            async_options=ocp.AsyncOptions(timeout_secs=save_deadline_s(save_timeout_s, jax.process_count())),
+            async_options=ocp.AsyncOptions(
+                timeout_secs=save_deadline_s(save_timeout_s, jax.process_count())
+            ),
             read_only=read_only,
             create=not read_only,
         )
@@ -201,8 +217,8 @@ class Checkpointer:
             options=options,
             handler_registry=self._registry(iterator_state),
         )
-        self._in_flight: int | None = None   # the step whose background save may still fail
-        self._failed: list[int] = []          # steps whose background save failed
+        self._in_flight: int | None = None  # the step whose background save may still fail
+        self._failed: list[int] = []  # steps whose background save failed
         _warn_tmp(self.directory, self._manager.latest_step())
 
     @staticmethod
@@ -212,15 +228,21 @@ class Checkpointer:
         registry.add(STATE, ocp.args.StandardRestore, ocp.StandardCheckpointHandler())
         registry.add(HOST, ocp.args.JsonSave, ocp.JsonCheckpointHandler())
         registry.add(HOST, ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
-        if iterator_state:   # only streamed runs import Grain
+        if iterator_state:  # only streamed runs import Grain
             import grain.checkpoint
-            registry.add(DATA, grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler())
-            registry.add(DATA, grain.checkpoint.CheckpointRestore,
-                         grain.checkpoint.CheckpointHandler())
+
+            registry.add(
+                DATA, grain.checkpoint.CheckpointSave, grain.checkpoint.CheckpointHandler()
+            )
+            registry.add(
+                DATA, grain.checkpoint.CheckpointRestore, grain.checkpoint.CheckpointHandler()
+            )
         return registry
 
     @classmethod
-    def from_config(cls, workdir: str | Path, cfg: ml_collections.ConfigDict, **kwargs: Any) -> "Checkpointer":
+    def from_config(
+        cls, workdir: str | Path, cfg: ml_collections.ConfigDict, **kwargs: Any
+    ) -> 'Checkpointer':
         return cls(workdir, **{**cfg.to_dict(), **kwargs})
 
     # ------------------------------------------------------------------ queries
@@ -238,7 +260,9 @@ class Checkpointer:
         marked = [s for s in steps if (self._manager.metrics(s) or {}).get(BEST_MARK)]
         if marked:
             return marked[-1]
-        scored = [s for s in steps if (self._manager.metrics(s) or {}).get(self.best_metric) is not None]
+        scored = [
+            s for s in steps if (self._manager.metrics(s) or {}).get(self.best_metric) is not None
+        ]
         return self._manager.best_step() if scored else None
 
     def should_save(self, epoch: int, num_epochs: int) -> bool:
@@ -246,9 +270,14 @@ class Checkpointer:
         return epoch % self.every_epochs == 0 or epoch == num_epochs
 
     # --------------------------------------------------------------------- save
-    def save(self, step: int, state: Any, host_state: Mapping[str, Any],
-             metrics: Mapping[str, Any] | None = None,
-             iterator_state: Mapping[str, Any] | None = None) -> None:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        host_state: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+        iterator_state: Mapping[str, Any] | None = None,
+    ) -> None:
         """Starts an (async) save of `state` + `host_state` as checkpoint `step`.
 
         Raises CheckpointError if `step` already exists: nothing saved is overwritten.
@@ -259,20 +288,27 @@ class Checkpointer:
         step = int(step)
         if step in self.all_steps() or (self.directory / str(step)).exists():
             raise CheckpointError(
-                f"Refusing to overwrite existing checkpoint {self.directory / str(step)}. "
-                "Resume from the latest checkpoint or use a new workdir."
+                f'Refusing to overwrite existing checkpoint {self.directory / str(step)}. '
+                'Resume from the latest checkpoint or use a new workdir.'
             )
         host = _jsonable(host_state)
         json.dumps(host)  # fail here, not in orbax's background thread (NaN is allowed)
         orbax_metrics = None
-        if metrics is not None and (metrics.get(self.best_metric) is not None or metrics.get(BEST_MARK)):
-            orbax_metrics = {k: float(v) for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))}
+        if metrics is not None and (
+            metrics.get(self.best_metric) is not None or metrics.get(BEST_MARK)
+        ):
+            orbax_metrics = {
+                k: float(v) for k, v in _jsonable(metrics).items() if isinstance(v, (int, float))
+            }
         items = {STATE: ocp.args.StandardSave(state), HOST: ocp.args.JsonSave(host)}
         if iterator_state is not None and self._iterator_state:
             import grain.checkpoint
+
             # A snapshot taken now: the live iterator has read ahead of the trained steps.
-            items[DATA] = grain.checkpoint.CheckpointSave(_saved_iterator(_jsonable(iterator_state)))
-        self.failed_save(wait=True)   # a failure of the previous save is a warning, not this save's
+            items[DATA] = grain.checkpoint.CheckpointSave(
+                _saved_iterator(_jsonable(iterator_state))
+            )
+        self.failed_save(wait=True)  # a failure of the previous save is a warning, not this save's
         self._manager.save(
             step,
             args=ocp.args.Composite(**items),
@@ -291,13 +327,19 @@ class Checkpointer:
             return None
         self._in_flight = None
         try:
-            self._manager.wait_until_finished()   # raises the background error, once
-        except Exception as e:   # orbax and tensorstore raise many types
+            self._manager.wait_until_finished()  # raises the background error, once
+        except Exception as e:  # orbax and tensorstore raise many types
             kept = self.latest_step()
-            log.warning("The checkpoint of step %d could not be finished (%s: %s); %s. Training "
-                        "goes on and saves again (its unfinished files are removed at the end).", step, type(e).__name__, str(e)[:300],
-                        f"the previous one, step {kept}, is kept" if kept is not None
-                        else "no earlier checkpoint exists")
+            log.warning(
+                'The checkpoint of step %d could not be finished (%s: %s); %s. Training '
+                'goes on and saves again (its unfinished files are removed at the end).',
+                step,
+                type(e).__name__,
+                str(e)[:300],
+                f'the previous one, step {kept}, is kept'
+                if kept is not None
+                else 'no earlier checkpoint exists',
+            )
             self._failed.append(step)
             return step
         return None
@@ -315,24 +357,31 @@ class Checkpointer:
         steps = self.all_steps()
         if not steps:
             _warn_tmp(self.directory, None)
-            raise CheckpointError(f"No finished checkpoint in {self.directory}; {_listing(self.directory)}")
-        if which == "latest":
+            raise CheckpointError(
+                f'No finished checkpoint in {self.directory}; {_listing(self.directory)}'
+            )
+        if which == 'latest':
             step = steps[-1]
-        elif which == "best":
+        elif which == 'best':
             step = self.best_step()
             if step is None:
                 raise CheckpointError(
-                    f"No checkpoint in {self.directory} was saved with metric {self.best_metric!r}; steps: {steps}"
+                    f'No checkpoint in {self.directory} was saved with metric '
+                    f'{self.best_metric!r}; steps: {steps}'
                 )
         elif isinstance(which, (int, np.integer)) and not isinstance(which, bool):
             step = int(which)
             if step not in steps:
-                raise CheckpointError(f"No checkpoint for step {step} in {self.directory}; available steps: {steps}")
+                raise CheckpointError(
+                    f'No checkpoint for step {step} in {self.directory}; available steps: {steps}'
+                )
         else:
             raise ValueError(f"which must be 'latest', 'best' or a step number, got {which!r}")
         return step  # interrupted (tmp) saves were already reported by __init__
 
-    def restore(self, target: Any, which: str | int = "latest", mesh: jax.sharding.Mesh | None = None) -> tuple[Any, dict]:
+    def restore(
+        self, target: Any, which: str | int = 'latest', mesh: jax.sharding.Mesh | None = None
+    ) -> tuple[Any, dict]:
         """Restores (state, host_state). `target` is a concrete or abstract state; it is
         always turned into an abstract target so optax NamedTuples keep their types and
         arrays get the target's shardings (or replicated over `mesh`)."""
@@ -342,23 +391,32 @@ class Checkpointer:
         missing = [name for name in (STATE, HOST) if not (path / name).is_dir()]
         try:
             if missing:
-                raise FileNotFoundError(f"missing item directories {missing}")
+                raise FileNotFoundError(f'missing item directories {missing}')
             restored = self._manager.restore(
                 step,
                 args=ocp.args.Composite(
-                    **{STATE: ocp.args.StandardRestore(abstract_state(target, mesh)), HOST: ocp.args.JsonRestore()}
+                    **{
+                        STATE: ocp.args.StandardRestore(abstract_state(target, mesh)),
+                        HOST: ocp.args.JsonRestore(),
+                    }
                 ),
             )
         except Exception as e:  # orbax/tensorstore raise many types; all mean "unreadable"
             older = [s for s in self.all_steps() if s < step]
-            hint = f" Try an older one with --checkpoint {older[-1]} (available: {older})." if older else ""
+            hint = (
+                f' Try an older one with --checkpoint {older[-1]} (available: {older}).'
+                if older
+                else ''
+            )
             raise CheckpointError(
-                f"Checkpoint {path} is damaged or does not match the model/optimizer: "
-                f"{type(e).__name__}: {str(e)[:500]}.{hint}"
+                f'Checkpoint {path} is damaged or does not match the model/optimizer: '
+                f'{type(e).__name__}: {str(e)[:500]}.{hint}'
             ) from e
         return restored[STATE], dict(restored[HOST])
 
-    def restore_latest_intact(self, target: Any, mesh: jax.sharding.Mesh | None = None) -> tuple[Any, dict]:
+    def restore_latest_intact(
+        self, target: Any, mesh: jax.sharding.Mesh | None = None
+    ) -> tuple[Any, dict]:
         """Restores the latest checkpoint that reads back. A damaged one (truncated file,
         corrupt array, missing item) is moved aside to `<step>.damaged-<time>` (kept, never
         deleted) with a warning, and the previous step is tried."""
@@ -369,9 +427,14 @@ class Checkpointer:
             except CheckpointError as e:
                 if not [s for s in self.all_steps() if s < step]:
                     raise
-                aside = self.directory / f"{step}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-                log.warning("Checkpoint %s is damaged (%s); moved it to %s and resuming from the "
-                            "previous one.", self.directory / str(step), str(e)[:300], aside)
+                aside = self.directory / f'{step}.damaged-{time.strftime("%Y%m%d-%H%M%S")}'
+                log.warning(
+                    'Checkpoint %s is damaged (%s); moved it to %s and resuming from the '
+                    'previous one.',
+                    self.directory / str(step),
+                    str(e)[:300],
+                    aside,
+                )
                 self._set_aside(step, aside)
 
     def _set_aside(self, step: int, aside: Any) -> None:
@@ -379,7 +442,8 @@ class Checkpointer:
             (self.directory / str(step)).rename(aside)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
-            multihost_utils.sync_global_devices(f"ghostnet_jax set aside checkpoint {step}")
+
+            multihost_utils.sync_global_devices(f'ghostnet_jax set aside checkpoint {step}')
         self._manager.reload()
 
     def read_iterator_state(self, step: int) -> dict | None:
@@ -388,26 +452,36 @@ class Checkpointer:
         if not self._iterator_state or not (self.directory / str(step) / DATA).is_dir():
             return None
         import grain.checkpoint
+
         box = _saved_iterator(None)
         try:
-            self._manager.restore(step, args=ocp.args.Composite(
-                **{DATA: grain.checkpoint.CheckpointRestore(box)}))
-        except Exception as e:   # e.g. saved by another number of processes
-            log.info("Checkpoint %s: no input-iterator state for this process (%s); the "
-                     "streamed epoch resumes by position.", step, str(e)[:200])
+            self._manager.restore(
+                step, args=ocp.args.Composite(**{DATA: grain.checkpoint.CheckpointRestore(box)})
+            )
+        except Exception as e:  # e.g. saved by another number of processes
+            log.info(
+                'Checkpoint %s: no input-iterator state for this process (%s); the '
+                'streamed epoch resumes by position.',
+                step,
+                str(e)[:200],
+            )
             return None
         return box.saved
 
-    def read_host(self, which: str | int = "latest") -> tuple[int, dict]:
+    def read_host(self, which: str | int = 'latest') -> tuple[int, dict]:
         """(step, host JSON) of a checkpoint without reading its arrays: what `evaluate`,
         `load` and `predict` need to rebuild the model (its `model_spec`)."""
         self.wait_until_finished()
         step = self._resolve(which)
         path = self.directory / str(step)
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(**{HOST: ocp.args.JsonRestore()}))
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(**{HOST: ocp.args.JsonRestore()})
+            )
         except Exception as e:
-            raise CheckpointError(f"Checkpoint {path} has no readable host state: {type(e).__name__}: {str(e)[:300]}") from e
+            raise CheckpointError(
+                f'Checkpoint {path} has no readable host state: {type(e).__name__}: {str(e)[:300]}'
+            ) from e
         return step, dict(restored[HOST])
 
     # ---------------------------------------------------------------- lifecycle
@@ -422,7 +496,7 @@ class Checkpointer:
         self._manager.close()
         self._remove_failed()
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> 'Checkpointer':
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -454,8 +528,10 @@ def _saved_iterator(saved: dict | None) -> Any:
 def _find_step_dir(path: Path) -> Path:
     if (path / STATE).is_dir():
         return path
-    for root in (path, path / "checkpoints"):
-        steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+    for root in (path, path / 'checkpoints'):
+        steps = (
+            sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+        )
         if steps:
             _warn_tmp(root, steps[-1])
             return root / str(steps[-1])
@@ -469,18 +545,23 @@ def load_variables(path: str | Path) -> dict[str, Any]:
     """{'params', 'batch_stats'} as numpy arrays from a step dir, a checkpoints dir
     (latest finished step) or a workdir; for `init_from` fine-tuning. Only those two
     subtrees are read (partial restore), not the optimizer state."""
-    step_dir = _find_step_dir(epath.Path(path) if "://" in str(path) else Path(path).absolute())
+    step_dir = _find_step_dir(epath.Path(path) if '://' in str(path) else Path(path).absolute())
     item = step_dir / STATE
     checkpointer = ocp.PyTreeCheckpointer()
     try:
         tree = checkpointer.metadata(item).item_metadata.tree
-        missing = [k for k in ("params", "batch_stats") if k not in tree]
+        missing = [k for k in ('params', 'batch_stats') if k not in tree]
         if missing:
-            raise KeyError(f"state item has no {missing}; it has {sorted(tree)}")
-        subset = {k: tree[k] for k in ("params", "batch_stats")}
+            raise KeyError(f'state item has no {missing}; it has {sorted(tree)}')
+        subset = {k: tree[k] for k in ('params', 'batch_stats')}
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), subset)
         return checkpointer.restore(
-            item, args=ocp.args.PyTreeRestore(item=subset, restore_args=restore_args, partial_restore=True)
+            item,
+            args=ocp.args.PyTreeRestore(
+                item=subset, restore_args=restore_args, partial_restore=True
+            ),
         )
     except Exception as e:
-        raise CheckpointError(f"Cannot load params/batch_stats from {item}: {type(e).__name__}: {str(e)[:500]}") from e
+        raise CheckpointError(
+            f'Cannot load params/batch_stats from {item}: {type(e).__name__}: {str(e)[:500]}'
+        ) from e

@@ -4,6 +4,7 @@ the allocator and XLA flags in force. Recorded in results.json and the benchmark
 Nothing here imports JAX at module level: the commands read `loaded_allocator` before
 JAX may start (ghostnet_jax/cli/process.py).
 """
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,18 @@ from importlib import metadata
 from pathlib import Path
 
 # CPU features that change which kernels XLA (and PyTorch) pick on x86.
-_CPU_FLAGS_OF_INTEREST = ('avx', 'avx2', 'fma', 'avx512f', 'avx512bw', 'avx512vl', 'avx512_bf16',
-                          'avx512_vnni', 'amx_tile', 'amx_bf16')
+_CPU_FLAGS_OF_INTEREST = (
+    'avx',
+    'avx2',
+    'fma',
+    'avx512f',
+    'avx512bw',
+    'avx512vl',
+    'avx512_bf16',
+    'avx512_vnni',
+    'amx_tile',
+    'amx_bf16',
+)
 _ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc')
 
 
@@ -37,9 +48,13 @@ def cpu_info(path: str = '/proc/cpuinfo') -> dict:
                     break
     except OSError:
         pass
-    return {'model': model, 'family': family, 'model_number': number,
-            'logical_cores': os.cpu_count(),
-            'flags': [f for f in _CPU_FLAGS_OF_INTEREST if f in flags]}
+    return {
+        'model': model,
+        'family': family,
+        'model_number': number,
+        'logical_cores': os.cpu_count(),
+        'flags': [f for f in _CPU_FLAGS_OF_INTEREST if f in flags],
+    }
 
 
 def loaded_allocator(maps: str = '/proc/self/maps') -> str | None:
@@ -63,14 +78,17 @@ def xla_cpu_threads() -> int:
     local device. The pool's threads are counted where Linux lists them (exact, even if the
     affinity changed since the start); elsewhere the same rule is applied."""
     try:
-        names = [Path(f'/proc/self/task/{t}/comm').read_text().strip()
-                 for t in os.listdir('/proc/self/task')]
+        names = [
+            Path(f'/proc/self/task/{t}/comm').read_text().strip()
+            for t in os.listdir('/proc/self/task')
+        ]
     except OSError:
         names = []
     pool = sum(name.endswith('XLAEigen') for name in names)
     if pool:
         return pool
     import jax
+
     for variable in ('PJRT_NPROC', 'NPROC'):
         if os.environ.get(variable, '').strip().isdigit():
             return max(int(os.environ[variable]), jax.local_device_count())
@@ -83,9 +101,13 @@ def compute_setup() -> dict:
     determinism): the backend, the device count and, on the CPU, XLA's thread count.
     Starts JAX's backend if it has not started."""
     import jax
+
     backend = jax.default_backend()
-    return {'backend': backend, 'devices': jax.device_count(),
-            'xla_cpu_threads': xla_cpu_threads() if backend == 'cpu' else None}
+    return {
+        'backend': backend,
+        'devices': jax.device_count(),
+        'xla_cpu_threads': xla_cpu_threads() if backend == 'cpu' else None,
+    }
 
 
 def _version(package: str) -> str | None:
@@ -99,6 +121,7 @@ def environment() -> dict:
     """Backend, devices, versions, allocator and the XLA/JAX settings in force in this
     process (starts JAX's backend if it has not started)."""
     import jax
+
     cache_dir = jax.config.jax_compilation_cache_dir
     return {
         'backend': jax.default_backend(),

@@ -8,6 +8,7 @@ loop to stop there. At most `max_in_flight` steps are queued ahead of the host: 
 CPU, where each batch is also waited for before its step is dispatched
 (`data.metrics.steps_in_flight` says why), a few on accelerators.
 """
+
 from __future__ import annotations
 
 import collections
@@ -27,22 +28,34 @@ class StepRunner(Protocol):
 
 @dataclasses.dataclass
 class EpochRun:
-    carried: Any                    # the runner's state after the last step run
-    stop: str | None                # what on_sync answered when it stopped the loop early
-    steps_done: int                 # steps of the epoch done (first..stop), within the epoch
+    carried: Any  # the runner's state after the last step run
+    stop: str | None  # what on_sync answered when it stopped the loop early
+    steps_done: int  # steps of the epoch done (first..stop), within the epoch
     clock: list[tuple[int, float]]  # (steps done within the epoch, time) at start and syncs
 
     def seconds_per_step(self) -> float:
         """Seconds per step between sync points, leaving out the first window (its first
         step may compile, and the epoch's reshuffle runs in it) when there is more than one."""
-        (k0, t0), (k1, t1) = (self.clock[1] if len(self.clock) > 2 else self.clock[0]), self.clock[-1]
+        (k0, t0), (k1, t1) = (
+            (self.clock[1] if len(self.clock) > 2 else self.clock[0]),
+            self.clock[-1],
+        )
         return (t1 - t0) / max(k1 - k0, 1)
 
 
-def run_epoch(runner: StepRunner, carried: Any, batch_at: Callable[[int], dict], first: int,
-              stop: int, *, sync_every: int, steps_before: int, max_in_flight: int,
-              on_sync: Callable[[int, list[dict], bool], str | None],
-              on_step: Callable[[int], None] | None = None) -> EpochRun:
+def run_epoch(
+    runner: StepRunner,
+    carried: Any,
+    batch_at: Callable[[int], dict],
+    first: int,
+    stop: int,
+    *,
+    sync_every: int,
+    steps_before: int,
+    max_in_flight: int,
+    on_sync: Callable[[int, list[dict], bool], str | None],
+    on_step: Callable[[int], None] | None = None,
+) -> EpochRun:
     """Runs steps `first`..`stop - 1` of an epoch. `batch_at(k)` gives step k's batch;
     `steps_before` is the run's step count at the epoch's step 0 (sync points are every
     `sync_every` steps of the whole run, so a resumed epoch syncs where the original did).

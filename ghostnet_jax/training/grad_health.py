@@ -4,6 +4,7 @@ explodes relative to its own recent history, named, once per episode.
 Pure host-side state; feed it the train metrics the trainer already logs
 (`grad_norm/<group>` scalars) step by step.
 """
+
 from __future__ import annotations
 
 import collections
@@ -21,8 +22,14 @@ class GradientHealth:
     not enter the history, so the reference stays what the stage normally sees.
     """
 
-    def __init__(self, window: int = 100, min_history: int = 10, explode_factor: float = 10.0,
-                 vanish_factor: float = 100.0, prefix: str = 'grad_norm/'):
+    def __init__(
+        self,
+        window: int = 100,
+        min_history: int = 10,
+        explode_factor: float = 10.0,
+        vanish_factor: float = 100.0,
+        prefix: str = 'grad_norm/',
+    ):
         self.window, self.min_history = window, min_history
         self.explode_factor, self.vanish_factor, self.prefix = explode_factor, vanish_factor, prefix
         self._history: dict[str, collections.deque] = {}
@@ -33,7 +40,7 @@ class GradientHealth:
         for key, value in metrics.items():
             if not key.startswith(self.prefix):
                 continue
-            group, value = key[len(self.prefix):], float(value)
+            group, value = key[len(self.prefix) :], float(value)
             history = self._history.setdefault(group, collections.deque(maxlen=self.window))
             state, reference = 'ok', None
             if len(history) >= self.min_history:
@@ -48,7 +55,9 @@ class GradientHealth:
                 ref = f'{reference:.3g}' if reference is not None else 'n/a'
                 warnings.append(
                     f'step {step}: gradient norm of {group} is {state}: {value:.3g} vs its '
-                    f'recent median {ref} (factor {self.explode_factor if state == "exploding" else 1 / self.vanish_factor:g})')
+                    f'recent median {ref} (factor '
+                    f'{self.explode_factor if state == "exploding" else 1 / self.vanish_factor:g})'
+                )
             self._state[group] = state
             if state == 'ok':
                 history.append(value)

@@ -1,6 +1,7 @@
 """Starting work from a config, as every config-taking command does: check the whole
 config before anything heavy (a bad one fails in seconds, naming the field), join the
 other processes of a multi-host run, and choose the workdir."""
+
 from __future__ import annotations
 
 import logging
@@ -24,19 +25,23 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises ConfigError (naming the field and its valid values) before any work."""
     from ghostnet_jax.configs import default as default_config
     from ghostnet_jax.training.config_checks import validate_config
+
     validate_config(config, default_config.get_config())
 
 
-def train_run(config: ml_collections.ConfigDict, config_file: str | None = None,
-              workdir: str | None = None) -> dict:
+def train_run(
+    config: ml_collections.ConfigDict, config_file: str | None = None, workdir: str | None = None
+) -> dict:
     """`python -m ghostnet_jax.train`: checks `config`, joins a multi-process run, trains
     (or resumes) in `workdir` (default runs/<config>-<timestamp>) and returns results.json
     with the workdir added."""
     check_config(config)
     from ghostnet_jax.training import parallel
+
     # Multi-process runs must join before anything else touches JAX's backends.
     parallel.maybe_initialize_distributed(config.distributed)
     from ghostnet_jax.training.trainer import train_and_evaluate
+
     where = epath.Path(workdir) if workdir else default_workdir(config_file)
     log.info('Workdir: %s', where if '://' in str(where) else where.resolve())
     results = train_and_evaluate(config, where)

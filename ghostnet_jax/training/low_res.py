@@ -12,11 +12,11 @@ ImageNet recipes, in two stages to pay for one extra compile only).
 Which epochs are small is a pure function of (epoch, num_epochs), so a resumed run
 trains each epoch at the size an uninterrupted one would.
 """
+
 from __future__ import annotations
 
 import math
 from typing import Any
-
 
 # fraction * num_epochs is rounded as the exact product would be: 0.29 * 100 is 28.999...
 # in floating point, and k / n * n can land just below k.
@@ -43,8 +43,9 @@ def low_res_epoch_choices(num_epochs: int, fraction: float) -> tuple[int, ...]:
     return (down,) if up == down else (down, up)
 
 
-def train_image_size(low_res: Any, epoch: int, num_epochs: int,
-                     small_epochs: int | None = None) -> int | None:
+def train_image_size(
+    low_res: Any, epoch: int, num_epochs: int, small_epochs: int | None = None
+) -> int | None:
     """The side length epoch `epoch` (0-based) trains at, or None for the full size.
     `low_res` is config.data.low_res (size 0 = off); `small_epochs`, when a time budget
     chose the count (its plan), replaces the fraction's."""

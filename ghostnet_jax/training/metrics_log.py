@@ -19,8 +19,8 @@ writes gs:// itself.
 from __future__ import annotations
 
 import datetime
-import logging
 import json
+import logging
 import math
 import shutil
 import sys
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 def is_remote(path: Any) -> bool:
     """Whether `path` names an object store (gs://, s3://, ...) rather than a local folder."""
-    return "://" in str(path)
+    return '://' in str(path)
 
 
 def _to_float(v: Any) -> float:
@@ -53,54 +53,67 @@ class MetricsWriter:
     processes every method is a no-op (values are not even fetched from device).
     """
 
-    def __init__(self, workdir: str | Path | epath.Path, enabled: bool | None = None,
-                 remote: bool | None = None):
+    def __init__(
+        self,
+        workdir: str | Path | epath.Path,
+        enabled: bool | None = None,
+        remote: bool | None = None,
+    ):
         self.enabled = jax.process_index() == 0 if enabled is None else bool(enabled)
         self.workdir = epath.Path(workdir)
         self._remote = is_remote(workdir) if remote is None else remote
         self._tb = None
         self._jsonl: TextIO | None = None
         if self.enabled:
-            from tensorboardX import SummaryWriter  # imported lazily: only the writer process needs it
+            from tensorboardX import (
+                SummaryWriter,  # imported lazily: only the writer process needs it
+            )
 
             self.workdir.mkdir(parents=True, exist_ok=True)
-            self._tb = SummaryWriter(logdir=str(self.workdir / "tensorboard"))
-            target = self.workdir / "metrics.jsonl"
+            self._tb = SummaryWriter(logdir=str(self.workdir / 'tensorboard'))
+            target = self.workdir / 'metrics.jsonl'
             if self._remote:
-                self._mirror_dir = Path(tempfile.mkdtemp(prefix="ghostnet_jax_metrics_"))
-                local = self._mirror_dir / "metrics.jsonl"
+                self._mirror_dir = Path(tempfile.mkdtemp(prefix='ghostnet_jax_metrics_'))
+                local = self._mirror_dir / 'metrics.jsonl'
                 if target.exists():
                     local.write_bytes(target.read_bytes())
             else:
                 local = Path(target)
             # Append: a resumed run continues the same file (steps may repeat after a restore).
-            self._jsonl = open(local, "a", encoding="utf-8")
+            self._jsonl = open(local, 'a', encoding='utf-8')
             self._local_jsonl, self._target_jsonl = local, target
 
     def write_scalars(
-        self, step: int, scalars: Mapping[str, Any], prefix: str | None = None, epoch: int | None = None
+        self,
+        step: int,
+        scalars: Mapping[str, Any],
+        prefix: str | None = None,
+        epoch: int | None = None,
     ) -> None:
         """Tags are `<prefix>/<key>`; `prefix` ('train'/'val') is also the jsonl `split`."""
         if not self.enabled:
             return
         step = int(step)
         values = {k: _to_float(v) for k, v in scalars.items()}
-        record: dict[str, Any] = {"step": step, "epoch": epoch, "split": prefix}
+        record: dict[str, Any] = {'step': step, 'epoch': epoch, 'split': prefix}
         for key, value in values.items():
-            self._tb.add_scalar(f"{prefix}/{key}" if prefix else key, value, step)
+            self._tb.add_scalar(f'{prefix}/{key}' if prefix else key, value, step)
             record[key] = value if math.isfinite(value) else None
-        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.write(json.dumps(record) + '\n')
 
-    def write_hparams(self, flat_config: Mapping[str, Any], final_metrics: Mapping[str, Any]) -> None:
+    def write_hparams(
+        self, flat_config: Mapping[str, Any], final_metrics: Mapping[str, Any]
+    ) -> None:
         """Hparams-plugin entry; metrics are tagged `final/<key>` so they do not collide
         with the per-step scalars of the same name."""
         if not self.enabled:
             return
         hparams = {
-            k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat_config.items()
+            k: v if isinstance(v, (bool, int, float, str)) else str(v)
+            for k, v in flat_config.items()
         }
-        metrics = {f"final/{k}": _to_float(v) for k, v in final_metrics.items()}
-        self._tb.add_hparams(hparams, metrics, name="hparams")
+        metrics = {f'final/{k}': _to_float(v) for k, v in final_metrics.items()}
+        self._tb.add_hparams(hparams, metrics, name='hparams')
 
     def flush(self) -> None:
         if self.enabled:
@@ -118,7 +131,7 @@ class MetricsWriter:
             if self._remote:
                 shutil.rmtree(self._mirror_dir, ignore_errors=True)
 
-    def __enter__(self) -> "MetricsWriter":
+    def __enter__(self) -> 'MetricsWriter':
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -127,7 +140,7 @@ class MetricsWriter:
 
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds):
-        return "?"
+        return '?'
     return str(datetime.timedelta(seconds=int(round(seconds))))
 
 
@@ -155,12 +168,20 @@ class Progress:
         enabled: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.steps_per_epoch, self.num_epochs, self.batch_size = steps_per_epoch, num_epochs, batch_size
+        self.steps_per_epoch, self.num_epochs, self.batch_size = (
+            steps_per_epoch,
+            num_epochs,
+            batch_size,
+        )
         self.stream = stream if stream is not None else sys.stdout
         if is_tty is None:
-            is_tty = bool(getattr(self.stream, "isatty", lambda: False)())
+            is_tty = bool(getattr(self.stream, 'isatty', lambda: False)())
         self.is_tty = is_tty
-        self.every_steps, self.every_seconds, self.tty_interval_s = every_steps, every_seconds, tty_interval_s
+        self.every_steps, self.every_seconds, self.tty_interval_s = (
+            every_steps,
+            every_seconds,
+            tty_interval_s,
+        )
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.clock = clock
         self._epoch = 0
@@ -183,27 +204,31 @@ class Progress:
         if self.is_tty:
             due = last or now - self._last_print >= self.tty_interval_s
         else:
-            due = last or step - self._last_print_step >= self.every_steps or now - self._last_print >= self.every_seconds
+            due = (
+                last
+                or step - self._last_print_step >= self.every_steps
+                or now - self._last_print >= self.every_seconds
+            )
         if not due:
             return
         # Averaged over the epoch so far: steps are dispatched asynchronously and the host
         # only waits for the device at log flushes, so short windows swing wildly.
         elapsed = now - self._epoch_start
-        ips = step * self.batch_size / elapsed if elapsed > 0 else float("nan")
+        ips = step * self.batch_size / elapsed if elapsed > 0 else float('nan')
         per_step = (now - self._epoch_start) / step
         eta_epoch = per_step * (self.steps_per_epoch - step)
         eta_total = eta_epoch + per_step * self.steps_per_epoch * (self.num_epochs - self._epoch)
-        parts = [f"epoch {self._epoch}/{self.num_epochs}", f"step {step}/{self.steps_per_epoch}"]
-        for key, label in (("loss", "loss"), ("accuracy", "acc")):
+        parts = [f'epoch {self._epoch}/{self.num_epochs}', f'step {step}/{self.steps_per_epoch}']
+        for key, label in (('loss', 'loss'), ('accuracy', 'acc')):
             if key in metrics:
-                parts.append(f"{label} {float(np.asarray(metrics[key])):.4f}")
-        parts += [f"{ips:.1f} img/s", f"ETA {_hms(eta_epoch)} (total {_hms(eta_total)})"]
-        line = " | ".join(parts)
+                parts.append(f'{label} {float(np.asarray(metrics[key])):.4f}')
+        parts += [f'{ips:.1f} img/s', f'ETA {_hms(eta_epoch)} (total {_hms(eta_total)})']
+        line = ' | '.join(parts)
         if self.is_tty:
-            self.stream.write("\r" + line.ljust(self._line_len) + ("\n" if last else ""))
+            self.stream.write('\r' + line.ljust(self._line_len) + ('\n' if last else ''))
             self._line_len = 0 if last else len(line)
         else:
-            self.stream.write(line + "\n")
+            self.stream.write(line + '\n')
         self.stream.flush()
         self._last_print, self._last_print_step = now, step
 
@@ -212,14 +237,15 @@ class Progress:
         if not self.enabled:
             return
         if self.is_tty and self._line_len:
-            self.stream.write("\n")
+            self.stream.write('\n')
             self._line_len = 0
-        self.stream.write(message + "\n")
+        self.stream.write(message + '\n')
         self.stream.flush()
 
 
-def write_run_config(workdir: epath.Path, config: ml_collections.ConfigDict,
-                     replace: bool = False) -> None:
+def write_run_config(
+    workdir: epath.Path, config: ml_collections.ConfigDict, replace: bool = False
+) -> None:
     """Saves the resolved config; a resumed run with a changed config adds a new file.
     `replace`: the same run refined a value it could only measure (a time budget's
     num_epochs), so config.json itself is rewritten."""

@@ -3,10 +3,12 @@
 Every checkpoint the trainer writes carries a `ModelSpec` in its host JSON item (key
 `model_spec`): the architecture (registry name and the overrides it was built with) and
 the input pipeline it was trained with (image size, per-channel normalization, class
-names), and how it was evaluated (eval_flip). `evaluate`, `ghostnet_jax.load`, `predict` and `export` read it from there, so a
-workdir is enough to use a trained model: the training data need not exist any more, and
-a changed training folder cannot silently change the normalization.
+names), and how it was evaluated (eval_flip). `evaluate`, `ghostnet_jax.load`, `predict`
+and `export` read it from there, so a workdir is enough to use a trained model: the
+training data need not exist any more, and a changed training folder cannot silently
+change the normalization.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,11 +26,11 @@ class ModelSpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    model_name: str                      # registry name (ghostnet_jax.list_models())
+    model_name: str  # registry name (ghostnet_jax.list_models())
     num_classes: int
     class_names: tuple[str, ...]
-    image_shape: tuple[int, int, int]    # (H, W, C) the network was trained on
-    mean: tuple[float, ...]              # per channel, in [0, 255] pixel units
+    image_shape: tuple[int, int, int]  # (H, W, C) the network was trained on
+    mean: tuple[float, ...]  # per channel, in [0, 255] pixel units
     std: tuple[float, ...]
     # Square size every image was resized to when decoded (config.data.image_size), or
     # None when images were used at their stored size.
@@ -48,8 +50,9 @@ class ModelSpec:
 
     def __post_init__(self):
         if len(self.class_names) != self.num_classes:
-            raise ModelSpecError(f'{len(self.class_names)} class names for {self.num_classes} '
-                                 'classes.')
+            raise ModelSpecError(
+                f'{len(self.class_names)} class names for {self.num_classes} classes.'
+            )
         if len(self.image_shape) != 3 or min(self.image_shape) <= 0:
             raise ModelSpecError(f'image_shape must be (H, W, C), got {self.image_shape}.')
         channels = self.image_shape[-1]
@@ -71,8 +74,11 @@ class ModelSpec:
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> 'ModelSpec':
         fields = {f.name for f in dataclasses.fields(cls)}
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(d))
         if missing:
             raise ModelSpecError(f'model spec lacks {missing}; it has {sorted(d)}.')
@@ -90,8 +96,13 @@ class ModelSpec:
     def build_model(self, dtype: Any = jnp.float32, **overrides: Any):
         """The Linen module these weights belong to (float32 compute unless asked)."""
         from ghostnet_jax.models import create_model
-        kwargs = {**self.model_overrides, 'num_classes': self.num_classes, 'dtype': dtype,
-                  **overrides}
+
+        kwargs = {
+            **self.model_overrides,
+            'num_classes': self.num_classes,
+            'dtype': dtype,
+            **overrides,
+        }
         return create_model(self.model_name, **kwargs)
 
     def differences(self, other: 'ModelSpec') -> list[str]:
@@ -108,20 +119,31 @@ class ModelSpec:
         return out
 
 
-def spec_from_training(config: Any, class_names: Sequence[str],
-                       image_shape: Sequence[int], mean: Sequence[float],
-                       std: Sequence[float]) -> ModelSpec:
+def spec_from_training(
+    config: Any,
+    class_names: Sequence[str],
+    image_shape: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> ModelSpec:
     """The spec of a model trained per `config` on data with these properties."""
     return ModelSpec(
-        model_name=config.model.name, num_classes=len(class_names),
-        class_names=tuple(class_names), image_shape=tuple(int(x) for x in image_shape),
-        mean=tuple(float(x) for x in mean), std=tuple(float(x) for x in std),
+        model_name=config.model.name,
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        image_shape=tuple(int(x) for x in image_shape),
+        mean=tuple(float(x) for x in mean),
+        std=tuple(float(x) for x in std),
         resize=config.data.image_size,
-        model_overrides={'dropout_rate': float(config.model.dropout_rate),
-                         'conv_impl': config.model.conv_impl},
-        data_source=config.data.source, train_split=config.data.train_split,
+        model_overrides={
+            'dropout_rate': float(config.model.dropout_rate),
+            'conv_impl': config.model.conv_impl,
+        },
+        data_source=config.data.source,
+        train_split=config.data.train_split,
         eval_flip=bool(config.get('eval_flip', False)),
-        eval_crop_pct=eval_crop_pct(config.data))
+        eval_crop_pct=eval_crop_pct(config.data),
+    )
 
 
 def eval_crop_pct(data_config: Any) -> float | None:

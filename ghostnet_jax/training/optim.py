@@ -48,38 +48,50 @@ import optax
 
 Schedule = Callable[[Any], jax.Array]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("warmup_cosine", "warmup_linear", "constant", "piecewise")
+OPTIMIZERS = ('sgd', 'adam', 'adamw')
+SCHEDULES = ('warmup_cosine', 'warmup_linear', 'constant', 'piecewise')
 DEFAULT_EMA_DECAY = 0.0
 
 
 # ----------------------------------------------------------------------------- schedules
 
 
-def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int,
-                   peak: float | jax.Array | None = None) -> Schedule:
+def build_schedule(
+    cfg: ml_collections.ConfigDict,
+    steps_per_epoch: int,
+    num_epochs: int,
+    peak: float | jax.Array | None = None,
+) -> Schedule:
     """Returns a jittable `step -> lr` (float32) for the configured schedule.
 
     `peak` overrides `cfg.learning_rate`; it may be a traced float32 scalar (one model's
     value under `jax.vmap`, the sweep's vectorized training), so it is only ever used
     in array arithmetic."""
     if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"Unknown optimizer.schedule {cfg.schedule!r}; valid choices: {', '.join(SCHEDULES)}")
+        raise ValueError(
+            f'Unknown optimizer.schedule {cfg.schedule!r}; valid choices: {", ".join(SCHEDULES)}'
+        )
     if steps_per_epoch <= 0 or num_epochs <= 0:
-        raise ValueError(f"steps_per_epoch ({steps_per_epoch}) and num_epochs ({num_epochs}) must be > 0")
+        raise ValueError(
+            f'steps_per_epoch ({steps_per_epoch}) and num_epochs ({num_epochs}) must be > 0'
+        )
     peak = float(cfg.learning_rate) if peak is None else peak
     total = steps_per_epoch * num_epochs
-    warmup = int(round(float(cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
+    warmup = int(round(float(cfg.get('warmup_epochs', 0.0)) * steps_per_epoch))
     if warmup >= total:
         # Not an error, so that short smoke runs work with the default config: the lr
         # then only ramps up and never reaches the decay phase.
-        logging.getLogger(__name__).warning("warmup (%d steps) >= training (%d steps): lr never leaves warmup", warmup, total)
+        logging.getLogger(__name__).warning(
+            'warmup (%d steps) >= training (%d steps): lr never leaves warmup', warmup, total
+        )
 
-    if cfg.schedule == "constant":
+    if cfg.schedule == 'constant':
         main = lambda step: jnp.full((), peak, jnp.float32)
-    elif cfg.schedule == "piecewise":
+    elif cfg.schedule == 'piecewise':
         # Decay takes effect from the first step of epoch e (absolute steps, warmup included).
-        bounds = jnp.asarray([int(round(float(e) * steps_per_epoch)) for e in cfg.boundaries_epochs], jnp.int32)
+        bounds = jnp.asarray(
+            [int(round(float(e) * steps_per_epoch)) for e in cfg.boundaries_epochs], jnp.int32
+        )
         factor = float(cfg.decay_factor)
 
         def main(step):
@@ -87,7 +99,7 @@ def build_schedule(cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epo
             return jnp.asarray(peak * factor**n, jnp.float32)
     else:  # warmup_cosine, warmup_linear: from peak to min_lr over the steps after warmup
         end = float(cfg.min_lr)
-        if cfg.schedule == "warmup_linear":
+        if cfg.schedule == 'warmup_linear':
             shape = lambda t: 1.0 - t
         else:
             shape = lambda t: 0.5 * (1.0 + jnp.cos(math.pi * t))
@@ -111,9 +123,9 @@ def length_free_steps(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> f
     """How many first steps have a learning rate that does not depend on num_epochs
     (math.inf for schedules that never do): a time-budgeted run trains them before it
     knows its final length (training/time_budget.py)."""
-    if cfg.schedule in ("constant", "piecewise"):
+    if cfg.schedule in ('constant', 'piecewise'):
         return math.inf
-    return int(round(float(cfg.get("warmup_epochs", 0.0)) * steps_per_epoch))
+    return int(round(float(cfg.get('warmup_epochs', 0.0)) * steps_per_epoch))
 
 
 # ----------------------------------------------------------------- plateau scale transform
@@ -148,7 +160,7 @@ def get_lr_scale(opt_state: Any) -> jax.Array:
     """Reads the plateau scale from an optimizer state built by `build_optimizer`."""
     found = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_plateau) if _is_plateau(s)]
     if len(found) != 1:
-        raise ValueError(f"Expected exactly one PlateauScaleState in opt_state, found {len(found)}")
+        raise ValueError(f'Expected exactly one PlateauScaleState in opt_state, found {len(found)}')
     return found[0].plateau_scale
 
 
@@ -185,7 +197,7 @@ def current_learning_rate(schedule: Schedule, opt_state: Any, step: Any) -> jax.
 
 def _leaf_name(path: tuple) -> str:
     last = path[-1] if path else None
-    for attr in ("key", "name", "idx"):
+    for attr in ('key', 'name', 'idx'):
         if hasattr(last, attr):
             return str(getattr(last, attr))
     return str(last)
@@ -198,13 +210,18 @@ def weight_decay_mask(params: Any) -> Any:
     accuracy and is not what the GhostNet/timm recipes do.
     """
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: _leaf_name(path) == "kernel" and len(getattr(x, "shape", ())) > 1, params
+        lambda path, x: _leaf_name(path) == 'kernel' and len(getattr(x, 'shape', ())) > 1, params
     )
 
 
 def build_optimizer(
-    cfg: ml_collections.ConfigDict, steps_per_epoch: int, num_epochs: int, params: Any = None,
-    *, learning_rate: jax.Array | None = None, weight_decay: jax.Array | None = None,
+    cfg: ml_collections.ConfigDict,
+    steps_per_epoch: int,
+    num_epochs: int,
+    params: Any = None,
+    *,
+    learning_rate: jax.Array | None = None,
+    weight_decay: jax.Array | None = None,
 ) -> tuple[optax.GradientTransformation, Schedule]:
     """Builds the optax chain and returns `(tx, schedule)`; schedule(step) is the base lr.
 
@@ -217,40 +234,44 @@ def build_optimizer(
     optimizer state's structure) is the same for every model; a value of 0 adds exactly 0.
     """
     if cfg.name not in OPTIMIZERS:
-        raise ValueError(f"Unknown optimizer.name {cfg.name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+        raise ValueError(
+            f'Unknown optimizer.name {cfg.name!r}; valid choices: {", ".join(OPTIMIZERS)}'
+        )
     schedule = build_schedule(cfg, steps_per_epoch, num_epochs, peak=learning_rate)
-    wd = float(cfg.get("weight_decay", 0.0)) if weight_decay is None else weight_decay
+    wd = float(cfg.get('weight_decay', 0.0)) if weight_decay is None else weight_decay
     decays = weight_decay is not None or wd > 0
     mask = weight_decay_mask(params) if params is not None else weight_decay_mask
 
     parts: list[optax.GradientTransformation] = []
-    if float(cfg.get("grad_clip_norm", 0.0)) > 0:
+    if float(cfg.get('grad_clip_norm', 0.0)) > 0:
         parts.append(optax.clip_by_global_norm(float(cfg.grad_clip_norm)))
-    if cfg.name in ("sgd", "adam") and decays:
+    if cfg.name in ('sgd', 'adam') and decays:
         parts.append(optax.add_decayed_weights(wd, mask))  # coupled L2: enters momentum/moments
-    if cfg.name == "sgd":
+    if cfg.name == 'sgd':
         if float(cfg.momentum) > 0:
             parts.append(optax.trace(decay=float(cfg.momentum), nesterov=bool(cfg.nesterov)))
     else:
         parts.append(optax.scale_by_adam(b1=float(cfg.b1), b2=float(cfg.b2), eps=float(cfg.eps)))
-        if cfg.name == "adamw" and decays:
+        if cfg.name == 'adamw' and decays:
             parts.append(optax.add_decayed_weights(wd, mask))  # decoupled, scaled by lr below
     parts.append(optax.scale_by_learning_rate(schedule))
     parts.append(scale_by_plateau())
     tx = optax.chain(*parts)
-    frozen_steps = round(float(cfg.get("freeze_backbone_epochs", 0.0)) * steps_per_epoch)
+    frozen_steps = round(float(cfg.get('freeze_backbone_epochs', 0.0)) * steps_per_epoch)
     return (freeze_backbone(tx, frozen_steps) if frozen_steps > 0 else tx), schedule
 
 
-HEAD = "classifier"   # every registered model names its last layer so
+HEAD = 'classifier'  # every registered model names its last layer so
 
 
 class FrozenBackboneState(NamedTuple):
-    count: jax.Array   # updates done
+    count: jax.Array  # updates done
     inner: Any
 
 
-def freeze_backbone(inner: optax.GradientTransformation, steps: int) -> optax.GradientTransformation:
+def freeze_backbone(
+    inner: optax.GradientTransformation, steps: int
+) -> optax.GradientTransformation:
     """`inner`, except that its first `steps` updates change only the `classifier` layer
     (fine-tuning: a new head first learns on the pretrained features). The other
     gradients and params are zeroed before `inner` and its updates after, so the backbone
@@ -259,7 +280,7 @@ def freeze_backbone(inner: optax.GradientTransformation, steps: int) -> optax.Gr
     still follow the new data: they are not parameters."""
 
     def is_head(path) -> bool:
-        return any(getattr(k, "key", None) == HEAD for k in path)
+        return any(getattr(k, 'key', None) == HEAD for k in path)
 
     def init_fn(params):
         return FrozenBackboneState(jnp.zeros([], jnp.int32), inner.init(params))
@@ -270,12 +291,14 @@ def freeze_backbone(inner: optax.GradientTransformation, steps: int) -> optax.Gr
         def keep_head(tree):
             return jax.tree_util.tree_map_with_path(
                 lambda path, u: u if is_head(path) else jnp.where(frozen, jnp.zeros_like(u), u),
-                tree)
+                tree,
+            )
 
         # The frozen leaves' params are hidden too (zeros), so weight decay adds nothing to
         # their momentum or moments while they wait.
-        new, inner_state = inner.update(keep_head(updates), state.inner,
-                                        None if params is None else keep_head(params))
+        new, inner_state = inner.update(
+            keep_head(updates), state.inner, None if params is None else keep_head(params)
+        )
         return keep_head(new), FrozenBackboneState(state.count + 1, inner_state)
 
     return optax.GradientTransformation(init_fn, update_fn)
@@ -287,7 +310,7 @@ def freeze_backbone(inner: optax.GradientTransformation, steps: int) -> optax.Gr
 def init_ema(params: Any, decay: float) -> Any:
     """EMA starting point: a copy of params, or None when EMA is off (decay == 0)."""
     if not 0.0 <= decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
+        raise ValueError(f'ema_decay must be in [0, 1), got {decay}')
     return None if decay == 0.0 else jax.tree.map(jnp.array, params)
 
 

@@ -5,6 +5,7 @@
 'pmap' : the same per-device step under `jax.pmap` with an explicit `pmean` over an axis
          name (BatchNorm uses the same name), for users who want the classic SPMD style.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,7 +15,8 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ghostnet_jax.data.device import AXIS
 
@@ -31,17 +33,27 @@ def maybe_initialize_distributed(cfg) -> None:
     True always (with coordinator_address/num_processes/process_id when given), False never.
     """
     enabled = cfg.enabled
-    on_tpu_vm = any(k in os.environ for k in ('TPU_WORKER_HOSTNAMES', 'CLOUD_TPU_TASK_ID',
-                                              'TPU_ACCELERATOR_TYPE'))
+    on_tpu_vm = any(
+        k in os.environ
+        for k in ('TPU_WORKER_HOSTNAMES', 'CLOUD_TPU_TASK_ID', 'TPU_ACCELERATOR_TYPE')
+    )
     if enabled is False or enabled == 'false' or (enabled == 'auto' and not on_tpu_vm):
         return
     kwargs = {}
     if cfg.coordinator_address:
-        kwargs = dict(coordinator_address=cfg.coordinator_address,
-                      num_processes=cfg.num_processes, process_id=cfg.process_id)
+        kwargs = dict(
+            coordinator_address=cfg.coordinator_address,
+            num_processes=cfg.num_processes,
+            process_id=cfg.process_id,
+        )
     jax.distributed.initialize(**kwargs)
-    log.info('Process %d of %d, %d local / %d global devices', jax.process_index(),
-             jax.process_count(), jax.local_device_count(), jax.device_count())
+    log.info(
+        'Process %d of %d, %d local / %d global devices',
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+    )
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -54,8 +66,11 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places a host or device pytree fully replicated on the mesh."""
     sharding = NamedSharding(mesh, P())
     return jax.tree.map(
-        lambda x: jax.make_array_from_callback(np.shape(x), sharding,
-                                               lambda idx: np.asarray(x)[idx]), tree)
+        lambda x: jax.make_array_from_callback(
+            np.shape(x), sharding, lambda idx: np.asarray(x)[idx]
+        ),
+        tree,
+    )
 
 
 class DataParallelStep:
@@ -73,13 +88,20 @@ class DataParallelStep:
         self.mesh, self.mode = mesh, mode
         if mode == 'jit':
             replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(AXIS))
-            self._step = jax.jit(functools.partial(step_fn, axis_name=None),
-                                 in_shardings=(replicated, sharded),
-                                 out_shardings=(replicated, replicated), donate_argnums=0)
+            self._step = jax.jit(
+                functools.partial(step_fn, axis_name=None),
+                in_shardings=(replicated, sharded),
+                out_shardings=(replicated, replicated),
+                donate_argnums=0,
+            )
         else:
             self._devices = list(mesh.devices.flat)
-            self._step = jax.pmap(functools.partial(step_fn, axis_name=PMAP_AXIS),
-                                  axis_name=PMAP_AXIS, devices=self._devices, donate_argnums=0)
+            self._step = jax.pmap(
+                functools.partial(step_fn, axis_name=PMAP_AXIS),
+                axis_name=PMAP_AXIS,
+                devices=self._devices,
+                donate_argnums=0,
+            )
 
     def put(self, state: Any) -> Any:
         if self.mode == 'jit':
@@ -89,7 +111,8 @@ class DataParallelStep:
         # which pmap rejects ("Sharding passed to jit does not match"); numpy it shards.
         host = jax.device_get(state)
         return jax.pmap(lambda x: x, devices=self._devices)(
-            jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), host))
+            jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *np.shape(x))), host)
+        )
 
     def get(self, carried: Any) -> Any:
         if self.mode == 'jit':

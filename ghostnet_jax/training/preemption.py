@@ -6,6 +6,7 @@ the flag is only read through `agreed()`, which the loop calls at the same steps
 every process (its sync points) and which all-gathers the flags: every process sees the
 same answer at the same step, stops there, and saves once, together.
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,6 +45,7 @@ class Preemption:
         if jax.process_count() == 1:
             return self._requested
         from jax.experimental import multihost_utils
+
         flags = multihost_utils.process_allgather(np.int32(self._requested))
         return bool(np.max(flags))
 

@@ -8,6 +8,7 @@ Converted-weights layout (the contract between `convert`, `load` and the trainer
                        `ghostnet_jax.load`/predict/export need to use the weights on their
                        own: a ModelSpec (`model_spec`) and the host-side `preprocessing`
 """
+
 from __future__ import annotations
 
 import json
@@ -63,6 +64,7 @@ def load_pretrained(path: str) -> dict:
     if (Path(path) / INFO_FILE).exists():
         return load_converted(path)
     from ghostnet_jax.training.checkpoints import load_variables
+
     return load_variables(path)
 
 
@@ -83,11 +85,16 @@ def merge_pretrained(fresh: dict, loaded: dict) -> dict:
             return leaf
         return jnp.asarray(value, leaf.dtype)
 
-    merged = jax.tree_util.tree_map_with_path(pick, {k: fresh[k] for k in ('params', 'batch_stats')})
+    merged = jax.tree_util.tree_map_with_path(
+        pick, {k: fresh[k] for k in ('params', 'batch_stats')}
+    )
     if missing:
-        raise ValueError(f'init_from checkpoint lacks {len(missing)} variables of this model '
-                         f'(another architecture?): {missing[:10]}')
+        raise ValueError(
+            f'init_from checkpoint lacks {len(missing)} variables of this model '
+            f'(another architecture?): {missing[:10]}'
+        )
     if reinit:
-        log.warning('init_from: re-initialized %d variables with other shapes: %s', len(reinit),
-                    reinit)
+        log.warning(
+            'init_from: re-initialized %d variables with other shapes: %s', len(reinit), reinit
+        )
     return merged

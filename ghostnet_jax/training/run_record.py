@@ -7,6 +7,7 @@ below, so what a checkpoint says about the loop is written in one place. The tra
 one `RunRecord`; a vectorized sweep keeps one per model, so a run trained either way is
 written the same way.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,28 +32,37 @@ log = logging.getLogger(__name__)
 class RunRecord:
     """One run's workdir and the loop state that goes with every checkpoint."""
 
-    def __init__(self, workdir: str | epath.Path, config: ml_collections.ConfigDict,
-                 spec: ModelSpec, ckpt: Checkpointer | None = None,
-                 iterator_state: bool = False):
+    def __init__(
+        self,
+        workdir: str | epath.Path,
+        config: ml_collections.ConfigDict,
+        spec: ModelSpec,
+        ckpt: Checkpointer | None = None,
+        iterator_state: bool = False,
+    ):
         self.workdir = epath.Path(workdir)
         self.config = config
         self.spec = spec
         self.rule = final_weights_rule(config)
-        self.ckpt = ckpt or Checkpointer.from_config(self.workdir, config.checkpoint,
-                                                     iterator_state=iterator_state)
+        self.ckpt = ckpt or Checkpointer.from_config(
+            self.workdir, config.checkpoint, iterator_state=iterator_state
+        )
         self.loop = LoopState()
         self.writer: MetricsWriter | None = None
-        self._last_save: tuple = (None, None, False, None)   # save()'s arguments
-        self._new = False   # a run that starts now (start), not a resumed one
+        self._last_save: tuple = (None, None, False, None)  # save()'s arguments
+        self._new = False  # a run that starts now (start), not a resumed one
 
     # ------------------------------------------------------------- the loop state
     def start(self, num_epochs: int | None = None) -> LoopState:
         """A fresh loop state for a run that starts now (its length: `set_length`)."""
         self.loop = LoopState(
-            identity=run_identity(self.config), num_epochs=num_epochs or self.config.num_epochs,
-            max_steps=self.config.max_steps, model_spec=self.spec.to_json(),
+            identity=run_identity(self.config),
+            num_epochs=num_epochs or self.config.num_epochs,
+            max_steps=self.config.max_steps,
+            model_spec=self.spec.to_json(),
             compute=[{'from_step': 0, **compute_setup()}],
-            best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self.best_delta()))
+            best=BestSoFar(self.rule.metric, self.rule.mode, min_delta=self.best_delta()),
+        )
         self._new = True
         return self.loop
 
@@ -60,8 +70,10 @@ class RunRecord:
         """The restored loop state of a run that goes on at `step` under this config: its
         identity, model spec and max_steps are now this config's, the best epoch is ranked
         by this config's rule, and a change of what it computes with is logged and kept."""
-        if loop.best is None or (loop.best.metric, loop.best.mode) != (self.rule.metric,
-                                                                     self.rule.mode):
+        if loop.best is None or (loop.best.metric, loop.best.mode) != (
+            self.rule.metric,
+            self.rule.mode,
+        ):
             loop.best = BestSoFar(self.rule.metric, self.rule.mode, min_delta=self.best_delta())
             for record in loop.history:
                 loop.best.update(record)
@@ -119,10 +131,18 @@ class RunRecord:
         """An epoch's record (validation included) into the logs, the history and the best
         so far; returns whether it is a new best."""
         epoch, step = record['epoch'], record['step']
-        self.writer.write_scalars(step, {'loss': record['val_loss'],
-                                         'accuracy': record['val_accuracy']}, 'val', epoch=epoch)
-        self.writer.write_scalars(step, {'epoch_time_s': record['epoch_time_s'],
-                                         'image_size': image_size}, 'train', epoch=epoch)
+        self.writer.write_scalars(
+            step,
+            {'loss': record['val_loss'], 'accuracy': record['val_accuracy']},
+            'val',
+            epoch=epoch,
+        )
+        self.writer.write_scalars(
+            step,
+            {'epoch_time_s': record['epoch_time_s'], 'image_size': image_size},
+            'train',
+            epoch=epoch,
+        )
         self.loop.history.append(record)
         self.loop.evaluated_epochs = epoch
         self.loop.epoch_sums = EpochSums(epoch)
@@ -133,8 +153,14 @@ class RunRecord:
         whether it is the new best."""
         return self.loop.best.update(record)
 
-    def save(self, step: int, state: Any, metrics: dict | None = None,
-             new_best: bool = False, iterator_state: dict | None = None) -> None:
+    def save(
+        self,
+        step: int,
+        state: Any,
+        metrics: dict | None = None,
+        new_best: bool = False,
+        iterator_state: dict | None = None,
+    ) -> None:
         """A checkpoint of `state` at `step` with the loop state (once per step), and a
         streamed run's input-iterator state. The logs are flushed first: they are at least
         as durable as checkpoints, so a run resumed after a crash continues them from the
@@ -148,8 +174,9 @@ class RunRecord:
             metrics[BEST_MARK] = 1.0
         self.ckpt.save(step, state, self.loop.to_json(), metrics or None, iterator_state)
 
-    def save_again(self, failed: int, step: int, state: Any,
-                   iterator_state: dict | None = None) -> None:
+    def save_again(
+        self, failed: int, step: int, state: Any, iterator_state: dict | None = None
+    ) -> None:
         """Saves after the background save of step `failed` failed: that save again (its
         metrics and best mark) when the run is still at that step, else `state` at `step`."""
         last_step, metrics, new_best, last_iterator = self._last_save
@@ -159,20 +186,27 @@ class RunRecord:
             self.save(step, state, iterator_state=iterator_state)
 
     # ------------------------------------------------------------------------ the end
-    def finish(self, experiment: Any, evaluator: Callable, wall_s: float,
-               extra: dict | None = None) -> dict:
+    def finish(
+        self, experiment: Any, evaluator: Callable, wall_s: float, extra: dict | None = None
+    ) -> dict:
         """results.json: the final weights evaluated on validation and test, the length
         trained and the environment (and `extra`)."""
         self.ckpt.wait_until_finished()
-        results = evaluate_final_weights(self.ckpt, experiment, self.rule, self.loop, evaluator,
-                                         wall_s=wall_s)
+        results = evaluate_final_weights(
+            self.ckpt, experiment, self.rule, self.loop, evaluator, wall_s=wall_s
+        )
         results['num_epochs'] = self.loop.num_epochs
         results['environment'] = environment()
         results['compute'] = self.loop.compute
         results.update(extra or {})
-        self.writer.write_hparams(flat_scalars(self.config.to_dict()), {
-            k: v for k, v in flat_scalars(results).items()
-            if isinstance(v, float) and not k.startswith('environment.')})
+        self.writer.write_hparams(
+            flat_scalars(self.config.to_dict()),
+            {
+                k: v
+                for k, v in flat_scalars(results).items()
+                if isinstance(v, float) and not k.startswith('environment.')
+            },
+        )
         self.close()
         if jax.process_index() == 0:
             (self.workdir / 'results.json').write_text(json.dumps(results, indent=2))
@@ -183,11 +217,18 @@ class RunRecord:
             self.writer.close()
 
 
-def epoch_record(epoch: int, step: int, sums: EpochSums, val: dict, lr_scale: float,
-                 seconds: float) -> dict:
+def epoch_record(
+    epoch: int, step: int, sums: EpochSums, val: dict, lr_scale: float, seconds: float
+) -> dict:
     """One epoch of the history (loop state, metrics.jsonl, the callbacks' input)."""
     train_loss, train_acc = sums.means()
-    return {'epoch': epoch, 'step': step, 'train_loss': float(train_loss),
-            'train_accuracy': float(train_acc), 'val_accuracy': val['accuracy'],
-            'val_loss': val['loss'], 'lr_scale': float(lr_scale), 'epoch_time_s': seconds}
-
+    return {
+        'epoch': epoch,
+        'step': step,
+        'train_loss': float(train_loss),
+        'train_accuracy': float(train_acc),
+        'val_accuracy': val['accuracy'],
+        'val_loss': val['loss'],
+        'lr_scale': float(lr_scale),
+        'epoch_time_s': seconds,
+    }

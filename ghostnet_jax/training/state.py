@@ -1,4 +1,5 @@
 """The train state: everything the device updates each step, as one pytree."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,14 +15,14 @@ from ghostnet_jax.training.optim import init_ema
 
 @flax.struct.dataclass
 class TrainState:
-    step: jax.Array                 # global step (int32); epoch and position derive from it
+    step: jax.Array  # global step (int32); epoch and position derive from it
     params: Any
     batch_stats: Any
     opt_state: Any
-    ema_params: Any                 # None when EMA is off
+    ema_params: Any  # None when EMA is off
     # BatchNorm running statistics averaged like the params (timm's ModelEmaV2 does the
     # same): EMA weights evaluated with the live statistics would mismatch them.
-    ema_batch_stats: Any            # None when EMA is off
+    ema_batch_stats: Any  # None when EMA is off
     # First step whose loss was not finite, or -1. Set on device so that the host need not
     # sync every step; once set, further updates are skipped and the state stays good.
     nonfinite_step: jax.Array
@@ -38,19 +39,25 @@ def init_variables(model: nn.Module, seed: int, image_shape: tuple[int, ...]) ->
     return jax.jit(lambda: model.init(jax.random.key(seed, impl='rbg'), images, train=False))()
 
 
-def create_train_state(variables: dict, tx: optax.GradientTransformation,
-                       ema_decay: float) -> TrainState:
+def create_train_state(
+    variables: dict, tx: optax.GradientTransformation, ema_decay: float
+) -> TrainState:
     """The state before step 1. Built in one compiled program: run eagerly, the optimizer's
     zeros (one per distinct parameter shape) were as many tiny compilations, ~0.4 s of
     every run's start for the 3-block test net and more for the real widths."""
+
     def build(variables: dict) -> TrainState:
         params = variables['params']
         return TrainState(
-            step=jnp.zeros((), jnp.int32), params=params,
-            batch_stats=variables.get('batch_stats', {}), opt_state=tx.init(params),
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            batch_stats=variables.get('batch_stats', {}),
+            opt_state=tx.init(params),
             ema_params=init_ema(params, ema_decay),
             ema_batch_stats=init_ema(variables.get('batch_stats', {}), ema_decay),
-            nonfinite_step=jnp.full((), -1, jnp.int32))
+            nonfinite_step=jnp.full((), -1, jnp.int32),
+        )
+
     return jax.jit(build)(variables)
 
 

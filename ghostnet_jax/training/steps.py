@@ -1,6 +1,7 @@
 """Pure train and eval steps. The same functions run under jit (sharded batch, replicated
 state: reductions are global automatically) and under pmap/shard_map (explicit `pmean`
 over `axis_name`, and BatchNorm given the same axis name)."""
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -44,10 +45,18 @@ def _mean(x, axis_name: str | None):
     return x if axis_name is None else lax.pmean(x, axis_name)
 
 
-def train_step(state: TrainState, batch: dict, *, model: nn.Module,
-               tx: optax.GradientTransformation, schedule: Callable, seed: int,
-               label_smoothing: float = 0.0, ema_decay: float = 0.0,
-               axis_name: str | None = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    schedule: Callable,
+    seed: int,
+    label_smoothing: float = 0.0,
+    ema_decay: float = 0.0,
+    axis_name: str | None = None,
+) -> tuple[TrainState, dict]:
     """One optimizer step. Randomness (dropout) is a pure function of (seed, step).
 
     If the loss is not finite the update is skipped and `nonfinite_step` records the step,
@@ -59,8 +68,12 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
 
     def loss_fn(params):
         logits, updates = model.apply(
-            {'params': params, 'batch_stats': state.batch_stats}, batch['image'], train=True,
-            mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+            {'params': params, 'batch_stats': state.batch_stats},
+            batch['image'],
+            train=True,
+            mutable=['batch_stats'],
+            rngs={'dropout': dropout_rng},
+        )
         loss = jnp.mean(cross_entropy(logits, batch['label'], label_smoothing))
         return loss, (logits, updates['batch_stats'])
 
@@ -81,13 +94,18 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
         batch_stats=keep(batch_stats, state.batch_stats),
         opt_state=keep(opt_state, state.opt_state),
         ema_params=keep(update_ema(state.ema_params, params, decay), state.ema_params),
-        ema_batch_stats=keep(update_ema(state.ema_batch_stats, batch_stats, decay),
-                             state.ema_batch_stats),
-        nonfinite_step=jnp.where((state.nonfinite_step < 0) & ~finite, state.step,
-                                 state.nonfinite_step))
+        ema_batch_stats=keep(
+            update_ema(state.ema_batch_stats, batch_stats, decay), state.ema_batch_stats
+        ),
+        nonfinite_step=jnp.where(
+            (state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step
+        ),
+    )
     norm = optax.tree_utils.tree_norm
     metrics = {
-        'loss': loss, 'accuracy': accuracy, 'learning_rate': lr,
+        'loss': loss,
+        'accuracy': accuracy,
+        'learning_rate': lr,
         'grad_norm': norm(grads),
         'update_param_ratio': norm(updates) / jnp.maximum(norm(state.params), 1e-12),
         **_group_norms(grads, model),
@@ -95,8 +113,9 @@ def train_step(state: TrainState, batch: dict, *, model: nn.Module,
     return new_state, metrics
 
 
-def eval_logits(variables: dict, images: jax.Array, *, model: nn.Module,
-                flip: bool = False) -> jax.Array:
+def eval_logits(
+    variables: dict, images: jax.Array, *, model: nn.Module, flip: bool = False
+) -> jax.Array:
     """Eval-mode logits (running BN statistics, no dropout).
 
     ``flip`` (config.eval_flip) averages the softmax probabilities of each image and its

@@ -34,6 +34,7 @@ calibration, compiling the step again for the fitted schedule), every epoch's tr
 and validation, and the final evaluation. Python's own imports before that (a few
 seconds) are not counted.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,12 +65,13 @@ class BudgetTooSmallError(ConfigError):
 @dataclasses.dataclass(frozen=True)
 class BudgetPlan:
     """The measurements behind a fitted length, and the length. Times in seconds."""
+
     budget_s: float
-    setup_s: float            # trainer start to the end of calibration
-    compile_s: float          # the train step's first call; paid once more after fitting
-    step_s: float             # median of the timed steps
-    val_eval_s: float         # one validation pass, compiled
-    final_eval_s: float       # estimate: validation and test passes of the final weights
+    setup_s: float  # trainer start to the end of calibration
+    compile_s: float  # the train step's first call; paid once more after fitting
+    step_s: float  # median of the timed steps
+    val_eval_s: float  # one validation pass, compiled
+    final_eval_s: float  # estimate: validation and test passes of the final weights
     steps_per_epoch: int
     num_epochs: int
     # Set by each refit (`refit_after_epoch`), after epoch `epochs_done`: from then on step_s
@@ -78,7 +80,7 @@ class BudgetPlan:
     epochs_done: int = 0
     fitted_at_s: float = 0.0
     recompiles: bool = True
-    calibrated_step_s: float = 0.0   # the first fit's step_s, kept for the record
+    calibrated_step_s: float = 0.0  # the first fit's step_s, kept for the record
     # config.data.low_res: the step at the low size (0: off), the configured share of
     # epochs at it, and the count of small epochs the fit chose (0: the share rounded
     # down, as in plans stored before the fit could round it up).
@@ -100,8 +102,15 @@ class BudgetPlan:
 
     def epochs_s(self, first: int, num_epochs: int) -> float:
         """Epochs first..num_epochs-1 of a `num_epochs` run, trained and validated."""
-        return _epochs_s(first, num_epochs, self.steps_per_epoch, self.step_s,
-                         self.val_eval_s, self.low_res_step_s, self.small_epochs)
+        return _epochs_s(
+            first,
+            num_epochs,
+            self.steps_per_epoch,
+            self.step_s,
+            self.val_eval_s,
+            self.low_res_step_s,
+            self.small_epochs,
+        )
 
     def sizes_ahead(self, first: int, num_epochs: int) -> int:
         """Distinct image sizes among epochs first..num_epochs-1: the compiles a new step
@@ -115,10 +124,13 @@ class BudgetPlan:
     @property
     def predicted_s(self) -> float:
         start = self.fitted_at_s if self.refitted else self.setup_s
-        compiles = _compiles(self.recompiles, self.epochs_done, self.num_epochs,
-                             self.small_epochs)
-        return (start + compiles * self.compile_s
-                + self.epochs_s(self.epochs_done, self.num_epochs) + self.final_eval_s)
+        compiles = _compiles(self.recompiles, self.epochs_done, self.num_epochs, self.small_epochs)
+        return (
+            start
+            + compiles * self.compile_s
+            + self.epochs_s(self.epochs_done, self.num_epochs)
+            + self.final_eval_s
+        )
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -136,13 +148,21 @@ class BudgetPlan:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def _epochs_s(first: int, num_epochs: int, steps_per_epoch: int, step_s: float,
-              val_eval_s: float, low_res_step_s: float, small: int) -> float:
+def _epochs_s(
+    first: int,
+    num_epochs: int,
+    steps_per_epoch: int,
+    step_s: float,
+    val_eval_s: float,
+    low_res_step_s: float,
+    small: int,
+) -> float:
     """Epochs first..num_epochs-1 of a run whose first `small` epochs train small."""
     n_small = max(0, small - first)
     n_full = max(0, num_epochs - max(first, small))
-    return (n_small * (steps_per_epoch * low_res_step_s + val_eval_s)
-            + n_full * (steps_per_epoch * step_s + val_eval_s))
+    return n_small * (steps_per_epoch * low_res_step_s + val_eval_s) + n_full * (
+        steps_per_epoch * step_s + val_eval_s
+    )
 
 
 def _sizes_ahead(first: int, num_epochs: int, small: int) -> int:
@@ -168,12 +188,15 @@ def _most_epochs(first: int, fits: Callable[[int], bool]) -> int:
     return n
 
 
-def _most_epochs_and_small(first: int, choices: Callable[[int], tuple[int, ...]],
-                           fits: Callable[[int, int], bool]) -> tuple[int, int]:
+def _most_epochs_and_small(
+    first: int, choices: Callable[[int], tuple[int, ...]], fits: Callable[[int, int], bool]
+) -> tuple[int, int]:
     """The most epochs n >= first that fit with one of their counts of small epochs, and
     the smallest such count (the full size trains better; small epochs only fill time)."""
+
     def small(n: int) -> int | None:
         return next((k for k in choices(n) if fits(n, k)), None)
+
     n = _most_epochs(first, lambda n: small(n) is not None)
     found = small(n)
     return n, choices(n)[0] if found is None else found
@@ -185,10 +208,18 @@ def _small_choices(low_res_step_s: float, fraction: float) -> Callable[[int], tu
     return lambda n: low_res_epoch_choices(n, fraction)
 
 
-def fit_epochs(budget_s: float, setup_s: float, compile_s: float, step_s: float,
-               steps_per_epoch: int, val_eval_s: float, final_eval_s: float,
-               safety: float = SAFETY_FRACTION, low_res_step_s: float = 0.0,
-               low_res_fraction: float = 0.0) -> tuple[int, int]:
+def fit_epochs(
+    budget_s: float,
+    setup_s: float,
+    compile_s: float,
+    step_s: float,
+    steps_per_epoch: int,
+    val_eval_s: float,
+    final_eval_s: float,
+    safety: float = SAFETY_FRACTION,
+    low_res_step_s: float = 0.0,
+    low_res_fraction: float = 0.0,
+) -> tuple[int, int]:
     """Whole epochs (each trained and validated) that fit in what the budget leaves after
     setup, the compiles ahead (one per image size) and the final evaluation, keeping
     `safety` of it in reserve, and how many of them train small. With a low-resolution
@@ -197,29 +228,43 @@ def fit_epochs(budget_s: float, setup_s: float, compile_s: float, step_s: float,
     left = budget_s * (1.0 - safety) - setup_s - final_eval_s
 
     def fits(n: int, small: int) -> bool:
-        return (_compiles(True, 0, n, small) * compile_s
-                + _epochs_s(0, n, steps_per_epoch, step_s, val_eval_s, low_res_step_s,
-                            small)) <= left
+        return (
+            _compiles(True, 0, n, small) * compile_s
+            + _epochs_s(0, n, steps_per_epoch, step_s, val_eval_s, low_res_step_s, small)
+        ) <= left
+
     return _most_epochs_and_small(0, _small_choices(low_res_step_s, low_res_fraction), fits)
 
 
 def low_res_note(plan: BudgetPlan) -> str:
     if not plan.low_res_step_s:
         return ''
-    return (f' ({plan.low_res_step_s:.3f} s at the low size for the first '
-            f'{plan.small_epochs}{_rounded_up_note(plan)})')
+    return (
+        f' ({plan.low_res_step_s:.3f} s at the low size for the first '
+        f'{plan.small_epochs}{_rounded_up_note(plan)})'
+    )
 
 
 def _rounded_up_note(plan: BudgetPlan) -> str:
     if plan.small_epochs == low_res_epochs(plan.num_epochs, plan.low_res_fraction):
         return ''
-    return (f', epochs_fraction {plan.low_res_fraction:g} rounded up: one more small epoch '
-            'fits, one more full-size one does not')
+    return (
+        f', epochs_fraction {plan.low_res_fraction:g} rounded up: one more small epoch '
+        'fits, one more full-size one does not'
+    )
 
 
-def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step_s: float,
-                      val_eval_s: float, must_recompile: bool, length_matters: bool,
-                      low_res_step_s: float = 0.0, safety: float = SAFETY_FRACTION) -> BudgetPlan:
+def refit_after_epoch(
+    plan: BudgetPlan,
+    epochs_done: int,
+    elapsed_s: float,
+    step_s: float,
+    val_eval_s: float,
+    must_recompile: bool,
+    length_matters: bool,
+    low_res_step_s: float = 0.0,
+    safety: float = SAFETY_FRACTION,
+) -> BudgetPlan:
     """The plan refitted from the loop's own measurements after `epochs_done` epochs,
     `elapsed_s` after the trainer started: `step_s`, the full-size step, and with
     low-resolution first epochs `low_res_step_s`, the small one. `must_recompile`: the
@@ -230,55 +275,82 @@ def refit_after_epoch(plan: BudgetPlan, epochs_done: int, elapsed_s: float, step
     (`agree_measurements`) and they all refit alike."""
     left = plan.budget_s * (1.0 - safety) - elapsed_s - plan.final_eval_s
     low_step_s = low_res_step_s if plan.low_res_step_s else 0.0
-    measured = dataclasses.replace(plan, step_s=step_s, low_res_step_s=low_step_s,
-                                   val_eval_s=val_eval_s, epochs_done=epochs_done,
-                                   fitted_at_s=elapsed_s,
-                                   calibrated_step_s=plan.calibrated_step_s or plan.step_s)
+    measured = dataclasses.replace(
+        plan,
+        step_s=step_s,
+        low_res_step_s=low_step_s,
+        val_eval_s=val_eval_s,
+        epochs_done=epochs_done,
+        fitted_at_s=elapsed_s,
+        calibrated_step_s=plan.calibrated_step_s or plan.step_s,
+    )
 
     def fits(n: int, small: int, new_step: bool) -> bool:
         compiles = _compiles(new_step, epochs_done, n, small)
-        return compiles * plan.compile_s + _epochs_s(
-            epochs_done, n, plan.steps_per_epoch, step_s, val_eval_s, low_step_s,
-            small) <= left
+        return (
+            compiles * plan.compile_s
+            + _epochs_s(epochs_done, n, plan.steps_per_epoch, step_s, val_eval_s, low_step_s, small)
+            <= left
+        )
+
     # Every count of small epochs is >= 1 (low_res_epochs), so the refit after epoch 1
     # keeps that epoch, trained small, counted small.
     choices = _small_choices(low_step_s, plan.low_res_fraction)
 
     def refitted(new_step: bool, recompiles: bool) -> BudgetPlan:
-        n, small = _most_epochs_and_small(epochs_done, choices,
-                                          lambda n, k: fits(n, k, new_step))
-        return dataclasses.replace(measured, num_epochs=n, fitted_small_epochs=small,
-                                   recompiles=recompiles)
+        n, small = _most_epochs_and_small(epochs_done, choices, lambda n, k: fits(n, k, new_step))
+        return dataclasses.replace(
+            measured, num_epochs=n, fitted_small_epochs=small, recompiles=recompiles
+        )
+
     if not length_matters:
         return refitted(new_step=False, recompiles=False)
     with_compile = refitted(new_step=True, recompiles=True)
     keep_fits = fits(plan.num_epochs, plan.small_epochs, False)
     if not must_recompile and keep_fits and with_compile.num_epochs <= plan.num_epochs:
         # The running step already has this length, and a new one would not train more.
-        return dataclasses.replace(measured, num_epochs=plan.num_epochs,
-                                   fitted_small_epochs=plan.small_epochs, recompiles=False)
+        return dataclasses.replace(
+            measured,
+            num_epochs=plan.num_epochs,
+            fitted_small_epochs=plan.small_epochs,
+            recompiles=False,
+        )
     return with_compile
 
 
 def refit_message(before: BudgetPlan, after: BudgetPlan) -> str:
     """The log line of a refit."""
-    step = (f"the loop's step took {after.step_s:.3f} s (calibration: "
-            f"{after.calibrated_step_s:.3f} s)")
+    step = (
+        f"the loop's step took {after.step_s:.3f} s (calibration: {after.calibrated_step_s:.3f} s)"
+    )
     if after.low_res_step_s:
-        step += (f', {after.low_res_step_s:.3f} s at the low size (calibration: '
-                 f'{before.low_res_step_s:.3f} s)')
-    small = (f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
-             if after.small_epochs else '')
-    return (f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
-            f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs})'
-            f'{small}, predicted to end after {after.predicted_s / 60:.1f} min.')
+        step += (
+            f', {after.low_res_step_s:.3f} s at the low size (calibration: '
+            f'{before.low_res_step_s:.3f} s)'
+        )
+    small = (
+        f', the first {after.small_epochs} at the low size{_rounded_up_note(after)}'
+        if after.small_epochs
+        else ''
+    )
+    return (
+        f'Time budget refit after epoch {after.epochs_done}: {step}, validation '
+        f'{after.val_eval_s:.1f} s -> {after.num_epochs} epochs (was {before.num_epochs})'
+        f'{small}, predicted to end after {after.predicted_s / 60:.1f} min.'
+    )
 
 
-def first_fit(budget_minutes: float, started: float, steps_per_epoch: int,
-                run_steps: Callable[[int], list[float]], run_validation: Callable[[], None],
-                val_examples: int, test_examples: int,
-                run_low_res_steps: Callable[[int], list[float]] | None = None,
-                low_res_fraction: float = 0.0) -> BudgetPlan:
+def first_fit(
+    budget_minutes: float,
+    started: float,
+    steps_per_epoch: int,
+    run_steps: Callable[[int], list[float]],
+    run_validation: Callable[[], None],
+    val_examples: int,
+    test_examples: int,
+    run_low_res_steps: Callable[[int], list[float]] | None = None,
+    low_res_fraction: float = 0.0,
+) -> BudgetPlan:
     """The first fit, before training: measures and fits. `run_steps(n)` runs n train steps
     on a throwaway state and returns the seconds of each (the first includes compilation);
     `run_validation()` runs one validation pass; `run_low_res_steps`, when the run trains
@@ -291,31 +363,60 @@ def first_fit(budget_minutes: float, started: float, steps_per_epoch: int,
         low_res_step_s = statistics.median(run_low_res_steps(1 + CALIBRATION_STEPS)[1:])
     else:
         low_res_fraction = 0.0
-    run_validation()                 # compiles the eval step, which training reuses
+    run_validation()  # compiles the eval step, which training reuses
     t = time.time()
     run_validation()
     val_eval_s = time.time() - t
     final_eval_s = val_eval_s * (1.0 + test_examples / max(val_examples, 1))
     setup_s = time.time() - started
     budget_s = budget_minutes * 60.0
-    epochs, small = _agree(*fit_epochs(
-        budget_s, setup_s, compile_s, step_s, steps_per_epoch, val_eval_s, final_eval_s,
-        low_res_step_s=low_res_step_s, low_res_fraction=low_res_fraction))
-    plan = BudgetPlan(budget_s, setup_s, compile_s, step_s, val_eval_s, final_eval_s,
-                      steps_per_epoch, epochs, calibrated_step_s=step_s,
-                      low_res_step_s=low_res_step_s, low_res_fraction=low_res_fraction,
-                      fitted_small_epochs=small)
+    epochs, small = _agree(
+        *fit_epochs(
+            budget_s,
+            setup_s,
+            compile_s,
+            step_s,
+            steps_per_epoch,
+            val_eval_s,
+            final_eval_s,
+            low_res_step_s=low_res_step_s,
+            low_res_fraction=low_res_fraction,
+        )
+    )
+    plan = BudgetPlan(
+        budget_s,
+        setup_s,
+        compile_s,
+        step_s,
+        val_eval_s,
+        final_eval_s,
+        steps_per_epoch,
+        epochs,
+        calibrated_step_s=step_s,
+        low_res_step_s=low_res_step_s,
+        low_res_fraction=low_res_fraction,
+        fitted_small_epochs=small,
+    )
     if epochs < 1:
         raise BudgetTooSmallError(
             f'time_budget_minutes={budget_minutes:g} fits no full epoch on this machine: setup '
             f'took {setup_s:.0f} s, compiling the step {compile_s:.0f} s, and one epoch needs '
             f'{plan.epoch_s:.0f} s ({steps_per_epoch} steps of {step_s:.2f} s plus '
             f'{val_eval_s:.0f} s of validation). Raise time_budget_minutes, or choose a '
-            'smaller model or a larger batch_size.')
-    log.info('Time budget %.0f min: step %.3f s%s, validation %.1f s, compile %.0f s, setup '
-             '%.0f s -> %d epochs, predicted to end after %.1f min.', budget_minutes, step_s,
-             low_res_note(plan), val_eval_s, compile_s, setup_s, epochs,
-             plan.predicted_s / 60)
+            'smaller model or a larger batch_size.'
+        )
+    log.info(
+        'Time budget %.0f min: step %.3f s%s, validation %.1f s, compile %.0f s, setup '
+        '%.0f s -> %d epochs, predicted to end after %.1f min.',
+        budget_minutes,
+        step_s,
+        low_res_note(plan),
+        val_eval_s,
+        compile_s,
+        setup_s,
+        epochs,
+        plan.predicted_s / 60,
+    )
     return plan
 
 
@@ -323,8 +424,9 @@ def agree_measurements(*values: float) -> tuple[float, ...]:
     """Process 0's measurements on every process (unchanged in a single-process run)."""
     if jax.process_count() == 1:
         return values
-    from jax.experimental import multihost_utils
     import numpy as np
+    from jax.experimental import multihost_utils
+
     agreed = multihost_utils.broadcast_one_to_all(np.asarray(values, np.float32))
     return tuple(float(v) for v in agreed)
 
@@ -340,14 +442,13 @@ def stored_plan(ckpt: Checkpointer) -> BudgetPlan | None:
         try:
             _, host = ckpt.read_host(step)
         except CheckpointError:
-            continue     # damaged: the restore sets it aside; an older one knows the plan
+            continue  # damaged: the restore sets it aside; an older one knows the plan
         saved = host.get('time_budget')
         return BudgetPlan.from_json(saved) if saved else None
     return None
 
 
-def time_steps(runner: Any, state: Any, data: Any, n: int, size: int | None = None
-               ) -> list[float]:
+def time_steps(runner: Any, state: Any, data: Any, n: int, size: int | None = None) -> list[float]:
     """Seconds of each of n real train steps on a copy of `state` (the step donates its
     input, and the run must go on from the untouched one), on epoch 0's batches at image
     side `size` (None: the data's own), each waited for."""
@@ -357,7 +458,7 @@ def time_steps(runner: Any, state: Any, data: Any, n: int, size: int | None = No
     try:
         for k in range(n):
             t = time.time()
-            if k and k % data.steps_per_epoch == 0:   # a streamed epoch is read once, in order
+            if k and k % data.steps_per_epoch == 0:  # a streamed epoch is read once, in order
                 batches.close()
                 batches = data.epoch(0)
             batch = data.batch(batches, k % data.steps_per_epoch, size=size)
