@@ -138,10 +138,18 @@ def test_cli_stablehlo_serves_without_the_package(trainer, base_run, model, real
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert (
-        'max abs difference' in proc.stdout
-        and json.loads(exporters.metadata_path(out).read_text())['format'] == 'stablehlo'
-    )
+    meta = json.loads(exporters.metadata_path(out).read_text())
+    assert 'max abs difference' in proc.stdout and meta['format'] == 'stablehlo'
+    # Evaluated on the run's validation split (it has no test split) in jax.export's own
+    # runtime: the float export scores what the trainer's evaluator wrote in results.json.
+    results = json.loads((base_run / 'results.json').read_text())
+    evaluation = meta['evaluation']
+    assert evaluation['split'] == 'val' and evaluation['images'] == results['val']['num_examples']
+    assert evaluation['top1'] == pytest.approx(results['val']['accuracy'], abs=1e-9)
+    assert evaluation['agreement'] == 1.0 and evaluation['top1_change_pt'] == 0
+    assert meta['quantization'] == {'mode': 'none'}
+    assert 'val split (10 images' in proc.stdout and 'change +0.00 points' in proc.stdout
+    assert (tmp_path / 'exports.csv').read_text().count('\n') == 2  # header and one row
     np.save(tmp_path / 'x.npy', real_images)
     env = trainer.env()
     env.pop('PYTHONPATH', None)

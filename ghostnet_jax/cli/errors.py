@@ -66,6 +66,7 @@ def classify(error: BaseException) -> tuple[int, str] | None:
     from ghostnet_jax.models.pytorch_weights import PyTorchWeightsError
     from ghostnet_jax.models.registry import ModelInputError
     from ghostnet_jax.optional import MissingExtraError
+    from ghostnet_jax.serving.quantization import QuantizationOptionError
     from ghostnet_jax.training.checkpoints import CheckpointError
     from ghostnet_jax.training.config_checks import ConfigError
     from ghostnet_jax.training.loop_state import NonFiniteLossError
@@ -74,7 +75,7 @@ def classify(error: BaseException) -> tuple[int, str] | None:
 
     if isinstance(error, (ConfigError, ResumeMismatchError)):
         return USAGE, f'bad config: {error}'
-    if isinstance(error, (UsageError, MissingExtraError, ModelInputError)):
+    if isinstance(error, (UsageError, MissingExtraError, ModelInputError, QuantizationOptionError)):
         return USAGE, str(error)
     if isinstance(error, NonFiniteLossError):
         return NONFINITE, str(error)
@@ -82,7 +83,9 @@ def classify(error: BaseException) -> tuple[int, str] | None:
         return DATA, user_message(error)
     if isinstance(error, (CheckpointError, ModelSpecError, PyTorchWeightsError)):
         return CHECKPOINT, f'checkpoint error: {error}'
-    if isinstance(error, CheckFailed) or type(error).__name__ == 'ExportMismatchError':
+    # By name: importing the exporters (and jax) only to classify an error is not worth it.
+    mismatch = any(c.__name__ == 'ExportMismatchError' for c in type(error).__mro__)
+    if isinstance(error, CheckFailed) or mismatch:
         return UNEXPECTED, f'check failed: {error}'
     if isinstance(error, OSError) and error.errno in _STORAGE_HINTS:
         where = f' ({error.filename})' if error.filename else ''

@@ -44,7 +44,9 @@ def make_divisible(value: float, divisor: int = 4, min_value: int | None = None)
 
 def hard_sigmoid(x: jax.Array) -> jax.Array:
     """relu6(x + 3) / 6, the gate of GhostNet's squeeze-excite (not a logistic sigmoid)."""
-    return jax.nn.relu6(x + 3.0) / 6.0
+    # jax.nn's own function (the same arithmetic): exporters that know it emit one op
+    # (ONNX HardSigmoid through jax2onnx) instead of add, clip and divide.
+    return jax.nn.hard_sigmoid(x)
 
 
 def output_size(size: int, kernel: int, stride: int) -> int:

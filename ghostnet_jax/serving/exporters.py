@@ -39,7 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ghostnet_jax.optional import require
-from ghostnet_jax.serving.loading import TrainedModel, load
+from ghostnet_jax.serving.loading import TrainedModel
+from ghostnet_jax.serving.quantization import Quantization, onnx_quantize, tflite_convert
 
 FORMATS = ('stablehlo', 'onnx', 'tflite')
 SUFFIXES = {'stablehlo': '.stablehlo', 'onnx': '.onnx', 'tflite': '.tflite'}
@@ -69,12 +70,16 @@ def export_model(
     out: str | os.PathLike,
     batch_size: int | None | str = 'default',
     conv_impl: str | None = None,
+    quantization: Quantization | None = None,
 ) -> Path:
     """Writes `model` as `fmt` to `out` (plus out.json metadata); returns the path.
     `batch_size`: N, None (dynamic) or 'default' (DEFAULT_BATCH); `conv_impl` None: the
-    format's default (DEFAULT_CONV_IMPL)."""
+    format's default (DEFAULT_CONV_IMPL); `quantization` None: float32 (see
+    ghostnet_jax.serving.quantization)."""
     if fmt not in FORMATS:
         raise ValueError(f'format must be one of {FORMATS}, got {fmt!r}')
+    quantization = quantization or Quantization()
+    quantization.check_format(fmt)
     if batch_size == 'default':
         batch_size = DEFAULT_BATCH[fmt]
     conv_impl = conv_impl or DEFAULT_CONV_IMPL[fmt]
@@ -87,7 +92,7 @@ def export_model(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    blob = _EXPORTERS[fmt](fn, batch_size, (h, w, c))
+    blob = _EXPORTERS[fmt](fn, batch_size, (h, w, c), quantization)
     out.write_bytes(blob)
     metadata = {
         'format': fmt,
@@ -111,6 +116,7 @@ def export_model(
         'source': model.source,
         'step': model.step,
         'conv_impl': conv_impl,
+        'quantization': quantization.to_json(),
         'export_seconds': round(time.perf_counter() - start, 1),
     }
     if fmt == 'stablehlo':
@@ -119,7 +125,9 @@ def export_model(
     return out
 
 
-def _export_stablehlo(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
+def _export_stablehlo(
+    fn: Callable, batch_size: int | None, hwc: tuple[int, int, int], quant: Quantization
+) -> bytes:
     shape = (jax.export.symbolic_shape('batch')[0] if batch_size is None else batch_size, *hwc)
     exported = jax.export.export(jax.jit(fn), platforms=STABLEHLO_PLATFORMS)(
         jax.ShapeDtypeStruct(shape, jnp.uint8)
@@ -127,7 +135,9 @@ def _export_stablehlo(fn: Callable, batch_size: int | None, hwc: tuple[int, int,
     return bytes(exported.serialize())
 
 
-def _export_onnx(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
+def _export_onnx(
+    fn: Callable, batch_size: int | None, hwc: tuple[int, int, int], quant: Quantization
+) -> bytes:
     jax2onnx = require('jax2onnx', 'export-onnx', 'The ONNX export (jax2onnx)')
     # jax2onnx's IR serializer warns about every shape-only constant it skips: noise.
     logging.getLogger('onnx_ir.serde').setLevel(logging.ERROR)
@@ -140,10 +150,12 @@ def _export_onnx(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]
         input_names=[INPUT_NAME],
         output_names=[OUTPUT_NAME],
     )
-    return proto.SerializeToString()
+    return onnx_quantize(proto.SerializeToString(), quant, INPUT_NAME, batch_size)
 
 
-def _export_tflite(fn: Callable, batch_size: int | None, hwc: tuple[int, int, int]) -> bytes:
+def _export_tflite(
+    fn: Callable, batch_size: int | None, hwc: tuple[int, int, int], quant: Quantization
+) -> bytes:
     tf = require('tensorflow', 'export-tflite', 'The TFLite export (TensorFlow)')
     from jax.experimental import jax2tf
 
@@ -163,7 +175,7 @@ def _export_tflite(fn: Callable, batch_size: int | None, hwc: tuple[int, int, in
     )
     # Built-in ops only: the file must run in the plain LiteRT interpreter, no TF ops.
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    return tflite_convert(converter, quant, batch_size)
 
 
 _EXPORTERS = {'stablehlo': _export_stablehlo, 'onnx': _export_onnx, 'tflite': _export_tflite}
@@ -211,23 +223,33 @@ def run_tflite(path: str | os.PathLike) -> Callable[[np.ndarray], np.ndarray]:
 RUNNERS = {'stablehlo': run_stablehlo, 'onnx': run_onnx, 'tflite': run_tflite}
 
 
-def compare_with_predict(
-    model: TrainedModel, fmt: str, path: str | os.PathLike, images: np.ndarray
-) -> float:
-    """Max abs difference between the export, run in its own runtime, and predict. A
-    fixed-batch export (per its metadata) is fed `images` in chunks of its batch size."""
+DYNAMIC_CHUNK = 256  # images per call to a dynamic-batch export
+
+
+def run_in_batches(fmt: str, path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
+    """The export at `path`, run in its own runtime on every image: a fixed-batch export
+    (per its metadata) in chunks of its batch size (the last padded with copies of its last
+    image), a dynamic one in chunks of DYNAMIC_CHUNK."""
     images = np.ascontiguousarray(images, np.uint8)
     run = RUNNERS[fmt](path)
-    batch = read_metadata(path)['input']['shape'][0] or len(images)
+    fixed = read_metadata(path)['input']['shape'][0]
+    batch = fixed or min(DYNAMIC_CHUNK, max(1, len(images)))
     outputs = []
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         n = len(chunk)
-        if n < batch:  # pad the last chunk with copies of its last image
+        if fixed and n < batch:
             chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - n, axis=0)])
         outputs.append(np.asarray(run(chunk))[:n])
-    got = np.concatenate(outputs)
-    want = model.predict(images)
+    return np.concatenate(outputs)
+
+
+def compare_with_predict(
+    model: TrainedModel, fmt: str, path: str | os.PathLike, images: np.ndarray
+) -> float:
+    """Max abs difference between the export, run in its own runtime, and predict."""
+    got = run_in_batches(fmt, path, images)
+    want = model.predict(np.ascontiguousarray(images, np.uint8))
     if got.shape != want.shape:
         raise ExportMismatchError(f'{path} returned shape {got.shape}, predict {want.shape}.')
     return float(np.max(np.abs(got.astype(np.float32) - want)))
@@ -263,51 +285,3 @@ def sample_images(n: int, shape: Sequence[int], seed: int = 0) -> np.ndarray:
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata export_model wrote next to the export at `path`."""
     return json.loads(metadata_path(path).read_text())
-
-
-# ------------------------------------------------------------- the export command's work
-CHECK_IMAGES = 8
-
-
-def export_and_check(
-    path: str | os.PathLike,
-    fmt: str,
-    out: str | os.PathLike,
-    batch_size: int | None | str = 'default',
-    which: str | int = 'best',
-    conv_impl: str | None = None,
-    check_files: Sequence[Path] | None = None,
-    check: bool = True,
-) -> dict[str, Any]:
-    """Loads the model at `path` (see `load`), exports it and, unless `check` is False,
-    runs the export in its own runtime against predict on up to CHECK_IMAGES of
-    `check_files` (default: generated photo-like images). Returns what was written and
-    the check's max abs difference; ExportMismatchError when it exceeds TOLERANCE (the
-    file is kept for inspection)."""
-    model = load(path, which)
-    written = export_model(model, fmt, out, batch_size, conv_impl)
-    report: dict[str, Any] = {
-        'path': written,
-        'metadata': metadata_path(written),
-        'bytes': written.stat().st_size,
-        'batch_size': read_metadata(written)['input']['shape'][0],
-        'image_shape': model.image_shape,
-        'max_abs_difference': None,
-        'checked_on': None,
-    }
-    if not check:
-        return report
-    if check_files:
-        images = model.load_images(list(check_files)[:CHECK_IMAGES])
-        report['checked_on'] = f'{len(images)} of the given images'
-    else:  # 7: not a power of two, so a dynamic batch is really exercised
-        images = sample_images(CHECK_IMAGES - 1, model.image_shape)
-        report['checked_on'] = f'{len(images)} generated photo-like images'
-    diff = compare_with_predict(model, fmt, written, images)
-    report['max_abs_difference'] = diff
-    if not diff <= TOLERANCE:
-        raise ExportMismatchError(
-            f'{written} differs from predict by {diff:.3g} > '
-            f'{TOLERANCE:g}; the file was kept for inspection.'
-        )
-    return report
