@@ -13,6 +13,11 @@ compilation cache is configured), and the machine, versions, allocator and XLA f
 --profile DIR adds a jax.profiler trace and a table of time by op category.
 --compare-torch times PyTorch/timm eager on the identical network in the same process,
 interleaved with the JAX steps (needs the `torch` extra).
+--inference instead times inference: batch-1 latency (median, p90) and batch-32
+throughput of GhostNet v1/v2/v3 and MobileNetV3 in jitted JAX, the reloaded StableHLO,
+ONNX Runtime (float, int8) and LiteRT (float, int8), runtimes alternated
+(--inference-models, --runtimes, --latency-runs, --throughput-runs, --rounds, --threads,
+--csv results/inference.csv).
 --stream-workers 0,1,2 adds the streamed input pipeline's host throughput (images/s that
 Grain decodes, crops and batches, per number of worker processes) at --stream-sizes
 (default 32 and 224) on synthetic JPEGs or --stream-data folder:PATH; --stream-only
@@ -22,6 +27,7 @@ measures only that (no model).
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 from ghostnet_jax.cli import errors, flags
@@ -139,6 +145,39 @@ def main(argv: list[str] | None = None) -> int:
     )
     flags.add(
         parser,
+        '--inference',
+        action='store_true',
+        help='inference latency (batch 1) and throughput (batch 32) in every export runtime '
+        'instead of the training benchmark',
+    )
+    flags.add(
+        parser,
+        '--inference-models',
+        default='',
+        metavar='NAME@SIZE,...',
+        help='e.g. ghostnet_100@224,ghostnet_cifar_100@32 (default: GhostNet v1/v2/v3 0.5x/1.0x '
+        'and MobileNetV3-Large/-Small 1.0 at 224 and their CIFAR variants at 32)',
+    )
+    flags.add(
+        parser,
+        '--runtimes',
+        default='jax,stablehlo,onnx,onnx-int8,tflite,tflite-int8',
+        metavar='LIST',
+        help='inference runtimes to time (those whose extra is missing are skipped)',
+    )
+    flags.add(parser, '--latency-runs', type=int, default=100, help='timed batch-1 calls')
+    flags.add(parser, '--throughput-runs', type=int, default=10, help='timed batch-32 calls')
+    flags.add(parser, '--rounds', type=int, default=5, help='alternation rounds over runtimes')
+    flags.add(
+        parser,
+        '--threads',
+        type=int,
+        default=None,
+        help='ONNX Runtime and LiteRT threads (default: the CPUs this process may use)',
+    )
+    flags.add(parser, '--csv', metavar='PATH', help='--inference: append the rows to this CSV')
+    flags.add(
+        parser,
         '--compilation-cache',
         metavar='DIR',
         help='persistent XLA compilation cache (every entry kept): a rerun with the '
@@ -147,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     args, _ = flags.parse(parser, argv)
 
     def body() -> int:
+        if args.inference:
+            return _inference(args, argv)
         if args.compare_torch:
             from ghostnet_jax.benchmarking.torch_peer import TORCH_PEERS, require_torch
 
@@ -189,6 +230,58 @@ def main(argv: list[str] | None = None) -> int:
         return _report(d, args.json)
 
     return errors.run_command(PROG, body, argv)
+
+
+def _inference(args, argv: list[str] | None) -> int:
+    """--inference: every model in every runtime, printed and (--csv) appended."""
+    from ghostnet_jax.benchmarking import inference
+    from ghostnet_jax.models import list_models
+
+    models = list(inference.DEFAULT_MODELS)
+    if args.inference_models:
+        models = []
+        for item in args.inference_models.split(','):
+            name, _, size = item.partition('@')
+            if name not in list_models() or not size.isdigit():
+                raise errors.UsageError(
+                    f'--inference-models takes NAME@SIZE items with registered names, e.g. '
+                    f'ghostnet_100@224; got {item!r}.'
+                )
+            models.append((name, int(size)))
+    runtimes = args.runtimes.split(',')
+    unknown = sorted(set(runtimes) - set(inference.RUNTIMES))
+    if unknown:
+        raise errors.UsageError(f'unknown --runtimes {unknown}; choose from {inference.RUNTIMES}.')
+    if min(args.latency_runs, args.throughput_runs, args.rounds) < 1:
+        raise errors.UsageError('--latency-runs, --throughput-runs and --rounds must be >= 1.')
+    from ghostnet_jax.training.environment import cpu_info
+
+    cpu = cpu_info()
+    cpu_text = f'{cpu["model"]} ({cpu["logical_cores"]} cores, {" ".join(cpu["flags"])})'
+    threads = args.threads or inference.default_threads()
+    command = shlex.join(['python', '-m', 'ghostnet_jax.benchmark', *(argv or sys.argv[1:])])
+    print(f'{cpu_text}; ONNX Runtime and LiteRT threads: {threads}', flush=True)
+    rows = []
+    for name, size in models:
+        model_rows = inference.benchmark_model(
+            name,
+            size,
+            runtimes,
+            threads,
+            args.latency_runs,
+            args.throughput_runs,
+            args.rounds,
+            cpu_text,
+            command,
+        )
+        print(inference.format_rows(model_rows), flush=True)
+        rows += model_rows
+        if args.csv:
+            inference.append_rows(args.csv, model_rows)
+    if args.json:
+        with open(args.json, 'w', encoding='utf-8') as f:
+            json.dump(rows, f, indent=2)
+    return errors.OK
 
 
 def _stream(args) -> list[dict]:

@@ -20,6 +20,11 @@ Models:
   ghostnetv3_100      timm.create_model('ghostnetv3_100') in training form (its branches),
                       1000 classes, 56x56; the tests also fold it and compare the folded
                       network with these logits.
+  mobilenetv3_large_100, mobilenetv3_small_100
+                      timm's MobileNetV3-Large/-Small 1.0, 1000 classes, 56x56: the
+                      reference of the inference benchmark.
+
+`--models NAME...` rewrites only those models' entries and keeps the others as they are.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ MODELS = {
     'ghostnet_cifar_100': ('cifar', 10, 32, 10032),
     'ghostnetv2_100': ('imagenet', 1000, 56, 200),
     'ghostnetv3_100': ('imagenet', 1000, 56, 300),
+    'mobilenetv3_large_100': ('imagenet', 1000, 56, 400),
+    'mobilenetv3_small_100': ('imagenet', 1000, 56, 500),
 }
 
 
@@ -187,13 +194,15 @@ def import_timm() -> types.ModuleType:
 
 
 def timm_ghostnet(kind: str, num_classes: int, name: str = 'ghostnet_100'):
-    """timm's GhostNet/V2/V3 `name`, random init, eval mode; 'cifar' = CIFAR strides (see
-    docstring)."""
+    """timm's GhostNet/V2/V3 (or MobileNetV3) `name`, random init, eval mode; 'cifar' =
+    CIFAR strides (see docstring)."""
     timm = import_timm()
     from timm.models.ghostnet import GhostBottleneck, GhostBottleneckV3
 
     # pretrained=False: never download anything.
     model = timm.create_model(name, pretrained=False, num_classes=num_classes)
+    if name.startswith('mobilenetv3') and kind != 'imagenet':
+        raise ValueError('Only the ImageNet MobileNetV3 is in the fixture.')
     if kind == 'cifar':
         if not name.endswith('_100'):
             raise ValueError('The CIFAR surgery below is written for 1.0x widths.')
@@ -219,6 +228,7 @@ def timm_logits(model, state_dict: dict[str, np.ndarray], images_nhwc: np.ndarra
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out-dir', type=Path, default=FIXTURE_DIR)
+    parser.add_argument('--models', nargs='+', choices=sorted(MODELS), default=sorted(MODELS))
     args = parser.parse_args()
 
     import torch
@@ -231,7 +241,16 @@ def main() -> None:
 
     meta: dict[str, Any] = {'torch': torch.__version__, 'timm': timm.__version__, 'models': {}}
     arrays = {}
+    kept = [name for name in MODELS if name not in args.models]
+    if kept:  # the other models' entries, as they are
+        old = json.loads((args.out_dir / FIXTURE_JSON).read_text())
+        meta.update(torch=old['torch'], timm=old['timm'])  # the kept models' versions
+        meta['models'] = {name: old['models'][name] for name in kept}
+        with np.load(args.out_dir / FIXTURE_NPZ) as npz:
+            arrays = {k: npz[k] for k in npz.files if k.split('/')[0] in kept}
     for name, (kind, num_classes, size, seed) in MODELS.items():
+        if name not in args.models:
+            continue
         model = timm_ghostnet(kind, num_classes, timm_name(name))
         shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         # The fixture is only meaningful if our key set is timm's (minus BN step counters).
@@ -250,6 +269,7 @@ def main() -> None:
             'num_classes': num_classes,
             'input_size': size,
             'seed': seed,
+            **({'torch': torch.__version__, 'timm': timm.__version__} if kept else {}),
             'shapes': [[k, list(s)] for k, s in shapes.items()],
         }
         arrays[f'{name}/input'] = images

@@ -263,3 +263,74 @@ def test_stream_throughput_rows(tmp_path, capsys):
         assert r['batches'] == 2 and r['images_per_sec'] > 0 and r['first_batch_s'] >= 0
     assert '64x64  random-resized crop workers 0' in capsys.readouterr().out
     assert benchmark.main(['--stream-only']) == 2  # nothing to measure: a usage error
+
+
+# ----------------------------------------------------------------------- --inference
+
+
+def _inference(tmp_path, runtimes):
+    path = tmp_path / 'inference.csv'
+    code = benchmark.main(
+        [
+            '--inference',
+            '--inference-models',
+            'ghostnet_cifar_tiny@16,mobilenetv3_small_cifar_100@16',
+            '--runtimes',
+            runtimes,
+            '--latency-runs',
+            '4',
+            '--throughput-runs',
+            '2',
+            '--rounds',
+            '2',
+            '--threads',
+            '1',
+            '--csv',
+            str(path),
+        ]
+    )
+    assert code == 0
+    import csv
+
+    return list(csv.DictReader(path.open()))
+
+
+def test_inference_rows_per_model_and_runtime(tmp_path, capsys):
+    from ghostnet_jax.models import create_model
+    from ghostnet_jax.models.layer_table import layer_table
+
+    rows = _inference(tmp_path, 'jax,stablehlo')
+    assert [(r['model'], r['runtime']) for r in rows] == [
+        ('ghostnet_cifar_tiny', 'jax'),
+        ('ghostnet_cifar_tiny', 'stablehlo'),
+        ('mobilenetv3_small_cifar_100', 'jax'),
+        ('mobilenetv3_small_cifar_100', 'stablehlo'),
+    ]
+    for r in rows:
+        assert r['input'] == '16x16' and int(r['latency_runs']) == 4
+        assert int(r['throughput_runs']) == 2
+        assert 0 < float(r['latency_ms_median']) <= float(r['latency_ms_p90'])
+        assert float(r['throughput_img_s']) > 0 and r['cpu'] == rows[0]['cpu']
+        table = layer_table(create_model(r['model']), 16)
+        assert float(r['macs_m']) == round(table.macs / 1e6, 2)
+        assert float(r['params_m']) == round(table.trainable_params / 1e6, 3)
+    assert rows[1]['file_size_mb'] and not rows[0]['file_size_mb']
+    assert 'stablehlo' in capsys.readouterr().out
+
+
+@pytest.mark.extra
+def test_inference_in_the_quantized_runtimes(tmp_path):
+    from test_export import _skip_without_extra
+
+    _skip_without_extra('onnx')
+    _skip_without_extra('tflite')
+    rows = _inference(tmp_path, 'onnx,onnx-int8,tflite,tflite-int8')
+    assert [r['runtime'] for r in rows[:4]] == ['onnx', 'onnx-int8', 'tflite', 'tflite-int8']
+    size = {r['runtime']: float(r['file_size_mb']) for r in rows[4:]}  # MobileNetV3-Small
+    assert size['onnx-int8'] < 0.5 * size['onnx'] and size['tflite-int8'] < 0.5 * size['tflite']
+
+
+def test_inference_bad_flags(capsys):
+    assert benchmark.main(['--inference', '--inference-models', 'nope@32']) == 2
+    assert benchmark.main(['--inference', '--runtimes', 'jax,coreml']) == 2
+    assert 'coreml' in capsys.readouterr().err

@@ -313,3 +313,20 @@ def test_accuracy_drop_message_suggests_options_in_order():
     assert text.index('--float-depthwise') < text.index('--calibration-images')
     assert text.index('--calibration-images') < text.index('--quantize fp16')
     export_accuracy.check_accuracy_drop(report, 8.0, 'tflite', int8)  # within the bound
+
+
+@pytest.mark.extra
+def test_mobilenetv3_hard_swish_is_one_op_in_onnx_and_tflite(tmp_path):
+    _skip_without_extra('onnx')
+    _skip_without_extra('tflite')
+    from ghostnet_jax.benchmarking.inference import random_trained_model
+
+    model = random_trained_model('mobilenetv3_small_cifar_100', 16)
+    onnx_ops = {
+        n.op_type
+        for n in _onnx_graph(exporters.export_model(model, 'onnx', tmp_path / 'm.onnx')).node
+    }
+    assert {'HardSwish', 'HardSigmoid'} <= onnx_ops and 'Clip' not in onnx_ops, onnx_ops
+    path = exporters.export_model(model, 'tflite', tmp_path / 'm.tflite')
+    tflite_ops = {op['op_name'] for op in _litert(path)._get_ops_details()}
+    assert 'HARD_SWISH' in tflite_ops, tflite_ops

@@ -1,7 +1,12 @@
-"""GhostNet v1/v2/v3, the paper's CIFAR-10 networks and the original study's net, as Flax
-Linen modules (NHWC)."""
+"""GhostNet v1/v2/v3, the paper's CIFAR-10 networks, the original study's net and the
+MobileNetV3 reference, as Flax Linen modules (NHWC)."""
 
-from ghostnet_jax.models import cifar_nets, ghostnet, study_net  # noqa: F401  (registers the models)
+from ghostnet_jax.models import (  # noqa: F401  (registers the models)
+    cifar_nets,
+    ghostnet,
+    mobilenetv3,
+    study_net,
+)
 from ghostnet_jax.models.ghost_blocks import (
     ConvBnAct,
     DFCAttention,

@@ -154,8 +154,9 @@ def stats_summary(table: LayerTable) -> dict[str, int]:
 
 def native_input_size(model_name: str) -> int:
     """The input side a registered model is defined for: 224 for the ImageNet GhostNets
-    (v1, v2, v3), 32 for the CIFAR networks."""
-    return 224 if model_name.startswith('ghostnet') and 'cifar' not in model_name else 32
+    (v1, v2, v3) and MobileNetV3s, 32 for the CIFAR networks."""
+    imagenet = model_name.startswith(('ghostnet', 'mobilenetv3')) and 'cifar' not in model_name
+    return 224 if imagenet else 32
 
 
 def model_summary(

@@ -25,6 +25,7 @@ import numpy as np
 from flax import traverse_util
 
 from ghostnet_jax.models.ghostnet import GhostNet
+from ghostnet_jax.models.mobilenetv3 import MobileNetV3
 from ghostnet_jax.models.registry import create_model
 from ghostnet_jax.optional import require
 
@@ -154,10 +155,14 @@ def _to_flax_layout(array: np.ndarray) -> np.ndarray:
     return array.T if array.ndim == 2 else array
 
 
-def build_ghostnet(model_name: str, **model_overrides: Any) -> GhostNet:
+def build_ghostnet(model_name: str, **model_overrides: Any) -> GhostNet | MobileNetV3:
+    """The registry model whose timm weights can be read: a GhostNet/V2/V3, or a
+    MobileNetV3 (the inference benchmark's reference; its layer names are timm's too)."""
     model = create_model(model_name, **model_overrides)
-    if not isinstance(model, GhostNet):
-        raise ValueError(f'PyTorch import supports the GhostNet family only, not {model_name!r}.')
+    if not isinstance(model, (GhostNet, MobileNetV3)):
+        raise ValueError(
+            f'PyTorch import supports the GhostNet family and MobileNetV3 only, not {model_name!r}.'
+        )
     return model
 
 
