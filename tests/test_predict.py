@@ -94,6 +94,8 @@ def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path,
     )
     assert code == 4, err
     assert str(broken) in err and 'Traceback' not in err
+    [line] = [line for line in err.splitlines() if str(broken) in line]  # one paragraph
+    assert line.startswith('python -m ghostnet_jax.predict: error:') and '--skip-unreadable' in line
 
     code, stdout, err = _predict_here(
         capsys,
@@ -110,6 +112,7 @@ def test_text_and_csv_formats_and_unreadable_images(trainer, base_run, tmp_path,
     )
     assert code == 0, err[-3000:]
     assert f'skipped unreadable image {broken}' in err
+    assert err.strip().splitlines()[-1] == f'1 of 4 images were unreadable and skipped: {broken}'
     rows = list(csv.DictReader(io.StringIO(stdout)))
     assert len(rows) == 3 * 2 and [r['rank'] for r in rows[:2]] == ['1', '2']
     assert {r['class_name'] for r in rows} <= {'c0', 'c1', 'c2'}

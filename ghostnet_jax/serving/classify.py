@@ -110,7 +110,11 @@ def _decode_batch(
             return model.preprocessing.load_image(p)
         except CorruptImageError as e:
             if not skip:
-                raise
+                raise CorruptImageError(
+                    f'{e} Nothing was classified. To classify the readable images and list '
+                    'the unreadable ones, pass --skip-unreadable (Python: '
+                    'skip_unreadable=True).'
+                ) from e
             return e
 
     kept, images, skipped = [], [], []
@@ -155,9 +159,10 @@ def predict_files(
 
 def _write(
     fmt: str, model: TrainedModel, events: Iterator, out: TextIO, err: TextIO, progress: Progress
-) -> tuple[int, int]:
-    """Streams text/csv rows as they come; json is one document at the end."""
-    n_ok = n_skipped = 0
+) -> tuple[int, list[str]]:
+    """Streams text/csv rows as they come; json is one document at the end. Returns the
+    number classified and the unreadable paths."""
+    n_ok = 0
     records, skipped = [], []
     writer = csv.writer(out, lineterminator='\n') if fmt == 'csv' else None
     if writer:
@@ -165,7 +170,6 @@ def _write(
     for kind, item in events:
         progress.clear()
         if kind == 'skipped':
-            n_skipped += 1
             path, why = item
             print(f'skipped unreadable image {path}: {why}', file=err)
             skipped.append({'path': str(path), 'error': why})
@@ -202,7 +206,7 @@ def _write(
             indent=2,
         )
         out.write('\n')
-    return n_ok, n_skipped
+    return n_ok, [s['path'] for s in skipped]
 
 
 def classify_files(
@@ -231,7 +235,7 @@ def classify_files(
     model = load(path, which, max_batch=1 << (batch_size - 1).bit_length())
     bar = Progress(len(files), enabled=progress)
     try:
-        n_ok, _ = _write(
+        n_ok, unreadable = _write(
             fmt,
             model,
             predict_files(model, files, batch_size, top_k, skip_unreadable, bar),
@@ -242,6 +246,12 @@ def classify_files(
     finally:
         bar.close()
     out.flush()
+    if unreadable:  # the list once more at the end, where a user looks first
+        print(
+            f'{len(unreadable)} of {len(files)} images were unreadable and skipped: '
+            f'{", ".join(unreadable)}',
+            file=err,
+        )
     if n_ok == 0:
         raise NoImagesError(f'None of the {len(files)} images could be read.')
     return n_ok
