@@ -65,7 +65,7 @@ class ExportOptions:
 
 
 def _quantization(
-    model: TrainedModel, workdir: Path | None, fmt: str, options: ExportOptions
+    model: TrainedModel, workdir: Path | None, options: ExportOptions
 ) -> Quantization:
     """The Quantization to export with (int8: its calibration images decoded)."""
     if options.quantize != 'int8':
@@ -101,7 +101,7 @@ def export_and_check(
         )
     model = load(path, options.which)
     workdir = accuracy.run_workdir(path)
-    quant = _quantization(model, workdir, fmt, options)
+    quant = _quantization(model, workdir, options)
     written = export_model(model, fmt, out, options.batch_size, options.conv_impl, quant)
     report: dict[str, Any] = {
         'path': written,
@@ -113,10 +113,16 @@ def export_and_check(
         'max_abs_difference': None,
         'checked_on': None,
         'evaluation': None,
+        'evaluation_note': None,
         'record': None,
     }
     if options.check:
         _check_against_predict(model, fmt, written, quant, options.check_files, report)
+    if options.evaluate and workdir is None:
+        report['evaluation_note'] = (
+            f'not evaluated: {model.source} is not a training run, so it has no split to '
+            'evaluate on'
+        )
     if options.evaluate and workdir is not None:
         role, split = accuracy.evaluation_split(workdir, model, options.eval_images)
         evaluation = accuracy.evaluate_export(
@@ -185,6 +191,8 @@ def summary(fmt: str, report: dict[str, Any]) -> str:
             f'check: {fmt} in its own runtime vs predict on {report["checked_on"]}: '
             f'max abs difference {report["max_abs_difference"]:.3g} ({bound})'
         )
+    if report['evaluation_note']:
+        lines.append(report['evaluation_note'])
     e = report['evaluation']
     if e:
         reference = (
