@@ -154,14 +154,14 @@ def test_tflite_float_depthwise_and_fp16(model, tmp_path):
         quantization=Quantization('int8', calibration, float_depthwise=True),
     )
     weights = _tflite_conv_weights(out)
-    assert {dtype for dtype, _ in weights['DEPTHWISE_CONV_2D']} == {np.dtype(np.float32)}
-    assert {dtype for dtype, _ in weights['CONV_2D']} == {np.dtype(np.int8)}
+    assert {np.dtype(d) for d, _ in weights['DEPTHWISE_CONV_2D']} == {np.dtype(np.float32)}
+    assert {np.dtype(d) for d, _ in weights['CONV_2D']} == {np.dtype(np.int8)}
 
     fp16 = exporters.export_model(
         model, 'tflite', tmp_path / 'fp16.tflite', quantization=Quantization('fp16')
     )
-    dtypes = {t['dtype'] for t in _litert(fp16).get_tensor_details()}
-    assert np.float16 in dtypes
+    dtypes = {np.dtype(t['dtype']) for t in _litert(fp16).get_tensor_details()}
+    assert np.dtype(np.float16) in dtypes
     images = exporters.sample_images(5, model.image_shape, seed=3)
     got = exporters.run_in_batches('tflite', fp16, images)
     np.testing.assert_allclose(got, model.predict(images), atol=2e-2)

@@ -36,7 +36,7 @@ from ghostnet_jax.models import create_model
 from ghostnet_jax.models.layer_table import layer_table
 from ghostnet_jax.optional import MissingExtraError
 from ghostnet_jax.serving import exporters
-from ghostnet_jax.serving.loading import TrainedModel
+from ghostnet_jax.serving.loading import TrainedModel, probabilities
 from ghostnet_jax.serving.preprocessing import Preprocessing
 from ghostnet_jax.serving.quantization import Quantization
 from ghostnet_jax.training.model_spec import ModelSpec
@@ -178,9 +178,11 @@ def _size(path: Path) -> float:
 def _build(
     model: TrainedModel, runtime: str, threads: int, workdir: Path, int8: Quantization
 ) -> Runner:
-    if runtime == 'jax':
-        fn = jax.jit(model.serving_function())
-        run = lambda x: fn(x).block_until_ready()  # noqa: E731
+    if runtime == 'jax':  # predict's program: the weights an argument, not constants
+        fn = jax.jit(
+            lambda variables, x: probabilities(model.model, model.preprocessing, variables, x)
+        )
+        run = lambda x: fn(model.variables, x).block_until_ready()  # noqa: E731
         return Runner(runtime, run, run)
     if runtime == 'stablehlo':
         path = exporters.export_model(model, 'stablehlo', workdir / 'm.stablehlo', None)
