@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         '--quantize',
         default='none',
         choices=('none', 'fp16', 'int8'),
-        help='post-training quantization: fp16 weights (tflite) or int8 (tflite, onnx), with '
+        help='post-training quantization: fp16 (tflite, onnx) or int8 (tflite, onnx), with '
         "the converter's own quantizer",
     )
     flags.add(

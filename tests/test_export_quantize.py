@@ -174,6 +174,31 @@ def _onnx_graph(path):
 
 
 @pytest.mark.extra
+def test_onnx_fp16_computes_in_float16_and_keeps_the_float_models_io(model, tmp_path):
+    _skip_without_extra('onnx')
+    import onnx
+    import onnxruntime as ort
+
+    from ghostnet_jax.serving.quantization import Quantization
+
+    out = exporters.export_model(
+        model, 'onnx', tmp_path / 'fp16.onnx', quantization=Quantization('fp16')
+    )
+    graph = _onnx_graph(out)
+    conv_weights = {n.input[1] for n in graph.node if n.op_type == 'Conv'}
+    inits = {i.name: i.data_type for i in graph.initializer}
+    assert conv_weights and {inits[w] for w in conv_weights} == {onnx.TensorProto.FLOAT16}
+    session = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
+    assert session.get_inputs()[0].type == 'tensor(uint8)'
+    assert session.get_outputs()[0].type == 'tensor(float)'
+    images = exporters.sample_images(5, model.image_shape, seed=3)
+    got = exporters.run_in_batches('onnx', out, images)
+    np.testing.assert_allclose(got, model.predict(images), atol=2e-2)
+    float32 = exporters.export_model(model, 'onnx', tmp_path / 'f.onnx')
+    assert out.stat().st_size < 0.6 * float32.stat().st_size
+
+
+@pytest.mark.extra
 def test_onnx_int8_is_qdq_per_channel_and_float_depthwise_keeps_them_float(
     base_run, model, val_split, tmp_path, capsys, cache
 ):
@@ -283,7 +308,7 @@ def test_onnx_hard_sigmoid_is_one_op(model, tmp_path):
     'args, message',
     [
         (['--format', 'stablehlo', '--quantize', 'int8'], 'jax.export has no post-training'),
-        (['--format', 'onnx', '--quantize', 'fp16'], 'float16 ONNX is not implemented yet'),
+        (['--format', 'stablehlo', '--quantize', 'fp16'], 'jax.export has no post-training'),
         (['--format', 'tflite', '--float-depthwise'], 'applies to --quantize int8 only'),
         (['--format', 'tflite', '--quantize', 'fp16', '--max-accuracy-drop', '-1'], '>= 0'),
         (['--format', 'tflite', '--quantize', 'int8', '--calibration-images', '0'], 'at least 1'),

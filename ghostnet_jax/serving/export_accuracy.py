@@ -205,8 +205,7 @@ def check_accuracy_drop(
         tries.append(
             f'more calibration images (--calibration-images, now {report["calibration_images"]})'
         )
-        if fmt == 'tflite':
-            tries.append('--quantize fp16')
+        tries.append('--quantize fp16')
     tries.append('--quantize none')
     raise AccuracyLossError(
         f'the {quant.mode} {fmt} export scores {100 * report["top1"]:.2f}% top-1 on the '

@@ -3,6 +3,8 @@
     none  float32, as trained.
     fp16  TFLite: weights stored as float16 (the TFLite converter's float16 quantization);
           the interpreter computes in float32 on CPUs, in float16 on GPU delegates.
+          ONNX: the whole graph in float16 (ONNX Runtime's float16 converter), its uint8
+          input and float32 output kept, so callers feed and read it as the float model.
     int8  full-integer post-training quantization calibrated on real images: per-channel
           int8 weights, int8/uint8 activations. TFLite: the TFLite converter with a
           representative dataset; ONNX: ONNX Runtime's `quantize_static` in QDQ format
@@ -31,7 +33,7 @@ from ghostnet_jax.optional import require
 
 MODES = ('none', 'fp16', 'int8')
 # What each format's quantizer supports here (others are refused, naming the ones that work).
-SUPPORTED = {'stablehlo': ('none',), 'onnx': ('none', 'int8'), 'tflite': ('none', 'fp16', 'int8')}
+SUPPORTED = {'stablehlo': ('none',), 'onnx': MODES, 'tflite': MODES}
 REFUSALS = {
     ('stablehlo', 'fp16'): (
         'jax.export has no post-training quantizer: a StableHLO export stays float32. '
@@ -40,11 +42,6 @@ REFUSALS = {
     ('stablehlo', 'int8'): (
         'jax.export has no post-training quantizer: a StableHLO export stays float32. '
         'For int8 export --format tflite or --format onnx with --quantize int8.'
-    ),
-    ('onnx', 'fp16'): (
-        'float16 ONNX is not implemented yet (ONNX Runtime 1.32 does run float16 Conv on '
-        'the CPU, so it can be). Use --format onnx --quantize int8, or --format tflite '
-        '--quantize fp16.'
     ),
 }
 DEFAULT_CALIBRATION_IMAGES = 200
@@ -206,11 +203,19 @@ def depthwise_conv_nodes(model: Any) -> list[str]:
 def onnx_quantize(
     blob: bytes, quant: Quantization, input_name: str, batch_size: int | None
 ) -> bytes:
-    """The float ONNX model `blob` quantized as `quant` says (int8: ONNX Runtime's static
-    QDQ quantization, per-channel weights, MinMax calibration)."""
+    """The float ONNX model `blob` quantized as `quant` says (fp16: ONNX Runtime's float16
+    converter; int8: its static QDQ quantization, per-channel weights, MinMax calibration)."""
     if quant.mode == 'none':
         return blob
     onnx = require('onnx', 'export-onnx', 'The ONNX quantization (onnx)')
+    if quant.mode == 'fp16':
+        f16 = require(
+            'onnxruntime.transformers.float16', 'export-onnx', 'The ONNX float16 conversion'
+        )
+        # keep_io_types: the uint8 images in and float32 probabilities out stay as they are,
+        # so `predict`-style callers need no change; everything between runs in float16.
+        model = f16.convert_float_to_float16(onnx.load_from_string(blob), keep_io_types=True)
+        return model.SerializeToString()
     oq = require('onnxruntime.quantization', 'export-onnx', 'The ONNX quantization (onnxruntime)')
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = (Path(tmp) / name for name in ('float.onnx', 'pre.onnx', 'int8.onnx'))
