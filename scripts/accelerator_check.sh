@@ -47,16 +47,23 @@ prepare() {
        "\"OUT=\$OUT bash scripts/accelerator_check.sh run\""
 }
 
-run() {
+# What both device steps start with: $OUT and its log, the wheels from `prepare` on the path.
+# Sets dry and py for the caller (bash's dynamic scope).
+setup() {
   : "${OUT:?set OUT to the folder for results}"
   mkdir -p "$OUT"
   exec > >(tee -a "$OUT/log.txt") 2>&1
-  local dry=${ACCEL_DRY_RUN:-0} py=${PYTHON:-python3}
+  dry=${ACCEL_DRY_RUN:-0} py=${PYTHON:-python3}
   export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   if [ "$dry" != 1 ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
       "$HERE"/whl/*.whl && export PYTHONPATH="$PWD:/tmp/site"
   fi
+}
+
+run() {
+  local dry py
+  setup
   { date -u; nvidia-smi 2>/dev/null; $py -c 'import jax, flax, optax, orbax.checkpoint as o;
 print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__,
       "orbax", o.__version__, "devices", jax.devices())'; } > "$OUT/env.txt" 2>&1
@@ -117,15 +124,8 @@ h.make_dataset(pathlib.Path('$data'))"
 # heatmap.png to $OUT. Its own call: about 10 minutes on one GPU is the estimate, not a
 # measurement; rerunning the same call resumes the sweep where it stopped.
 study_grid() {
-  : "${OUT:?set OUT to the folder for results}"
-  mkdir -p "$OUT"
-  exec > >(tee -a "$OUT/log.txt") 2>&1
-  local dry=${ACCEL_DRY_RUN:-0} py=${PYTHON:-python3}
-  export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-  if [ "$dry" != 1 ]; then
-    $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
-      "$HERE"/whl/*.whl && export PYTHONPATH="$PWD:/tmp/site"
-  fi
+  local dry py
+  setup
   local data=/tmp/accel_data sweep_dir=/tmp/accel_study_grid
   local args=(--config configs/original_study_net.py --config.num_epochs=10
     --grid optimizer.learning_rate=0.001,0.01,0.1 --grid batch_size=16,32,64)
