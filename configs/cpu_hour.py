@@ -7,11 +7,13 @@ Command (CIFAR-10's train split as a JPEG folder DATA/train/<class>/*.jpg; 45,00
     python -m ghostnet_jax.train --config configs/cpu_hour.py \\
         --config.data.source=folder:DATA --config.data.test_split='' --workdir runs/cpu_hour
 
-Expected (validation accuracy, as these machines have no test split): seed 0 **87.82%**
-after 24 epochs, seed 1 (`--config.seed=1`) **88.00%** after 25 (12 at 24x24 in both),
-predicted 56.7 / 58.1 min; measured 2026-12-07 on a 2-core AMD EPYC VM (Zen 4, AVX-512),
-float32, tcmalloc, code at 090687a (variants 16, 17 in docs/experiments.md). The old
-code's two seeds: 87.12% and 88.00% (variants 14, 15).
+Expected (validation accuracy, as these machines have no test split): **87.92%** after 26
+epochs (13 at 24x24) in 63.5 min (predicted 57.0), seed 0, on a 2-core AMD EPYC VM (Zen 4,
+AVX-512), idle, set up only by the README's install line (mimalloc from the install, no
+warm caches), float32, code at f8faa26, 2026-12-07 (variant 18 in docs/experiments.md).
+With Debian's tcmalloc: seed 0 **87.82%** after 24 epochs, seed 1 (`--config.seed=1`)
+**88.00%** after 25, predicted 56.7 / 58.1 min (variants 16, 17). The old code's two
+seeds: 87.12% and 88.00% (variants 14, 15).
 A machine with another step time gets another number of epochs, and so another accuracy.
 Every variant tried (1-17), and why the recipe is what it is: docs/experiments.md.
 """

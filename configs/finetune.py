@@ -10,7 +10,9 @@ docs/serving.md, or any workdir of ours, e.g. runs/default):
         --workdir runs/finetune
 then `python -m ghostnet_jax.predict --workdir runs/finetune photo.jpg` names your classes.
 
-What it does: init_from loads every pretrained layer; the classifier, whose shape follows
+What it does: the model is the architecture init_from holds (model.name is left empty; set
+it to insist on one, and a checkpoint of another is refused, exit 5). init_from loads every
+pretrained layer; the classifier, whose shape follows
 the number of class folders, starts fresh (the log names it). For the first epoch only
 that classifier learns (optimizer.freeze_backbone_epochs), then the whole network, at a
 tenth of the from-scratch learning rate. Images are random-resized crops of 224 (evaluated
@@ -32,6 +34,7 @@ def get_config():
     # what differs for a small labelled folder and pretrained weights:
     config = imagenet.get_config()
     config.init_from = 'converted/ghostnet_100'
+    config.model.name = ''  # the architecture init_from holds (the log names it)
     config.data.source = 'folder:PHOTOS'
     config.data.train_split = 'train[:90%]'
     config.data.val_split = 'train[90%:]'

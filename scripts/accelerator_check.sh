@@ -8,8 +8,10 @@
 #       bash scripts/accelerator_check.sh prepare TRAIN_TAR
 #   on the accelerator (the repo root; OUT is where results go, 8 files at most):
 #       OUT=/tmp/out bash scripts/accelerator_check.sh run
+#   then, in a second call, the study's full 3x3 lr x batch grid (the study issue):
+#       OUT=/tmp/out bash scripts/accelerator_check.sh study-grid
 #   a CPU dry run of the same steps, tiny sizes, to check the script itself:
-#       OUT=/tmp/out ACCEL_DRY_RUN=1 bash scripts/accelerator_check.sh run
+#       OUT=/tmp/out ACCEL_DRY_RUN=1 bash scripts/accelerator_check.sh run   (or study-grid)
 #
 # `prepare` downloads, as CPython 3.12 manylinux wheels, the packages this project needs
 # that a CUDA JAX image usually lacks (TFDS, ml_collections, tensorboardX and their
@@ -45,16 +47,23 @@ prepare() {
        "\"OUT=\$OUT bash scripts/accelerator_check.sh run\""
 }
 
-run() {
+# What both device steps start with: $OUT and its log, the wheels from `prepare` on the path.
+# Sets dry and py for the caller (bash's dynamic scope).
+setup() {
   : "${OUT:?set OUT to the folder for results}"
   mkdir -p "$OUT"
   exec > >(tee -a "$OUT/log.txt") 2>&1
-  local dry=${ACCEL_DRY_RUN:-0} py=${PYTHON:-python3}
+  dry=${ACCEL_DRY_RUN:-0} py=${PYTHON:-python3}
   export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
   if [ "$dry" != 1 ]; then
     $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
       "$HERE"/whl/*.whl && export PYTHONPATH="$PWD:/tmp/site"
   fi
+}
+
+run() {
+  local dry py
+  setup
   { date -u; nvidia-smi 2>/dev/null; $py -c 'import jax, flax, optax, orbax.checkpoint as o;
 print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__,
       "orbax", o.__version__, "devices", jax.devices())'; } > "$OUT/env.txt" 2>&1
@@ -108,8 +117,43 @@ h.make_dataset(pathlib.Path('$data'))"
   date -u
 }
 
+# The study issue's full-size grid: the original study's 3x3 grid of learning rate x batch
+# size on its own network and recipe (configs/original_study_net.py), 10 epochs each on the
+# 45,000 / 5,000 split, the three rates of each batch size trained together (--vectorize;
+# the study's callbacks off, as vectorized runs need). Writes results.csv, results.md and
+# heatmap.png to $OUT. Its own call: about 10 minutes on one GPU is the estimate, not a
+# measurement; rerunning the same call resumes the sweep where it stopped.
+study_grid() {
+  local dry py
+  setup
+  local data=/tmp/accel_data sweep_dir=/tmp/accel_study_grid
+  local args=(--config configs/original_study_net.py --config.num_epochs=10
+    --grid optimizer.learning_rate=0.001,0.01,0.1 --grid batch_size=16,32,64)
+  if [ "$dry" = 1 ]; then
+    rm -rf "$data" && mkdir -p "$data"
+    $py -c "
+import sys, pathlib; sys.path.insert(0, 'tests'); import train_harness as h
+h.make_dataset(pathlib.Path('$data'))"
+    args=(--config configs/original_study_net.py --config.model.name=ghostnet_cifar_tiny
+      --config.num_epochs=1 --config.eval_batch_size=8
+      --grid optimizer.learning_rate=0.001,0.01 --grid batch_size=8,16)
+  elif [ ! -d "$data/train" ]; then
+    mkdir -p "$data" && tar xzf "$HERE/train.tar.gz" -C "$data" || return
+  fi
+  echo "== study grid ${args[*]}"
+  timeout 560 $py -m ghostnet_jax.sweep "${args[@]}" --vectorize \
+    --config.callbacks.early_stopping.enabled=False \
+    --config.callbacks.reduce_lr_on_plateau.enabled=False \
+    --config.data.source="folder:$data" --config.data.test_split='' --config.report=False \
+    --workdir "$sweep_dir" || echo "(sweep stopped: status $?; rerun to resume)"
+  cp "$sweep_dir"/results.csv "$sweep_dir"/results.md "$sweep_dir"/heatmap.png "$OUT"/ 2>/dev/null
+  cat "$sweep_dir/results.md" 2>/dev/null
+  date -u
+}
+
 case "${1:-}" in
   prepare) shift; prepare "$@" ;;
   run) run ;;
-  *) echo "usage: $0 prepare TRAIN_TAR | run" >&2; exit 2 ;;
+  study-grid) study_grid ;;
+  *) echo "usage: $0 prepare TRAIN_TAR | run | study-grid" >&2; exit 2 ;;
 esac

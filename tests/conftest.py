@@ -50,6 +50,9 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=_waits_for_background)
 
 
+_SESSION_TRAINERS: list = []
+
+
 @pytest.fixture(scope='session')
 def trainer(tmp_path_factory):
     """The tiny folder dataset plus data and compilation caches shared by every run."""
@@ -61,8 +64,18 @@ def trainer(tmp_path_factory):
     # The runs' fork server (tests/forked_cli.py), started here in the main thread before
     # any run: it inherits this process's environment, swapped for the runs' own.
     forked_cli.start_server(t.env())
+    _SESSION_TRAINERS.append(t)
     yield t
     t.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The background jobs' schedule: which job the suite's end waited for (a test that
+    waits long for a job that started late is the suite's critical path)."""
+    for t in _SESSION_TRAINERS:
+        if t.timeline:
+            terminalreporter.section('background jobs (seconds into the session)')
+            terminalreporter.write_line(t.schedule())
 
 
 @pytest.fixture(scope='session', autouse=True)

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import train_harness as h
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -193,9 +195,9 @@ def _check_process_slices(split, mesh, mean, std):
             np.testing.assert_array_equal(g, w)
 
 
-def test_one_and_eight_devices_agree():
-    import train_harness as h
-
+@h.job('data_multidevice')
+def job_data_multidevice(t: h.Trainer, root: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """This file's checks in an 8-device process, in the background: (process, seconds)."""
     env = dict(
         os.environ,
         # The suite's unoptimized code generation (train_harness.XLA_TEST_FLAGS): this
@@ -208,10 +210,15 @@ def test_one_and_eight_devices_agree():
     proc = subprocess.run(
         [sys.executable, __file__], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
     )
+    return proc, time.monotonic() - start
+
+
+def test_one_and_eight_devices_agree(trainer):
+    proc, seconds = trainer.result('data_multidevice')
     assert proc.returncode == 0 and 'ALL OK' in proc.stdout, (
         f'8-device checks failed:\n{proc.stdout}\n{proc.stderr[-5000:]}'
     )
-    print(proc.stdout, f'({time.monotonic() - start:.1f} s)')
+    print(proc.stdout, f'({seconds:.1f} s)')
 
 
 if __name__ == '__main__':

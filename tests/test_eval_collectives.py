@@ -17,6 +17,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import train_harness as h
+
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
@@ -55,9 +57,10 @@ SCRIPT = textwrap.dedent("""
 HOG = 'while True: pass'
 
 
-def test_many_small_eval_steps_on_8_busy_devices_do_not_abort():
-    import train_harness as h
-
+@h.job('eval_collectives')
+def job_eval_collectives(t: h.Trainer, root: Path) -> subprocess.CompletedProcess:
+    """The script on 8 CPU devices beside a process that keeps a core busy; in the
+    background, so the in-process tests go on meanwhile."""
     env = dict(
         os.environ,
         JAX_PLATFORMS='cpu',
@@ -73,6 +76,11 @@ def test_many_small_eval_steps_on_8_busy_devices_do_not_abort():
     finally:
         for hog in hogs:
             hog.kill()
+    return out
+
+
+def test_many_small_eval_steps_on_8_busy_devices_do_not_abort(trainer):
+    out = trainer.result('eval_collectives')
     assert out.returncode == 0 and 'EVAL-OK' in out.stdout, (
         f'rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}'
     )

@@ -125,3 +125,23 @@ def test_init_from_another_run_with_other_classes(trainer, base_run):
     for k in tuned.keys() - classifier:
         np.testing.assert_array_equal(tuned[k], loaded[k], err_msg=k)
         assert not np.array_equal(fresh[k], loaded[k]), k  # the reference run trained it
+
+
+def test_init_from_another_architecture_is_refused_in_one_paragraph(trainer, base_run, tmp_path):
+    """The reference run is ghostnet_cifar_tiny; a config naming ghostnet_cifar_050 with it
+    as init_from stops before anything is built (exit 5), naming both and the flag."""
+    run = trainer.run(
+        tmp_path / 'arch',
+        f'--config.init_from={base_run}',
+        '--config.model.name=ghostnet_cifar_050',
+    )
+    out = run.output()
+    last_line = [line for line in out.splitlines() if line.strip()][-1]
+    assert run.rc == 5 and 'error: checkpoint error: ' in last_line, run.tail()
+    for needle in (
+        'ghostnet_cifar_tiny',
+        'ghostnet_cifar_050',
+        '--config.model.name=ghostnet_cifar_tiny',
+    ):
+        assert needle in last_line, last_line
+    assert 'Traceback' not in out and not (run.workdir / 'checkpoints').exists()

@@ -211,6 +211,10 @@ class Trainer:
             compile_cache,
         )
         self.base: Path | None = None  # the reference run's workdir, once it has finished
+        self.started = time.monotonic()
+        # name -> [started, finished, first asked for, waited] in seconds of the session:
+        # the suite's schedule, printed at its end (conftest) to see what it waits for.
+        self.timeline: dict[str, list[float | None]] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4)
         self._jobs: dict[str, concurrent.futures.Future] = {}
         self._runs: list[Run] = []
@@ -220,10 +224,10 @@ class Trainer:
         runs, after what it waits for; its files go under root/name."""
         if name not in self._jobs:
             if name == 'base':
-                self._jobs[name] = self._pool.submit(self._base)
+                self._jobs[name] = self._pool.submit(self._timed, name, self._base)
             else:
                 job = JOBS[name]
-                run = lambda: job.fn(self, self.root / name)
+                run = lambda: self._timed(name, job.fn, self, self.root / name)
                 self._jobs[name] = (
                     self._pool.submit(run)
                     if job.after is None
@@ -232,7 +236,34 @@ class Trainer:
         return self._jobs[name]
 
     def result(self, name: str, timeout: float = 900):
-        return self.launch(name).result(timeout)
+        future, asked = self.launch(name), time.monotonic()
+        try:
+            return future.result(timeout)
+        finally:
+            entry = self.timeline.setdefault(name, [None, None, None, 0.0])
+            if entry[2] is None:
+                entry[2] = asked - self.started
+            entry[3] += time.monotonic() - asked
+
+    def _timed(self, name: str, fn: Callable, *args) -> Any:
+        entry = self.timeline.setdefault(name, [None, None, None, 0.0])
+        entry[0] = time.monotonic() - self.started
+        try:
+            return fn(*args)
+        finally:
+            entry[1] = time.monotonic() - self.started
+
+    def schedule(self) -> str:
+        """The jobs' timeline: when each started and finished, when a test first waited
+        for it and for how long in all (seconds since the session's trainer started)."""
+
+        def cell(x: float | None) -> str:
+            return '-' if x is None else f'{x:6.1f}'
+
+        rows = sorted(self.timeline.items(), key=lambda kv: kv[1][0] or 0.0)
+        lines = ['job                       start  finish   asked  waited']
+        lines += [f'{name:24s} {"  ".join(cell(x) for x in entry)}' for name, entry in rows]
+        return '\n'.join(lines)
 
     def _base(self) -> Path:
         """The uninterrupted 1-device reference run (EPOCHS epochs, a checkpoint every

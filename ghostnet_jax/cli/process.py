@@ -52,8 +52,8 @@ MIMALLOC_WHEEL, MIMALLOC_FILE = 'cmeel-mimalloc', 'cmeel.prefix/lib/libmimalloc.
 # `auto` takes the first one found (the alternated A/B in docs/performance.md).
 AUTO_ORDER = ('tcmalloc', 'mimalloc', 'jemalloc')
 # What each keeps instead of returning freed memory to the kernel, unless the user set it:
-# jemalloc returns freed pages after 10 s by default and mimalloc after 10 ms (its purge
-# delay), which are the costs we avoid; kept, they measured as fast as tcmalloc's default.
+# jemalloc returns freed pages after 10 s by default and mimalloc after its purge delay,
+# which are the costs we avoid; kept, they measured close to tcmalloc's default.
 ALLOCATOR_ENV = {
     'jemalloc': {'MALLOC_CONF': 'dirty_decay_ms:-1,muzzy_decay_ms:-1'},
     'mimalloc': {'MIMALLOC_PURGE_DELAY': '-1'},

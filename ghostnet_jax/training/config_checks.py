@@ -51,7 +51,8 @@ def validate_config(
     """Raises ConfigError naming the field and its valid choices. `reference` is the
     default config: every field of `config` must exist there."""
     _unknown_fields(config, reference)
-    _choice(config.model.name, list_models(), 'model.name')
+    if config.model.name or not config.get('init_from'):  # '': init_from's architecture
+        _choice(config.model.name, list_models(), 'model.name')
     _choice(config.optimizer.name, OPTIMIZERS, 'optimizer.name')
     _choice(config.optimizer.schedule, SCHEDULES, 'optimizer.schedule')
     _choice(config.parallel, PARALLEL_MODES, 'parallel')

@@ -22,11 +22,15 @@ def default_workdir(config_file: str | None, command: str | None = None) -> epat
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """Raises ConfigError (naming the field and its valid values) before any work."""
+    """Raises ConfigError (naming the field and its valid values) before any work, and
+    takes init_from's architecture where the config leaves model.name empty (refusing one
+    that differs from the name it sets)."""
     from ghostnet_jax.configs import default as default_config
     from ghostnet_jax.training.config_checks import validate_config
+    from ghostnet_jax.training.pretrained import adopt_pretrained_architecture
 
     validate_config(config, default_config.get_config())
+    adopt_pretrained_architecture(config)
 
 
 def train_run(

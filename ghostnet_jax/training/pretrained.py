@@ -19,7 +19,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
+from etils import epath
 
 from ghostnet_jax.models.pytorch_weights import abstract_variables, build_ghostnet
 
@@ -68,6 +70,57 @@ def load_pretrained(path: str) -> dict:
     return load_variables(path)
 
 
+def pretrained_model_name(path: str) -> str | None:
+    """The registry name of the architecture `init_from` holds: a conversion's convert.json,
+    or the config.json of the run a workdir, its checkpoints folder or one of its steps
+    belongs to. None when neither records it (a step directory copied out of its run)."""
+    root = epath.Path(path)
+    if (root / INFO_FILE).exists():
+        return converted_info(path).get('model')
+    for candidate in (root, root.parent, root.parent.parent):
+        config = candidate / 'config.json'
+        inside = candidate == root or (candidate / 'checkpoints').is_dir()
+        if inside and config.exists():
+            try:
+                return json.loads(config.read_text())['model']['name'] or None
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
+def adopt_pretrained_architecture(config: ml_collections.ConfigDict) -> None:
+    """Makes `config.model.name` the architecture of `config.init_from` when the config left
+    it empty (configs/finetune.py), and refuses (CheckpointError, exit 5) an init_from of
+    another architecture than the one the config names, before anything is built."""
+    if not config.get('init_from'):
+        return
+    from ghostnet_jax.training.checkpoints import CheckpointError  # orbax: only when needed
+
+    theirs, ours = pretrained_model_name(config.init_from), config.model.name
+    if not ours:
+        if theirs is None:
+            raise CheckpointError(
+                f'model.name is empty, which means "the architecture of init_from", but '
+                f'{config.init_from} does not record its architecture (no config.json of its '
+                'run, no convert.json). Name it: --config.model.name=NAME (a registered '
+                'model: docs/serving.md#models).'
+            )
+        config.model.name = theirs
+        log.info(
+            'init_from %s holds %s: training that architecture (model.name was '
+            'empty; set --config.model.name to choose another).',
+            config.init_from,
+            theirs,
+        )
+    elif theirs is not None and theirs != ours:
+        raise CheckpointError(
+            f'init_from {config.init_from} holds {theirs}, but the config builds {ours} '
+            f'(model.name). To fine-tune {theirs}, set --config.model.name={theirs} (or '
+            "--config.model.name='' to always take init_from's architecture); to train "
+            f'{ours}, point init_from at weights of {ours}.'
+        )
+
+
 def merge_pretrained(fresh: dict, loaded: dict) -> dict:
     """Loaded weights into the fresh variables. Leaves whose shape differs (a classifier
     for another number of classes) keep their fresh init, with a warning; a missing
@@ -89,9 +142,12 @@ def merge_pretrained(fresh: dict, loaded: dict) -> dict:
         pick, {k: fresh[k] for k in ('params', 'batch_stats')}
     )
     if missing:
-        raise ValueError(
-            f'init_from checkpoint lacks {len(missing)} variables of this model '
-            f'(another architecture?): {missing[:10]}'
+        from ghostnet_jax.training.checkpoints import CheckpointError
+
+        raise CheckpointError(
+            f'The init_from checkpoint lacks {len(missing)} variables of this model, e.g. '
+            f'{", ".join(missing[:3])}: it holds another architecture. Set --config.model.name '
+            "to the checkpoint's architecture (or '' to take it from its run's config.json)."
         )
     if reinit:
         log.warning(
