@@ -384,7 +384,7 @@ def test_convert_offers_every_registered_ghostnet():
 
 
 def test_non_ghostnet_model_is_rejected():
-    with pytest.raises(ValueError, match='GhostNet family only'):
+    with pytest.raises(ValueError, match='GhostNet family and MobileNetV3 only'):
         from_torch_state_dict(_small(), 'resnet56')
 
 
