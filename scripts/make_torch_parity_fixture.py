@@ -57,13 +57,20 @@ MODELS = {
 }
 
 
+# BatchNorm scales multiplied by this. MobileNetV3's hard-swish has slope ~0.5 near 0 and its
+# SE gates ~0.5, so with GhostNet's scales the input's trace shrinks ~10x per block and the
+# logits no longer depend on the image (measured: 6e-6 apart for two images); these gains keep
+# them O(1) and input-dependent (a little more, and they grow ~10x per block instead).
+BN_GAIN = {'mobilenetv3_large_100': 1.3, 'mobilenetv3_small_100': 1.5}
+
+
 def timm_name(name: str) -> str:
     """The timm model a registry name corresponds to (CIFAR variants: with surgery)."""
     return name.replace('_cifar', '')
 
 
 def synthetic_state_dict(
-    shapes: dict[str, tuple[int, ...]] | list, seed: int
+    shapes: dict[str, tuple[int, ...]] | list, seed: int, bn_gain: float = 1.0
 ) -> dict[str, np.ndarray]:
     """Deterministic PyTorch-layout weights whose eval-mode activations stay O(1).
 
@@ -89,6 +96,7 @@ def synthetic_state_dict(
             scale = rng.uniform(0.5, 1.5, shape).astype(np.float32)
             # A GhostNetV3 conv sums up to five branches (3 kxk, 1x1 scale, identity BN), so
             # full-size branch scales would grow activations ~2x per conv, 1e8 at the logits.
+            scale = scale * np.float32(bn_gain)
             out[key] = scale * np.float32(0.25) if '_rpr_' in key else scale
         elif name == 'running_var':
             out[key] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
@@ -263,12 +271,14 @@ def main() -> None:
                 f'{sorted(set(ours.items()) - set(theirs.items()))}'
             )
         images = make_input(seed, size)
-        logits = timm_logits(model, synthetic_state_dict(shapes, seed), images)
+        bn_gain = BN_GAIN.get(name, 1.0)
+        logits = timm_logits(model, synthetic_state_dict(shapes, seed, bn_gain), images)
         meta['models'][name] = {
             'timm': kind,
             'num_classes': num_classes,
             'input_size': size,
             'seed': seed,
+            **({'bn_gain': bn_gain} if bn_gain != 1.0 else {}),
             **({'torch': torch.__version__, 'timm': timm.__version__} if kept else {}),
             'shapes': [[k, list(s)] for k, s in shapes.items()],
         }

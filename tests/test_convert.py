@@ -64,7 +64,8 @@ def _fixture():
 def _fixture_variables(name: str):
     meta = _fixture()[0]['models'][name]
     shapes = {k: tuple(s) for k, s in meta['shapes']}
-    return from_torch_state_dict(synthetic_state_dict(shapes, meta['seed']), name)
+    weights = synthetic_state_dict(shapes, meta['seed'], meta.get('bn_gain', 1.0))
+    return from_torch_state_dict(weights, name)
 
 
 @functools.cache
