@@ -8,9 +8,12 @@ Command (CIFAR-10's train split as a JPEG folder DATA/train/<class>/*.jpg; 45,00
         --config.data.source=folder:DATA --config.data.test_split='' --workdir runs/cpu_hour
 
 Expected (validation accuracy, as these machines have no test split): **87.92%** after 26
-epochs (13 at 24x24) in 63.5 min (predicted 57.0), seed 0, on a 2-core AMD EPYC VM (Zen 4,
-AVX-512), idle, set up only by the README's install line (mimalloc from the install, no
-warm caches), float32, code at f8faa26, 2026-12-07 (variant 18 in docs/experiments.md).
+epochs (13 at 24x24) in 63.5 min (predicted 57.0), seed 0, and **87.54%** after 24 (12 at
+24x24) in 53.4 min (predicted 56.8), seed 1 (`--config.seed=1`), on a 2-core AMD EPYC VM
+(Zen 4, AVX-512), idle, set up only by the README's install line (mimalloc from the
+install, no warm caches), float32, 2026-12-07 (variants 18, 19 in docs/experiments.md).
+The fitted length differs between the two because the refit after epoch 1 times the
+full-size step in 5 steps (0.417 s for seed 0, 0.494 s for seed 1; the loop's ~0.46 s).
 With Debian's tcmalloc: seed 0 **87.82%** after 24 epochs, seed 1 (`--config.seed=1`)
 **88.00%** after 25, predicted 56.7 / 58.1 min (variants 16, 17). The old code's two
 seeds: 87.12% and 88.00% (variants 14, 15).
