@@ -63,7 +63,7 @@ def test_the_models_use_the_expected_conv_kinds():
     # stems and VGG/ResNet 3x3 (s1, s2), 1x1 pointwise, cheap ops and shortcuts (depthwise
     # 3x3 s1), stride-2 depthwise 3x3/5x5; GhostNetV2/V3's DFC attention (depthwise 1x5,
     # 5x1) and V3's 1x1 depthwise scale branches (s1 beside the cheap op, s2 beside the
-    # stride-2 depthwise conv).
+    # stride-2 depthwise conv); MobileNetV3's 5x5 depthwise at stride 1.
     assert kinds == {
         ((3, 3), 1, 'dense'),
         ((3, 3), 2, 'dense'),
@@ -71,6 +71,7 @@ def test_the_models_use_the_expected_conv_kinds():
         ((3, 3), 1, 'depthwise'),
         ((3, 3), 2, 'depthwise'),
         ((5, 5), 2, 'depthwise'),
+        ((5, 5), 1, 'depthwise'),
         ((1, 5), 1, 'depthwise'),
         ((5, 1), 1, 'depthwise'),
         ((1, 1), 1, 'depthwise'),
