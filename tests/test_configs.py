@@ -110,3 +110,39 @@ def test_study_net_and_version_comparison_configs():
     assert configs['v1'].time_budget_minutes == 60.0
     with pytest.raises(ConfigError, match='v1, v2, v3'):
         versions.get_config('v4')
+
+
+def test_study_net_done_properly_changes_only_what_it_names():
+    """The done-properly run is the reproduction with the study's missing pieces: the
+    network, batch, epochs and validation split stay; the diff is exactly the named fixes."""
+    net = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study_net')).get_config()
+    done = _load(next(p for p in CONFIG_FILES if p.stem == 'study_net_done_properly')).get_config()
+
+    def flat(tree: dict, prefix: str = '') -> dict:
+        out = {}
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f'{prefix}{key}.'))
+            else:
+                out[f'{prefix}{key}'] = value
+        return out
+
+    a, b = flat(net.to_dict()), flat(done.to_dict())
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert changed == {
+        'data.mean',
+        'data.std',
+        'data.augment.crop_padding',
+        'data.augment.flip',
+        'model.dropout_rate',
+        'optimizer.name',
+        'optimizer.learning_rate',
+        'optimizer.schedule',
+        'optimizer.warmup_epochs',
+        'optimizer.weight_decay',
+        'callbacks.early_stopping.enabled',
+        'callbacks.reduce_lr_on_plateau.enabled',
+    }
+    assert (done.model.name, done.batch_size, done.num_epochs) == ('ghost_study_net', 32, 20)
+    assert done.data.val_split == net.data.val_split == 'train[90%:]'
+    assert done.data.mean is None and done.optimizer.weight_decay > 0
