@@ -10,6 +10,7 @@ passing commands allow any drop (--max-accuracy-drop 100); the failing one is gi
 runtime that answers wrongly.
 """
 
+import collections
 import csv
 import json
 
@@ -359,3 +360,29 @@ def test_mobilenetv3_hard_swish_is_one_op_in_onnx_and_tflite(tmp_path):
     path = exporters.export_model(model, 'tflite', tmp_path / 'm.tflite')
     tflite_ops = {op['op_name'] for op in _litert(path)._get_ops_details()}
     assert 'HARD_SWISH' in tflite_ops, tflite_ops
+
+
+@pytest.mark.extra
+def test_dfc_attention_pools_and_upsamples_as_single_ops(tmp_path):
+    """GhostNetV2's DFC gate exports its 2x2 average pooling and its 2x nearest upsampling
+    as one op each: LiteRT's XNNPACK delegate runs AVERAGE_POOL_2D and
+    RESIZE_NEAREST_NEIGHBOR, while the training formulation's 6-D RESHAPE + SUM and
+    BROADCAST_TO fell back to the reference kernels (3.4x slower, docs/serving.md)."""
+    _skip_without_extra('onnx')
+    _skip_without_extra('tflite')
+    from ghostnet_jax.benchmarking.inference import random_trained_model
+
+    # At 32x32 every DFC map has even sides (odd ones, e.g. 7 -> 3 -> 7 at 224, upsample
+    # by PyTorch's rule with a gather, which no single resize op reproduces).
+    model = random_trained_model('ghostnetv2_cifar_tiny', 32)
+    path = exporters.export_model(model, 'tflite', tmp_path / 'm.tflite')
+    tflite_ops = collections.Counter(op['op_name'] for op in _litert(path)._get_ops_details())
+    assert tflite_ops['AVERAGE_POOL_2D'] == tflite_ops['RESIZE_NEAREST_NEIGHBOR'] > 0, tflite_ops
+    assert not {'BROADCAST_TO', 'GATHER_ND'} & set(tflite_ops), tflite_ops
+    # ONNX: dynamic batch by default, where the upsampling stays a broadcast (jax2onnx's
+    # resize takes no symbolic batch); with a fixed batch, one Resize per gate.
+    for batch, want in ((None, 0), (1, tflite_ops['AVERAGE_POOL_2D'])):
+        out = exporters.export_model(model, 'onnx', tmp_path / f'm{batch}.onnx', batch)
+        onnx_ops = collections.Counter(n.op_type for n in _onnx_graph(out).node)
+        assert onnx_ops['AveragePool'] == tflite_ops['AVERAGE_POOL_2D'], onnx_ops
+        assert onnx_ops['Resize'] == want, onnx_ops

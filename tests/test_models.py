@@ -13,7 +13,7 @@ import pytest
 
 import ghostnet_jax
 from ghostnet_jax.models import Conv, GhostBottleneck, GhostModule, SqueezeExcite, make_divisible
-from ghostnet_jax.models.ghost_blocks import upsample_nearest
+from ghostnet_jax.models.ghost_blocks import avg_pool_2x2, upsample_nearest
 from ghostnet_jax.models.layer_table import layer_table
 from ghostnet_jax.models.registry import ModelInputError
 from ghostnet_jax.models.reparameterize import fold_branches
@@ -320,10 +320,28 @@ def test_upsample_nearest_is_pytorchs_rule():
     # documented rule); jax.image.resize's half-pixel centres would read 0,0,1,1,2,2,2 for 3->7.
     for size_in, size_out in ((3, 7), (2, 4), (1, 2), (4, 9), (5, 5), (7, 15)):
         x = jnp.arange(size_in * 2, dtype=jnp.float32).reshape(1, size_in, 2, 1)
-        y = upsample_nearest(x, size_out, 4)
         rows = [i * size_in // size_out for i in range(size_out)]
-        np.testing.assert_array_equal(y[0, :, :, 0], np.asarray(x)[0, rows][:, [0, 0, 1, 1], 0])
+        for train in (True, False):  # training's broadcast, inference's resize op
+            y = upsample_nearest(x, size_out, 4, train=train)
+            np.testing.assert_array_equal(y[0, :, :, 0], np.asarray(x)[0, rows][:, [0, 0, 1, 1], 0])
     assert [i * 3 // 7 for i in range(7)] == [0, 0, 0, 1, 1, 2, 2]
+
+
+def test_avg_pool_2x2_floor_mode_in_training_and_inference():
+    # PyTorch's avg_pool2d(2, 2) floors: a 5x7 map pools to 2x3, its last row and column
+    # dropped; each output is the mean of its 2x2 window, computed here by hand.
+    x = np.arange(2 * 5 * 7 * 3, dtype=np.float32).reshape(2, 5, 7, 3)
+    expected = np.stack(
+        [
+            np.stack(
+                [x[:, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2].mean(axis=(1, 2)) for j in range(3)], 1
+            )
+            for i in range(2)
+        ],
+        1,
+    )
+    for train in (True, False):  # reshape + mean, nn.avg_pool
+        np.testing.assert_allclose(avg_pool_2x2(jnp.asarray(x), train), expected, rtol=1e-6)
 
 
 def _param_paths(name, **overrides):

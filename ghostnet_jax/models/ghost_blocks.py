@@ -96,19 +96,39 @@ def conv_bn(
     return out
 
 
-def upsample_nearest(x: jax.Array, height: int, width: int) -> jax.Array:
+def avg_pool_2x2(x: jax.Array, train: bool = True) -> jax.Array:
+    """2x2 average pooling, stride 2, an odd last row/column dropped (PyTorch's floor mode):
+    in training a reshape + mean, in inference `nn.avg_pool`, which exports as one pooling
+    op (LiteRT's AVERAGE_POOL_2D, run by its XNNPACK delegate, not a 6-D RESHAPE + SUM)."""
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    if not train:
+        return nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
+
+
+def upsample_nearest(x: jax.Array, height: int, width: int, train: bool = True) -> jax.Array:
     """PyTorch's F.interpolate(mode='nearest') of an NHWC map to (height, width).
 
     Output index i reads input index floor(i * in / out), not the half-pixel-centred rule of
     jax.image.resize: for the odd sizes DFC attention meets (7 -> pooled 3 -> 7) they differ
-    (PyTorch reads rows 0,0,0,1,1,2,2; half-pixel centres read 0,0,1,1,2,2,2).
+    (PyTorch reads rows 0,0,0,1,1,2,2; half-pixel centres read 0,0,1,1,2,2,2). For an exact
+    2x both rules read floor(i / 2), and the two formulations below compute the same copy:
+    in training a broadcast (jnp.repeat; jax.image.resize is a gather, whose gradient is a
+    scatter), in inference on static shapes jax.image.resize, which exports as one resize
+    op (LiteRT's RESIZE_NEAREST_NEIGHBOR: its XNNPACK delegate runs it, while the
+    broadcast's BROADCAST_TO falls back to the reference kernels and made GhostNetV2 ~3x
+    slower there: docs/serving.md#inference-speed).
     """
+    n, h, w, c = x.shape
+    static = all(isinstance(d, int) for d in x.shape)  # jax2onnx's resize: no symbolic batch
+    if not train and static and (height, width) == (2 * h, 2 * w):
+        return jax.image.resize(x, (n, height, width, c), 'nearest')
     for axis, out_size in ((1, height), (2, width)):
         in_size = x.shape[axis]
         if out_size == in_size:
             continue
         if out_size == 2 * in_size:
-            # The common case as a broadcast, not a gather (whose gradient is a scatter).
             x = jnp.repeat(x, 2, axis=axis)
             continue
         x = jnp.take(x, np.arange(out_size) * in_size // out_size, axis=axis)
@@ -141,9 +161,7 @@ class DFCAttention(nn.Module):
                 'strides need at least 33x33; for 32x32 images use a CIFAR variant such as '
                 'ghostnetv2_cifar_100).'
             )
-        pooled = (
-            x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4))
-        )
+        pooled = avg_pool_2x2(x, train)
         dw = dict(groups=self.features)
         y = self.conv(self.features, self.kernel_size, self.stride, name='conv')(pooled)
         y = self.norm(use_running_average=not train, name='bn')(y)
@@ -151,7 +169,7 @@ class DFCAttention(nn.Module):
         y = self.norm(use_running_average=not train, name='bn_h')(y)
         y = self.conv(self.features, (5, 1), **dw, name='conv_v')(y)
         y = self.norm(use_running_average=not train, name='bn_v')(y)
-        return upsample_nearest(jax.nn.sigmoid(y), *out_hw)
+        return upsample_nearest(jax.nn.sigmoid(y), *out_hw, train=train)
 
 
 class GhostModule(nn.Module):
