@@ -30,6 +30,7 @@ from ghostnet_jax.models.pytorch_weights import (
     from_torch_state_dict,
     load_state_dict,
 )
+from ghostnet_jax.timm_import import import_timm
 from ghostnet_jax.training.pretrained import load_converted
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,7 +104,7 @@ def _needs_timm():
     # Not importorskip('timm'): importing timm may fail on torchvision, which import_timm handles.
     if importlib.util.find_spec('timm') is None:
         pytest.skip('timm is not installed')
-    return fixture_script.import_timm()
+    return import_timm()
 
 
 # ----------------------------------------------------------------------------- parity

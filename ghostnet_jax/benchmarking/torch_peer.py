@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from collections.abc import Callable
+
+from ghostnet_jax.timm_import import import_timm
 
 # Our model -> the timm model that, with the CIFAR surgery below, is the same network.
 TORCH_PEERS = {'ghostnet_cifar_100': 'ghostnet_100'}
@@ -29,37 +30,9 @@ def require_torch() -> None:
     require('timm', 'torch', '--compare-torch (timm)')
 
 
-def _import_timm():
-    """Imports timm beside a CPU-only torch.
-
-    timm imports torchvision at import time; the PyPI torchvision build expects the
-    `torchvision::nms`/`qnms` operators that a CPU torch wheel lacks and fails to import
-    unless their schemas are declared first (seen with torch 2.13 CPU). GhostNet uses
-    neither operator.
-    """
-    if 'timm' in sys.modules:
-        return sys.modules['timm']
-    import torch
-
-    try:
-        import torchvision  # noqa: F401  (timm imports it; the torch extra brings it via timm)
-    except RuntimeError as e:
-        if 'torchvision::nms' not in str(e):
-            raise
-        for name in [m for m in sys.modules if m.split('.')[0] == 'torchvision']:
-            del sys.modules[name]
-        lib = torch.library.Library('torchvision', 'DEF')
-        lib.define('nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-        lib.define('qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-        _import_timm.torchvision_lib = lib  # the declarations live as long as this object
-    import timm
-
-    return timm
-
-
 def timm_cifar_ghostnet(num_classes: int = 10):
     """timm's GhostNet 1.0x with CIFAR strides (stem and bottleneck 1 at stride 1)."""
-    timm = _import_timm()
+    timm = import_timm()
     from timm.models.ghostnet import GhostBottleneck
 
     model = timm.create_model('ghostnet_100', pretrained=False, num_classes=num_classes)
@@ -76,7 +49,7 @@ def torch_train_step(
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    timm = _import_timm()
+    timm = import_timm()
     torch.manual_seed(0)
     model = timm_cifar_ghostnet(num_classes).train()
     opt = torch.optim.SGD(
