@@ -442,3 +442,9 @@ def test_study_net_matches_the_study_description():
     concat = layer_table(ghostnet_jax.create_model('ghost_study_net', merge='concat'), 32)
     assert concat.trainable_params == 361_002
     assert [r.params for r in concat.rows if r.path == 'ghost_3/cheap_operation'] == [2_560]
+    # The BatchNorm variant: scale + bias (trainable) and mean + variance (buffers) for each
+    # of the stem's 32 and the modules' 2 x (64 + 128 + 256 + 512) conv outputs.
+    bn_model = ghostnet_jax.create_model('ghost_study_net_bn')
+    bn = layer_table(bn_model, 32)
+    assert bn.trainable_params == 453_322 + 2 * 1_952 and bn.bn_buffers == 2 * 1_952
+    assert bn_model.parameter_group('stem_bn') == 'stem'

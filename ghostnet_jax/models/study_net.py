@@ -20,6 +20,8 @@ Choices the description leaves open, and what is chosen here:
    those, concatenated): its last depthwise has 2,560 parameters, not 5,120.
 3. Biases everywhere (Keras's default, and what 896 = 3*3*3*32 + 32 and 5,120 count).
 4. No BatchNorm: none is described (Keras would list it as layers of their own).
+   `ghost_study_net_bn` is the other reading: at the study's best grid cell (lr 0.01,
+   batch 32) this net's ReLUs all die and that one trains (docs/experiments.md).
 5. ReLU after the stem, after each primary and each cheap conv, and after Dense 512;
    Dense 10 outputs logits (Keras's softmax lives in the loss here).
 6. 'same' padding, stride 1 everywhere (the maps "stay at 32x32"), no pooling before the
@@ -53,16 +55,20 @@ class StudyGhostModule(nn.Module):
     features: int
     merge: str = 'add'
     conv: Any = None
+    norm: Any = None  # BatchNorm after each conv (GhostStudyNet.batchnorm), or None
+
+    def _bn(self, y: jax.Array, name: str, train: bool) -> jax.Array:
+        return y if self.norm is None else self.norm(use_running_average=not train, name=name)(y)
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         primary_features = self.features if self.merge == 'add' else self.features // 2
-        primary = nn.relu(self.conv(primary_features, 1, use_bias=True, name='primary_conv')(x))
-        cheap = nn.relu(
-            self.conv(
-                primary_features, 3, groups=primary_features, use_bias=True, name='cheap_operation'
-            )(primary)
-        )
+        primary = self.conv(primary_features, 1, use_bias=True, name='primary_conv')(x)
+        primary = nn.relu(self._bn(primary, 'primary_bn', train))
+        cheap = self.conv(
+            primary_features, 3, groups=primary_features, use_bias=True, name='cheap_operation'
+        )(primary)
+        cheap = nn.relu(self._bn(cheap, 'cheap_bn', train))
         if self.merge == 'add':
             return primary + cheap
         return jnp.concatenate([primary, cheap], axis=-1)
@@ -78,22 +84,29 @@ class GhostStudyNet(nn.Module):
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
     conv_impl: str = 'auto'
-    bn_axis_name: str | None = None  # accepted like every model's; there is no BN
+    bn_axis_name: str | None = None  # used with batchnorm=True
+    # Not in the study's description (choice 4): BatchNorm after every conv, to test whether
+    # the study's net had it (docs/experiments.md, "The study's grid, CPU-sized").
+    batchnorm: bool = False
 
     def parameter_group(self, name: str) -> str:
         """stem, stage<k> for the k-th Ghost module, head for the dense layers."""
         if name.startswith('ghost_'):
             return f'stage{name.split("_")[1]}'
-        return 'stem' if name == 'stem' else 'head'
+        return 'stem' if name.startswith('stem') else 'head'
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.merge not in MERGES:
             raise ValueError(f'merge={self.merge!r} is not one of {MERGES}.')
-        conv, _ = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)
-        x = nn.relu(conv(STEM_FEATURES, 3, use_bias=True, name='stem')(x))
+        conv, norm = layer_defs(self.dtype, self.param_dtype, self.conv_impl, self.bn_axis_name)
+        norm = norm if self.batchnorm else None
+        x = conv(STEM_FEATURES, 3, use_bias=True, name='stem')(x)
+        if norm is not None:
+            x = norm(use_running_average=not train, name='stem_bn')(x)
+        x = nn.relu(x)
         for index, width in enumerate(self.widths):
-            x = StudyGhostModule(width, self.merge, conv, name=f'ghost_{index}')(x)
+            x = StudyGhostModule(width, self.merge, conv, norm, name=f'ghost_{index}')(x, train)
         x = jnp.mean(x, axis=(1, 2))
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.relu(nn.Dense(512, **dense, name='fc')(x))
@@ -105,3 +118,10 @@ class GhostStudyNet(nn.Module):
 def ghost_study_net(**overrides: Any) -> GhostStudyNet:
     """The original Keras study's four-Ghost-module net (choices: models/study_net.py)."""
     return GhostStudyNet(**overrides)
+
+
+@register_model
+def ghost_study_net_bn(**overrides: Any) -> GhostStudyNet:
+    """Not the study's: `ghost_study_net` with BatchNorm after every conv (choice 4's
+    alternative), to test whether the study's net had it."""
+    return GhostStudyNet(**{'batchnorm': True, **overrides})
