@@ -8,6 +8,7 @@ import pytest
 
 from ghostnet_jax.configs import default
 from ghostnet_jax.training.config_checks import ConfigError, validate_config
+from ghostnet_jax.training.metrics_log import flat_scalars
 
 CONFIG_FILES = sorted(
     p for p in (Path(__file__).parents[1] / 'configs').glob('*.py') if p.name != '__init__.py'
@@ -118,16 +119,7 @@ def test_study_net_done_properly_changes_only_what_it_names():
     net = _load(next(p for p in CONFIG_FILES if p.stem == 'original_study_net')).get_config()
     done = _load(next(p for p in CONFIG_FILES if p.stem == 'study_net_done_properly')).get_config()
 
-    def flat(tree: dict, prefix: str = '') -> dict:
-        out = {}
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                out.update(flat(value, f'{prefix}{key}.'))
-            else:
-                out[f'{prefix}{key}'] = value
-        return out
-
-    a, b = flat(net.to_dict()), flat(done.to_dict())
+    a, b = flat_scalars(net.to_dict()), flat_scalars(done.to_dict())
     changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
     assert changed == {
         'data.mean',
