@@ -40,6 +40,18 @@ class RunHistory:
         epochs = sorted(self.val)
         return epochs, {k: [float(self.val[e][k]) for e in epochs] for k in ('loss', 'accuracy')}
 
+    def epoch_learning_rates(self) -> dict[int, tuple[float, float]]:
+        """Per epoch, the learning rate of its first and last logged step (with any
+        plateau scale: the train step logs the rate it used)."""
+        rates: dict[int, tuple[float, float]] = {}
+        for step in self.steps():
+            record = self.train[step]
+            if 'epoch' in record and 'learning_rate' in record:
+                lr = float(record['learning_rate'])
+                first = rates.get(record['epoch'], (lr, lr))[0]
+                rates[record['epoch']] = (first, lr)
+        return rates
+
     def groups(self) -> list[str]:
         """The per-stage gradient-norm groups, e.g. ['head', 'stage0', ..., 'stem']."""
         keys = {k for r in self.train.values() for k in r if k.startswith('grad_norm/')}

@@ -146,6 +146,57 @@ def _results_lines(results: dict | None) -> list[str]:
     return lines + ['']
 
 
+def _plateau_factor(workdir: Path) -> float | None:
+    """ReduceLROnPlateau's factor where the run's config.json enables it, else None."""
+    path = workdir / 'config.json'
+    if not path.exists():
+        return None
+    plateau = json.loads(path.read_text()).get('callbacks', {}).get('reduce_lr_on_plateau', {})
+    return float(plateau['factor']) if plateau.get('enabled') else None
+
+
+def epochs_lines(
+    history: RunHistory, results: dict | None, plateau_factor: float | None
+) -> list[str]:
+    """One row per epoch: the train means, validation, the learning rate at its end, and
+    the events a reader of curves looks for (a plateau's cut, the epoch whose weights the
+    final evaluation used)."""
+    train_epochs, train = history.train_epochs()
+    rates = history.epoch_learning_rates()
+    final_epoch = (
+        (results or {}).get('epoch') if (results or {}).get('checkpoint') == 'best' else None
+    )
+    lines = [
+        '| epoch | train loss | train accuracy | val loss | val accuracy | learning rate (end) '
+        '| note |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for epoch in sorted(set(train_epochs) | set(history.val)):
+        cells = [str(epoch)]
+        if epoch in train_epochs:
+            i = train_epochs.index(epoch)
+            cells += [f'{train["loss"][i]:.4f}', f'{train["accuracy"][i]:.4f}']
+        else:
+            cells += ['-', '-']
+        val = history.val.get(epoch)
+        cells += [f'{val["loss"]:.4f}', f'{val["accuracy"]:.4f}'] if val else ['-', '-']
+        notes = []
+        if epoch in rates:
+            cells.append(f'{rates[epoch][1]:.3g}')
+            # A plateau cuts the rate between two epochs; a schedule moves it by a step.
+            before = rates.get(epoch - 1)
+            if plateau_factor and before and rates[epoch][0] <= before[1] * plateau_factor * 1.05:
+                notes.append(
+                    f'lr x{rates[epoch][0] / before[1]:.2g} (plateau, after epoch {epoch - 1})'
+                )
+        else:
+            cells.append('-')
+        if epoch == final_epoch:
+            notes.append('final weights (best epoch)')
+        lines.append('| ' + ' | '.join(cells + ['; '.join(notes)]) + ' |')
+    return lines + ['']
+
+
 def write_report(workdir: str | Path) -> Path:
     """Writes WORKDIR/report/ (report.md, PNGs, predictions.json); returns report.md's path."""
     workdir = Path(workdir)
@@ -165,6 +216,7 @@ def write_report(workdir: str | Path) -> Path:
         'learning_rate.png': 'Learning rate per step',
         'gradients.png': 'Gradient norm per stage and update/parameter ratio per step',
     }
+    lines += ['## Epochs', ''] + epochs_lines(history, results, _plateau_factor(workdir))
     lines += ['## Curves', '']
     for name in figures:
         lines += [f'![{captions[name]}]({name})', '']
