@@ -211,7 +211,7 @@ def test_cli_missing_extra_and_bad_flags(base_run, tmp_path, monkeypatch, capsys
 def test_ghostnetv3_exports_its_folded_form(trainer, real_images, tmp_path):
     """The GhostNetV3 run of test_train_time_budget.job_low_res_budget (no extra training): `load`
     folds it, and the StableHLO export computes what predict does. (Folded against
-    unfolded logits: tests/test_convert.py and tests/test_models.py.)"""
+    unfolded logits: tests/test_convert.py and tests/test_models_v2_v3.py.)"""
     import test_train_time_budget  # noqa: F401  (declares the job 'low_res_budget')
     import train_harness as h
 
