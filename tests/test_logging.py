@@ -178,3 +178,27 @@ def test_remote_workdir_mirrors_jsonl_and_uploads_it_whole(tmp_path):
     mirror = w._mirror_dir
     w.close()
     assert not mirror.exists()
+
+
+def test_a_changed_config_is_saved_beside_the_first_and_its_changes_named(tmp_path, caplog):
+    import ml_collections
+    from etils import epath
+
+    from ghostnet_jax.training.metrics_log import write_run_config
+
+    workdir = epath.Path(tmp_path)
+    first = ml_collections.ConfigDict({'optimizer': {'learning_rate': 0.1}, 'seed': 0})
+    write_run_config(workdir, first)
+    write_run_config(workdir, first)  # the same config again (a plain resume): no new file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json']
+    changed = ml_collections.ConfigDict(
+        {'optimizer': {'learning_rate': 0.05, 'name': 'adamw'}, 'seed': 0}
+    )
+    with caplog.at_level('WARNING'):
+        write_run_config(workdir, changed)
+    saved = [p for p in tmp_path.iterdir() if p.name != 'config.json']
+    assert len(saved) == 1 and json.loads(saved[0].read_text())['optimizer']['name'] == 'adamw'
+    assert json.loads((tmp_path / 'config.json').read_text()) == first.to_dict()  # kept
+    message = caplog.text
+    assert 'optimizer.learning_rate: 0.1 -> 0.05' in message
+    assert "optimizer.name: absent -> 'adamw'" in message and 'seed' not in message

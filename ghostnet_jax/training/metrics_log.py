@@ -257,10 +257,39 @@ def write_run_config(
         path.write_text(text)
         return
     if path.exists() and path.read_text() != text:
+        changes = config_changes(path.read_text(), text)
         path = workdir / f'config.{time.strftime("%Y%m%d-%H%M%S")}.json'
-        log.warning('Config differs from the one this workdir started with; saved as %s', path)
+        log.warning(
+            'Config differs from the one this workdir started with (%s); saved as %s',
+            changes,
+            path,
+        )
     if not path.exists():
         path.write_text(text)
+
+
+def config_changes(old_json: str, new_json: str, limit: int = 6) -> str:
+    """What differs between two saved configs, e.g. 'optimizer.learning_rate: 0.1 -> 0.05,
+    seed: absent -> 1': the fields a resumed run's user changed, or that a newer version of
+    the package added or removed."""
+
+    def flat(d: dict, prefix: str = '') -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+        return out
+
+    try:
+        old, new = flat(json.loads(old_json)), flat(json.loads(new_json))
+    except ValueError:
+        return 'the saved config.json is not JSON'
+    absent = object()
+    keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k, absent) != new.get(k, absent)]
+    shown = lambda d, k: repr(d[k]) if k in d else 'absent'
+    parts = [f'{k}: {shown(old, k)} -> {shown(new, k)}' for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f'and {len(keys) - limit} more')
+    return ', '.join(parts) or 'only its formatting'
 
 
 def flat_scalars(d: dict, prefix: str = '') -> dict:
