@@ -294,7 +294,7 @@ def test_study_net_matches_the_study_description():
     assert last.output_shape == (1, 32, 32, 512) and last.params == 5_120
     assert rows['fc'].output_shape == (1, 512) and rows['classifier'].output_shape == (1, 10)
     assert table.trainable_params == 453_322 and table.bn_buffers == 0
-    concat = layer_table(ghostnet_jax.create_model('ghost_study_net', merge='concat'), 32)
+    concat = layer_table(ghostnet_jax.create_model('ghost_study_net_concat'), 32)
     assert concat.trainable_params == 361_002
     assert [r.params for r in concat.rows if r.path == 'ghost_3/cheap_operation'] == [2_560]
     # The BatchNorm variant: scale + bias (trainable) and mean + variance (buffers) for each

@@ -17,7 +17,8 @@ Choices the description leaves open, and what is chosen here:
    (that would give 1,024 channels). `merge='add'` (default) therefore sums them: primary
    1x1 conv to `width` channels, cheap depthwise 3x3 on those, output primary + cheap.
    `merge='concat'` is the paper's Ghost module instead (primary to width / 2, cheap on
-   those, concatenated): its last depthwise has 2,560 parameters, not 5,120.
+   those, concatenated): its last depthwise has 2,560 parameters, not 5,120. It is
+   registered as `ghost_study_net_concat`.
 3. Biases everywhere (Keras's default, and what 896 = 3*3*3*32 + 32 and 5,120 count).
 4. No BatchNorm: none is described (Keras would list it as layers of their own).
    `ghost_study_net_bn` is the other reading: at the study's best grid cell (lr 0.01,
@@ -125,3 +126,10 @@ def ghost_study_net_bn(**overrides: Any) -> GhostStudyNet:
     """Not the study's: `ghost_study_net` with BatchNorm after every conv (choice 4's
     alternative), to test whether the study's net had it."""
     return GhostStudyNet(**{'batchnorm': True, **overrides})
+
+
+@register_model
+def ghost_study_net_concat(**overrides: Any) -> GhostStudyNet:
+    """Not the study's: `ghost_study_net` with the paper's concatenating Ghost modules
+    (choice 2's alternative; 361,002 parameters), to test what the reading costs."""
+    return GhostStudyNet(**{'merge': 'concat', **overrides})
