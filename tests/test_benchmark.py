@@ -1,14 +1,19 @@
 """benchmark --json: fields, arithmetic, the op-category profile, the optional torch peer.
 
-One tiny end-to-end run (ghostnet_cifar_tiny, batch 8, a 3-step epoch) serves every check
-on the JSON document; the rest are unit tests on hand-written inputs.
+One tiny end-to-end run (ghostnet_cifar_tiny, batch 8, a 3-step epoch; a background job of
+the suite) serves every check on the JSON document; the rest are unit tests on hand-written
+inputs.
 """
 
+import csv
 import json
 import statistics
+import sys
+from pathlib import Path
 
 import jax
 import pytest
+import train_harness as h
 
 from ghostnet_jax import benchmark
 from ghostnet_jax.benchmarking import profile as prof
@@ -18,33 +23,44 @@ from ghostnet_jax.training.environment import cpu_info, loaded_allocator
 BATCH, EPOCH_STEPS, EVAL_BATCH, EVAL_BATCHES, STEPS = 8, 3, 10, 2, 3
 
 
-@pytest.fixture(scope='module')
-def report(tmp_path_factory):
-    out = tmp_path_factory.mktemp('bench')
-    path = out / 'bench.json'
-    benchmark.main(
-        [
-            '--model',
-            'ghostnet_cifar_tiny',
-            '--batch-size',
-            str(BATCH),
-            '--steps',
-            str(STEPS),
-            '--epoch-steps',
-            str(EPOCH_STEPS),
-            '--log-every-steps',
-            '2',
-            '--eval-batch-size',
-            str(EVAL_BATCH),
-            '--eval-batches',
-            str(EVAL_BATCHES),
-            '--json',
-            str(path),
-            '--profile',
-            str(out / 'trace'),
-        ]
-    )
+@h.job('benchmark_json')
+def job_benchmark_json(t: h.Trainer, root: Path) -> dict:
+    """`python -m ghostnet_jax.benchmark ... --json`, as a user runs it, in the background
+    (its compile and profile are the longest in-process work the suite would otherwise do
+    while its jobs start)."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / 'bench.json'
+    args = [
+        sys.executable,
+        '-m',
+        'ghostnet_jax.benchmark',
+        '--model',
+        'ghostnet_cifar_tiny',
+        '--batch-size',
+        str(BATCH),
+        '--steps',
+        str(STEPS),
+        '--epoch-steps',
+        str(EPOCH_STEPS),
+        '--log-every-steps',
+        '2',
+        '--eval-batch-size',
+        str(EVAL_BATCH),
+        '--eval-batches',
+        str(EVAL_BATCHES),
+        '--json',
+        str(path),
+        '--profile',
+        str(root / 'trace'),
+    ]
+    proc = h.run_pinned(args, t.env(), root / 'out')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads(path.read_text())
+
+
+@pytest.fixture(scope='module')
+def report(trainer):
+    return trainer.result('benchmark_json')
 
 
 def test_json_has_the_issue_fields(report):
@@ -63,8 +79,8 @@ def test_json_has_the_issue_fields(report):
         'allocator',
     ):
         assert key in report, key
-    assert report['backend'] == jax.default_backend()
-    assert report['device_count'] == jax.device_count()
+    assert report['backend'] == 'cpu'
+    assert report['device_count'] == 1  # the run's environment: one CPU device
     assert (report['dtype'], report['batch_size'], report['model']) == (
         'float32',
         BATCH,
@@ -72,7 +88,8 @@ def test_json_has_the_issue_fields(report):
     )
     assert report['versions']['jax'] == jax.__version__
     assert report['compile_s'] > 0
-    assert report['allocator'] == (loaded_allocator() or "glibc's malloc")
+    # The suite's runs keep glibc's malloc (GHOSTNET_JAX_ALLOCATOR=off, train_harness.env).
+    assert report['allocator'] == "glibc's malloc"
 
 
 def test_throughputs_are_images_over_median_seconds(report):
@@ -268,40 +285,52 @@ def test_stream_throughput_rows(tmp_path, capsys):
 # ----------------------------------------------------------------------- --inference
 
 
+def _inference_args(csv_path, runtimes, second_model):
+    return [
+        '--inference',
+        '--inference-models',
+        f'ghostnet_cifar_tiny@16,{second_model}@16',
+        '--runtimes',
+        runtimes,
+        '--latency-runs',
+        '4',
+        '--throughput-runs',
+        '2',
+        '--rounds',
+        '2',
+        '--threads',
+        '1',
+        '--csv',
+        str(csv_path),
+    ]
+
+
 def _inference(tmp_path, runtimes, second_model='mobilenetv3_small_cifar_100'):
     path = tmp_path / 'inference.csv'
-    code = benchmark.main(
-        [
-            '--inference',
-            '--inference-models',
-            f'ghostnet_cifar_tiny@16,{second_model}@16',
-            '--runtimes',
-            runtimes,
-            '--latency-runs',
-            '4',
-            '--throughput-runs',
-            '2',
-            '--rounds',
-            '2',
-            '--threads',
-            '1',
-            '--csv',
-            str(path),
-        ]
-    )
-    assert code == 0
-    import csv
-
+    assert benchmark.main(_inference_args(path, runtimes, second_model)) == 0
     return list(csv.DictReader(path.open()))
 
 
-def test_inference_rows_per_model_and_runtime(tmp_path, capsys):
+@h.job('benchmark_inference')
+def job_benchmark_inference(t: h.Trainer, root: Path) -> tuple[list[dict], str]:
+    """`python -m ghostnet_jax.benchmark --inference` in the core runtimes, in the
+    background. The second model is a tiny GhostNetV3, in the folded form the benchmark
+    builds for V3 (MobileNetV3-Small, the quantized runtimes' second model, compiles its 4
+    programs slower). Returns the CSV rows and the printed output."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / 'inference.csv'
+    args = [sys.executable, '-m', 'ghostnet_jax.benchmark']
+    args += _inference_args(path, 'jax,stablehlo', 'ghostnetv3_cifar_tiny')
+    proc = h.run_pinned(args, t.env(), root / 'out')
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return list(csv.DictReader(path.open())), proc.stdout
+
+
+def test_inference_rows_per_model_and_runtime(trainer):
     from ghostnet_jax.models import create_model
     from ghostnet_jax.models.layer_table import layer_table
 
-    # The second model a tiny GhostNetV3, in the folded form the benchmark builds for V3
-    # (MobileNetV3-Small, the quantized runtimes' second model, compiles 4 programs slower).
-    rows = _inference(tmp_path, 'jax,stablehlo', second_model='ghostnetv3_cifar_tiny')
+    rows, printed = trainer.result('benchmark_inference')
     assert [(r['model'], r['runtime']) for r in rows] == [
         ('ghostnet_cifar_tiny', 'jax'),
         ('ghostnet_cifar_tiny', 'stablehlo'),
@@ -322,7 +351,7 @@ def test_inference_rows_per_model_and_runtime(tmp_path, capsys):
             unfolded = layer_table(create_model(r['model']), 16).trainable_params
             assert table.trainable_params < unfolded
     assert rows[1]['file_size_mb'] and not rows[0]['file_size_mb']
-    assert 'stablehlo' in capsys.readouterr().out
+    assert 'stablehlo' in printed
 
 
 @pytest.mark.extra
