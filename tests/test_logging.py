@@ -201,4 +201,4 @@ def test_a_changed_config_is_saved_beside_the_first_and_its_changes_named(tmp_pa
     assert json.loads((tmp_path / 'config.json').read_text()) == first.to_dict()  # kept
     message = caplog.text
     assert 'optimizer.learning_rate: 0.1 -> 0.05' in message
-    assert "optimizer.name: absent -> 'adamw'" in message and 'seed' not in message
+    assert 'optimizer.name: absent -> adamw' in message and 'seed' not in message

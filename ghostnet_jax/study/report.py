@@ -17,7 +17,7 @@ import numpy as np
 from ghostnet_jax.study import plots
 from ghostnet_jax.study.diagnosis import diagnose
 from ghostnet_jax.study.history import RunHistory, load_history
-from ghostnet_jax.study.predictions import Predictions, predict
+from ghostnet_jax.study.predictions import Predictions, load_run_config, predict
 from ghostnet_jax.training.grad_health import GradientHealth
 
 MAX_MISCLASSIFIED = 24
@@ -148,10 +148,9 @@ def _results_lines(results: dict | None) -> list[str]:
 
 def _plateau_factor(workdir: Path) -> float | None:
     """ReduceLROnPlateau's factor where the run's config.json enables it, else None."""
-    path = workdir / 'config.json'
-    if not path.exists():
+    if not (workdir / 'config.json').exists():
         return None
-    plateau = json.loads(path.read_text()).get('callbacks', {}).get('reduce_lr_on_plateau', {})
+    plateau = load_run_config(workdir).get('callbacks', {}).get('reduce_lr_on_plateau', {})
     return float(plateau['factor']) if plateau.get('enabled') else None
 
 

@@ -272,20 +272,13 @@ def config_changes(old_json: str, new_json: str, limit: int = 6) -> str:
     """What differs between two saved configs, e.g. 'optimizer.learning_rate: 0.1 -> 0.05,
     seed: absent -> 1': the fields a resumed run's user changed, or that a newer version of
     the package added or removed."""
-
-    def flat(d: dict, prefix: str = '') -> dict:
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
-        return out
-
     try:
-        old, new = flat(json.loads(old_json)), flat(json.loads(new_json))
+        old, new = flat_scalars(json.loads(old_json)), flat_scalars(json.loads(new_json))
     except ValueError:
         return 'the saved config.json is not JSON'
     absent = object()
     keys = [k for k in sorted(old.keys() | new.keys()) if old.get(k, absent) != new.get(k, absent)]
-    shown = lambda d, k: repr(d[k]) if k in d else 'absent'
+    shown = lambda d, k: str(d[k]) if k in d else 'absent'
     parts = [f'{k}: {shown(old, k)} -> {shown(new, k)}' for k in keys[:limit]]
     if len(keys) > limit:
         parts.append(f'and {len(keys) - limit} more')
